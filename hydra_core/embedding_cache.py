@@ -1,0 +1,87 @@
+"""A persistent embedding cache, so no text is ever encoded twice by the same model.
+
+Entries live in one SQLite file keyed by (model identity, role, sha256 of the text).
+SQLite gives atomic transactions and safe concurrent writers for free: two processes
+encoding the same corpus at once both succeed and leave one consistent entry per key.
+Each vector carries a checksum; an entry whose bytes no longer match it is treated as
+missing, so a corrupted cache is recomputed rather than trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import numpy as np
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    model TEXT NOT NULL,
+    role TEXT NOT NULL,
+    text_sha256 TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    crc32 INTEGER NOT NULL,
+    PRIMARY KEY (model, role, text_sha256)
+) WITHOUT ROWID
+"""
+_LOOKUP_CHUNK = 500
+
+
+def text_key(text: str) -> str:
+    """The cache key of one text: its SHA-256, so keys are short and collision-free."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class EmbeddingCache:
+    """Float32 vectors on disk, looked up by model identity, role and text."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=120.0)) as db, db:
+            yield db
+
+    def get_many(self, model: str, role: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Return the valid cached vectors among ``keys``; corrupted entries are left out."""
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._connect() as db:
+            for start in range(0, len(unique), _LOOKUP_CHUNK):
+                chunk = unique[start : start + _LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    "SELECT text_sha256, vector, crc32 FROM embeddings "
+                    f"WHERE model = ? AND role = ? AND text_sha256 IN ({marks})",
+                    (model, role, *chunk),
+                )
+                for key, blob, crc in rows:
+                    if zlib.crc32(blob) == crc:
+                        found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, model: str, role: str, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Store ``vectors`` (one row per key) in one transaction, replacing bad entries."""
+        rows = []
+        for key, vector in zip(keys, np.asarray(vectors, dtype=np.float32), strict=True):
+            blob = vector.tobytes()
+            rows.append((model, role, key, blob, zlib.crc32(blob)))
+        with self._connect() as db:
+            db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
+
+    def count(self, model: str | None = None) -> int:
+        """Number of stored entries, for one model or in all."""
+        with self._connect() as db:
+            if model is None:
+                return db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+            query = "SELECT COUNT(*) FROM embeddings WHERE model = ?"
+            return db.execute(query, (model,)).fetchone()[0]

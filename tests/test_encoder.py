@@ -1,0 +1,77 @@
+"""The frozen encoder and its cache: real model, real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from hydra_core.embedding_cache import EmbeddingCache, text_key
+from hydra_core.encoder import DEFAULT_MODEL, FrozenEncoder, resolve_model_path
+
+
+def test_default_model_resolves_to_bundled_folder() -> None:
+    path = Path(resolve_model_path(DEFAULT_MODEL))
+    assert path.is_dir()
+    assert (path / "modules.json").is_file()
+    assert resolve_model_path("some/other-model") == "some/other-model"
+
+
+def test_encodes_normalised_vectors_and_caches_them(tmp_path: Path) -> None:
+    encoder = FrozenEncoder(cache=EmbeddingCache(tmp_path / "e.sqlite"), show_progress=False)
+    texts = ["protein folding in yeast", "supersonic wing flutter", "protein folding in yeast"]
+    first = encoder.encode(texts, "document")
+    assert first.shape == (3, 384)
+    assert first.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(first[0], first[2])
+    assert encoder.stats.encoded == 2
+
+    # A fresh encoder on the same cache file encodes nothing and never loads the model.
+    again = FrozenEncoder(cache=EmbeddingCache(tmp_path / "e.sqlite"), show_progress=False)
+    second = again.encode(texts, "document")
+    np.testing.assert_array_equal(first, second)
+    assert (again.stats.encoded, again.stats.cached) == (0, 3)
+    assert "model" not in again.__dict__
+
+
+def test_query_and_document_with_same_text_do_not_collide(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    cache.put_many("m", "query", [text_key("same text")], np.ones((1, 4), np.float32))
+    cache.put_many("m", "document", [text_key("same text")], np.zeros((1, 4), np.float32))
+    assert cache.count() == 2
+    query = cache.get_many("m", "query", [text_key("same text")])
+    document = cache.get_many("m", "document", [text_key("same text")])
+    assert query[text_key("same text")].tolist() == [1, 1, 1, 1]
+    assert document[text_key("same text")].tolist() == [0, 0, 0, 0]
+    assert cache.get_many("other-model", "query", [text_key("same text")]) == {}
+
+
+def test_model_identity_includes_weights_and_precision(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    fp32 = FrozenEncoder(cache=cache, precision="fp32")
+    bf16 = FrozenEncoder(cache=cache, precision="bf16")
+    assert fp32.identity != bf16.identity
+    assert fp32.identity.startswith(DEFAULT_MODEL + "@")
+
+
+def test_bf16_matches_fp32(encoder: FrozenEncoder, tmp_path: Path) -> None:
+    texts = ["dielectric constant of liquids measured with microwaves", "statins and cancer"]
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    fp32 = FrozenEncoder(cache=cache, precision="fp32", show_progress=False).encode(texts, "query")
+    bf16 = FrozenEncoder(cache=cache, precision="bf16", show_progress=False).encode(texts, "query")
+    cosine = np.sum(fp32 * bf16, axis=1)
+    assert cosine.min() > 0.999
+
+
+def test_corrupted_entry_is_recomputed(tmp_path: Path) -> None:
+    path = tmp_path / "e.sqlite"
+    encoder = FrozenEncoder(cache=EmbeddingCache(path), show_progress=False)
+    good = encoder.encode(["a corrupted cache entry"], "query")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE embeddings SET vector = zeroblob(length(vector))")
+    fresh = FrozenEncoder(cache=EmbeddingCache(path), show_progress=False)
+    again = fresh.encode(["a corrupted cache entry"], "query")
+    assert fresh.stats.encoded == 1
+    np.testing.assert_allclose(again, good, atol=1e-6)
