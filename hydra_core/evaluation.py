@@ -7,13 +7,16 @@ every evaluation command prints this shape, per task.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
-from hydra_core.cards import TaskCard
+from hydra_core.cards import TaskCard, generic_card
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.metrics import METRIC_NAMES, evaluate_run
 from hydra_core.rankings import ranking_to_run
 from hydra_core.report import ResultsTable
+from hydra_core.retriever import ConditionedRetriever
 from hydra_core.tasks import RetrievalTask, load_task
 from hydra_core.teacher_ensemble import FUSED_DEPTH, TeacherEnsemble
 from hydra_core.teachers import BM25Teacher, DenseTeacher
@@ -53,4 +56,36 @@ def baseline_table(
     rankings = ensemble.rank(queries["query_id"].to_list(), queries["text"].to_list())
     table = {name: score_ranking(frame, task, split) for name, frame in rankings.items()}
     table["teacher"] = score_ranking(ensemble.fuse(rankings), task, split)
+    return table
+
+
+def shuffled_card(card: TaskCard, cards: Sequence[TaskCard]) -> TaskCard:
+    """Another task's card for the shuffled-card ablation: the next one by name."""
+    others = sorted((c for c in cards if c.name != card.name), key=lambda c: c.name)
+    if not others:
+        raise ValueError(f"no other task card than {card.name!r} to shuffle with")
+    later = [c for c in others if c.name > card.name]
+    return (later or others)[0]
+
+
+def hydra_table(
+    task: RetrievalTask,
+    card: TaskCard,
+    retriever: ConditionedRetriever,
+    *,
+    shuffled: TaskCard,
+    split: str = EVAL_SPLIT,
+) -> ResultsTable:
+    """Hydra with the task's card, with a generic card, and with another task's card."""
+    doc_ids = task.corpus["doc_id"].to_list()
+    doc_vectors = retriever.encoder.encode(task.doc_texts(), "document")
+    queries = task.split_queries(split)
+    cards = {"hydra": card, "hydra-generic": generic_card(), "hydra-shuffled": shuffled}
+    table: ResultsTable = {}
+    for method, method_card in cards.items():
+        index = retriever.index(retriever.compile(method_card), doc_ids, doc_vectors=doc_vectors)
+        ranking = index.search(
+            queries["query_id"].to_list(), queries["text"].to_list(), FUSED_DEPTH
+        )
+        table[method] = score_ranking(ranking, task, split)
     return table

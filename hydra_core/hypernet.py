@@ -1,0 +1,176 @@
+"""Hypernet: task card in, projection head out. The only part of Hydra that trains.
+
+A checkpoint is a directory with ``config.json`` (architecture, base encoder identity,
+training metadata) and ``model.safetensors`` (weights). Loading never unpickles: a
+truncated, foreign or mismatched checkpoint is refused with an error that names it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hydra_core.atomic import atomic_path, write_text_atomic
+from hydra_core.card_encoder import TaskCardEncoder, card_part_embeddings
+from hydra_core.cards import TaskCard
+from hydra_core.encoder import FrozenEncoder
+from hydra_core.errors import HydraInputError
+from hydra_core.head import ProjectionHead
+from hydra_core.head_generator import (
+    HeadParameters,
+    ProjectionHeadGenerator,
+    geometry_preserving_basis,
+)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "hydra-hypernet/1"
+
+
+class Hypernet(nn.Module):
+    """TaskCardEncoder followed by ProjectionHeadGenerator."""
+
+    def __init__(
+        self,
+        *,
+        base_model: str,
+        in_dim: int = 384,
+        out_dim: int = 256,
+        cond_dim: int = 128,
+        rank: int = 96,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.base_model = base_model
+        self.metadata = dict(metadata or {})
+        self.card_encoder = TaskCardEncoder(in_dim=in_dim, out_dim=cond_dim)
+        self.generator = ProjectionHeadGenerator(
+            cond_dim=cond_dim, in_dim=in_dim, out_dim=out_dim, rank=rank
+        )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        generator = self.generator.config
+        return {
+            "format": FORMAT,
+            "base_model": self.base_model,
+            "in_dim": generator["in_dim"],
+            "out_dim": generator["out_dim"],
+            "cond_dim": generator["cond_dim"],
+            "rank": generator["rank"],
+            "metadata": self.metadata,
+        }
+
+    @property
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def forward(self, card_parts: torch.Tensor) -> HeadParameters:
+        """(batch x parts x in_dim) card part embeddings -> batched head parameters."""
+        return self.generator(self.card_encoder(card_parts))
+
+    def generate_head(self, card: TaskCard, encoder: FrozenEncoder) -> ProjectionHead:
+        """Generate the head for one card."""
+        self.check_encoder(encoder)
+        parts = card_part_embeddings(card, encoder)
+        with torch.inference_mode():
+            params = self(parts.unsqueeze(0))
+        return ProjectionHead(*(tensor[0].clone() for tensor in params), task=card.name)
+
+    def check_encoder(self, encoder: FrozenEncoder) -> None:
+        if encoder.model_name != self.base_model:
+            raise HydraInputError(
+                f"checkpoint was trained on base encoder {self.base_model!r}, "
+                f"not {encoder.model_name!r}"
+            )
+
+    def save(self, directory: Path | str) -> Path:
+        """Write weights and config into ``directory`` (each file atomically)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {name: t.detach().contiguous() for name, t in self.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": FORMAT})
+        write_text_atomic(directory / CONFIG_FILE, json.dumps(self.config, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path | str) -> Hypernet:
+        """Load a checkpoint directory written by :meth:`save`."""
+        directory = Path(directory)
+        config = read_config(directory)
+        try:
+            model = cls(
+                base_model=str(config["base_model"]),
+                in_dim=int(config["in_dim"]),
+                out_dim=int(config["out_dim"]),
+                cond_dim=int(config["cond_dim"]),
+                rank=int(config["rank"]),
+                metadata=dict(config.get("metadata") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise HydraInputError(
+                f"incomplete hypernet config ({error!r})", path=directory / CONFIG_FILE
+            ) from None
+        weights_path = directory / WEIGHTS_FILE
+        try:
+            state = load_file(str(weights_path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise HydraInputError(
+                f"unreadable weights ({error}); the file may be truncated or not safetensors",
+                path=weights_path,
+            ) from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise HydraInputError(
+                f"weights do not fit the configured architecture: {error}", path=weights_path
+            ) from None
+        return model
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    """The checkpoint's config.json, validated enough to build the model from it."""
+    path = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise HydraInputError("checkpoint directory does not exist", path=directory)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HydraInputError(f"unreadable checkpoint config ({error})", path=path) from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise HydraInputError(f"not a Hydra hypernet checkpoint (format != {FORMAT})", path=path)
+    return config
+
+
+def initial_hypernet(
+    base_model: str,
+    reference_embeddings: np.ndarray,
+    *,
+    seed: int = 0,
+    out_dim: int = 256,
+    cond_dim: int = 128,
+    rank: int = 96,
+) -> Hypernet:
+    """An untrained hypernet whose every head preserves the base encoder's geometry.
+
+    ``reference_embeddings`` (base embeddings of training documents and queries) decide
+    which ``out_dim`` directions of the base space the base head keeps.
+    """
+    torch.manual_seed(seed)
+    hypernet = Hypernet(
+        base_model=base_model,
+        in_dim=reference_embeddings.shape[1],
+        out_dim=out_dim,
+        cond_dim=cond_dim,
+        rank=rank,
+    )
+    hypernet.generator.set_base_weight(geometry_preserving_basis(reference_embeddings, out_dim))
+    return hypernet

@@ -1,0 +1,66 @@
+"""Preference pairs: the fused teachers' ordering, as (query, better doc, worse doc, weight).
+
+Hydra distils orderings, not scores. For every training query, each of the fused top
+``n_positive`` documents is paired with ``n_negative`` documents sampled from lower fused
+ranks. A pair's weight is how many teachers agree with it: the fraction of teachers that
+rank the positive above the negative (a document a teacher did not retrieve ranks below
+everything it did), so pairs the teachers dispute count less.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+PAIR_SCHEMA = {
+    "query_id": pl.Utf8,
+    "pos_doc_id": pl.Utf8,
+    "neg_doc_id": pl.Utf8,
+    "weight": pl.Float64,
+}
+
+_NOT_RETRIEVED = 1_000_000
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """Which fused ranks make positives and negatives."""
+
+    n_positive: int = 3
+    n_negative: int = 8
+    negative_from_rank: int = 10
+    negative_to_rank: int = 100
+    seed: int = 0
+
+
+def preference_pairs(fused: pl.DataFrame, config: PairConfig | None = None) -> pl.DataFrame:
+    """Pairs from a fused ranking frame with ``rank_<teacher>`` columns (see fusion)."""
+    config = config or PairConfig()
+    teacher_columns = [c for c in fused.columns if c.startswith("rank_")]
+    if not teacher_columns:
+        raise ValueError("fused ranking has no rank_<teacher> columns to weigh agreement with")
+    keep = ["query_id", "doc_id", *teacher_columns]
+    filled = fused.with_columns(pl.col(teacher_columns).fill_null(_NOT_RETRIEVED))
+    positives = filled.filter(pl.col("rank") <= config.n_positive).select(keep)
+    negatives = (
+        filled.filter(pl.col("rank").is_between(config.negative_from_rank, config.negative_to_rank))
+        .select(keep)
+        .with_columns(pl.int_range(pl.len()).shuffle(seed=config.seed).over("query_id").alias("_r"))
+        .filter(pl.col("_r") < config.n_negative)
+        .drop("_r")
+    )
+    pairs = positives.join(negatives, on="query_id", suffix="_neg")
+    agreement = pl.mean_horizontal(
+        [(pl.col(c) < pl.col(f"{c}_neg")).cast(pl.Float64) for c in teacher_columns]
+    )
+    return (
+        pairs.select(
+            "query_id",
+            pl.col("doc_id").alias("pos_doc_id"),
+            pl.col("doc_id_neg").alias("neg_doc_id"),
+            agreement.alias("weight"),
+        )
+        .filter(pl.col("weight") > 0)
+        .sort("query_id", "pos_doc_id", "neg_doc_id")
+    )

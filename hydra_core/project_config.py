@@ -1,0 +1,170 @@
+"""Project configuration: which task cards run, where results go, how runs execute.
+
+One YAML file, ``hydra.yaml`` at the project root (``HYDRA_CONFIG`` names another), holds
+what a team decides once and shares: the task list, the training tasks, the executor, the
+tracking and metrics stores, the training settings. Environment variables override the
+locations, so a laptop, CI and a cluster node run the same file:
+
+- ``HYDRA_WORKSPACE``: the workspace folder (caches, assets, checkpoints, stores);
+- ``MLFLOW_TRACKING_URI``: an MLflow server instead of the workspace's sqlite file;
+- ``HYDRA_METRICS_DB``: the DuckDB database (a path, or ``md:<name>`` for MotherDuck);
+- ``HYDRA_EXECUTOR``: ``in_process``, ``multiprocess`` or ``k8s``;
+- ``HYDRA_TASKS``: a comma-separated task list replacing ``tasks``.
+
+Relative paths in the file are resolved against the file's folder, so the project can be
+checked out anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hydra_core.errors import HydraInputError
+from hydra_core.settings import PROJECT_ROOT
+
+CONFIG_FILE_NAME = "hydra.yaml"
+DEFAULT_TASKS: tuple[str, ...] = ("scifact", "nfcorpus", "cranfield", "cacm", "vaswani")
+
+ExecutorKind = Literal["in_process", "multiprocess", "k8s"]
+
+
+class ExecutorConfig(BaseModel):
+    """How Dagster executes runs.
+
+    ``multiprocess`` runs task partitions in parallel processes (at most ``max_concurrent``);
+    ``in_process`` runs everything in one process, one partition after another (the fastest
+    choice for small runs and tests); ``k8s`` runs each step as a Kubernetes job through
+    ``dagster-k8s`` and is meant for the daemon, not for ``hydra run``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ExecutorKind = "multiprocess"
+    max_concurrent: int = Field(default=2, ge=1)
+    k8s: dict[str, Any] = Field(default_factory=dict)
+    """Config passed verbatim to ``dagster_k8s.k8s_job_executor`` (image, namespace, ...)."""
+
+
+class TrainingConfig(BaseModel):
+    """Knobs of the hypernet run; the keys of ``train`` are fields of ``TrainConfig``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: dict[str, Any] = Field(default_factory=dict)
+    pairs: dict[str, Any] = Field(default_factory=dict)
+    """Fields of ``PairConfig`` (how fused rankings become preference pairs)."""
+    training_queries: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of ``training_queries`` (``n_generated``, ``max_queries``, ``seed``)."""
+
+
+class ProjectConfig(BaseModel):
+    """The resolved project configuration; build one with :func:`load_project_config`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[str] = Field(default_factory=lambda: list(DEFAULT_TASKS), min_length=1)
+    training_tasks: list[str] | None = None
+    """Tasks whose preference pairs train the hypernet; ``None`` means all of ``tasks``."""
+    workspace: Path = PROJECT_ROOT / "workspace"
+    tracking_uri: str | None = None
+    experiment: str = "hydra"
+    registered_model: str = "hydra-hypernet"
+    metrics_db: str | None = None
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tolerance: float = Field(default=0.02, ge=0)
+    """How far below the base model's NDCG@10 hydra may fall before its check fails."""
+    retrain_cron: str = "0 4 * * 1"
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @property
+    def training_task_names(self) -> list[str]:
+        return list(self.training_tasks) if self.training_tasks is not None else list(self.tasks)
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        """The MLflow store: the configured URI, else a sqlite file in the workspace."""
+        return self.tracking_uri or f"sqlite:///{self.workspace / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        """Where a local tracking store keeps run artifacts (checkpoints, reports)."""
+        return self.workspace / "mlartifacts"
+
+    @property
+    def resolved_metrics_db(self) -> str:
+        return self.metrics_db or str(self.workspace / "metrics.duckdb")
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.workspace / "dagster"
+
+    @property
+    def cache_dir(self) -> Path:
+        """The embedding cache folder: ``HYDRA_CACHE_DIR``, else inside the workspace."""
+        override = os.environ.get("HYDRA_CACHE_DIR")
+        return Path(override).resolve() if override else self.workspace / "cache"
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("HYDRA_CONFIG", PROJECT_ROOT / CONFIG_FILE_NAME))
+
+
+def load_project_config(path: Path | str | None = None) -> ProjectConfig:
+    """Read ``hydra.yaml`` (a missing default file means all defaults) and apply env overrides."""
+    config_path = Path(path) if path is not None else default_config_path()
+    data: dict[str, Any] = {}
+    if config_path.is_file():
+        try:
+            loaded = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise HydraInputError(f"invalid YAML: {exc}", path=config_path) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise HydraInputError("the project config must be a YAML mapping", path=config_path)
+        data = dict(loaded or {})
+    elif path is not None or "HYDRA_CONFIG" in os.environ:
+        raise HydraInputError("project config file not found", path=config_path)
+    data.update(_env_overrides())
+    try:
+        config = ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        raise HydraInputError(first["msg"], path=config_path, field=field) from None
+    base = config_path.resolve().parent
+    workspace = config.workspace if config.workspace.is_absolute() else base / config.workspace
+    unknown = sorted(set(config.training_task_names) - set(config.tasks))
+    if unknown:
+        raise HydraInputError(
+            f"training tasks {unknown} are not in tasks {config.tasks}",
+            path=config_path,
+            field="training_tasks",
+        )
+    return config.model_copy(update={"workspace": workspace.resolve(), "config_path": config_path})
+
+
+def _env_overrides() -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if workspace := os.environ.get("HYDRA_WORKSPACE"):
+        overrides["workspace"] = Path(workspace).resolve()
+    if tracking_uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        overrides["tracking_uri"] = tracking_uri
+    if metrics_db := os.environ.get("HYDRA_METRICS_DB"):
+        overrides["metrics_db"] = metrics_db
+    if tasks := os.environ.get("HYDRA_TASKS"):
+        overrides["tasks"] = [name.strip() for name in tasks.split(",") if name.strip()]
+    return overrides
+
+
+def apply_executor_override(config: ProjectConfig) -> ProjectConfig:
+    """``HYDRA_EXECUTOR`` replaces the executor kind (kept separate: it is a run-time choice)."""
+    kind = os.environ.get("HYDRA_EXECUTOR")
+    if not kind:
+        return config
+    executor = ExecutorConfig.model_validate({**config.executor.model_dump(), "kind": kind})
+    return config.model_copy(update={"executor": executor})

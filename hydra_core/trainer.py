@@ -1,0 +1,291 @@
+"""Training the hypernet on several tasks' preference pairs at once.
+
+Only hypernet parameters train: the base encoder's embeddings arrive precomputed, so
+there is nothing else to update. Each step draws a batch of pairs from every training
+task, generates each task's head from its card, and sums the tasks' losses, so every
+update has to serve all tasks through their cards.
+
+Reproducible and resumable: a fixed seed gives the same checkpoint, and after every
+epoch the model and optimizer state are written atomically; a run started again on the
+same directory resumes after the last completed epoch and ends at the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from hydra_core.atomic import atomic_path
+from hydra_core.head import head_forward
+from hydra_core.hypernet import Hypernet, initial_hypernet
+from hydra_core.losses import in_batch_infonce, weighted_pairwise_loss
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; small values make a quick run for tests."""
+
+    epochs: int = 4
+    steps_per_epoch: int = 100
+    pairs_per_task: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    pair_temperature: float = 0.05
+    nce_temperature: float = 0.05
+    nce_weight: float = 0.5
+    seed: int = 0
+    out_dim: int = 256
+    cond_dim: int = 128
+    rank: int = 96
+
+
+@dataclass
+class TrainingTask:
+    """Everything one task contributes to training, as tensors ready for batching."""
+
+    name: str
+    card_parts: torch.Tensor  # (parts x dim) frozen card part embeddings
+    query_vectors: torch.Tensor  # (n_queries x dim) base embeddings
+    doc_vectors: torch.Tensor  # (n_docs x dim) base embeddings
+    query_index: torch.Tensor  # per pair: row of query_vectors
+    pos_index: torch.Tensor  # per pair: row of doc_vectors
+    neg_index: torch.Tensor
+    weight: torch.Tensor
+    fingerprint: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_frames(
+        cls,
+        name: str,
+        card_parts: torch.Tensor,
+        query_ids: Sequence[str],
+        query_vectors: np.ndarray,
+        doc_ids: Sequence[str],
+        doc_vectors: np.ndarray,
+        pairs: pl.DataFrame,
+    ) -> TrainingTask:
+        """Resolve the pairs' ids to rows of the embedding matrices."""
+        if pairs.is_empty():
+            raise ValueError(f"task {name!r} has no preference pairs to train on")
+        query_row = {q: i for i, q in enumerate(query_ids)}
+        doc_row = {d: i for i, d in enumerate(doc_ids)}
+        return cls(
+            name=name,
+            card_parts=card_parts,
+            query_vectors=torch.as_tensor(query_vectors, dtype=torch.float32),
+            doc_vectors=torch.as_tensor(doc_vectors, dtype=torch.float32),
+            query_index=torch.tensor([query_row[q] for q in pairs["query_id"]]),
+            pos_index=torch.tensor([doc_row[d] for d in pairs["pos_doc_id"]]),
+            neg_index=torch.tensor([doc_row[d] for d in pairs["neg_doc_id"]]),
+            weight=torch.tensor(pairs["weight"].to_numpy(), dtype=torch.float32),
+        )
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.query_index.shape[0])
+
+
+def reference_embeddings(tasks: Sequence[TrainingTask], per_task: int = 2000) -> np.ndarray:
+    """A balanced sample of the tasks' documents and queries, to initialise the base head."""
+    generator = torch.Generator().manual_seed(0)
+    samples = []
+    for task in tasks:
+        for vectors in (task.doc_vectors, task.query_vectors):
+            take = torch.randperm(vectors.shape[0], generator=generator)[: per_task // 2]
+            samples.append(vectors[take])
+    return torch.cat(samples).numpy()
+
+
+def task_loss(
+    hypernet_output: tuple[torch.Tensor, ...],
+    task: TrainingTask,
+    batch: torch.Tensor,
+    config: TrainConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairwise and InfoNCE losses of one task's head on one batch of its pairs."""
+    weight, bias, scale, shift = hypernet_output
+
+    def project(vectors: torch.Tensor) -> torch.Tensor:
+        return head_forward(vectors, weight, bias, scale, shift)
+
+    queries = project(task.query_vectors[task.query_index[batch]])
+    positives = project(task.doc_vectors[task.pos_index[batch]])
+    negatives = project(task.doc_vectors[task.neg_index[batch]])
+    pos_scores = (queries * positives).sum(-1)
+    neg_scores = (queries * negatives).sum(-1)
+    pairwise = weighted_pairwise_loss(
+        pos_scores, neg_scores, task.weight[batch], config.pair_temperature
+    )
+    infonce = in_batch_infonce(
+        queries, positives, negatives, task.query_index[batch], config.nce_temperature
+    )
+    return pairwise, infonce
+
+
+def train_hypernet(
+    tasks: Sequence[TrainingTask],
+    config: TrainConfig,
+    out_dir: Path | str,
+    *,
+    base_model: str,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    show_progress: bool = True,
+) -> Path:
+    """Train (or resume training) a hypernet on ``tasks``; returns the checkpoint dir."""
+    out_dir = Path(out_dir)
+    if not tasks:
+        raise ValueError("train_hypernet needs at least one training task")
+    hypernet = initial_hypernet(
+        base_model,
+        reference_embeddings(tasks),
+        seed=config.seed,
+        out_dim=config.out_dim,
+        cond_dim=config.cond_dim,
+        rank=config.rank,
+    )
+    optimizer = torch.optim.AdamW(
+        hypernet.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    history: list[dict[str, float]] = []
+    start_epoch = _resume(out_dir, config, hypernet, optimizer, history)
+    card_parts = torch.stack([task.card_parts for task in tasks])
+    log.info(
+        "training hypernet: %d trainable parameters, %d tasks, %d pairs",
+        hypernet.num_trainable_parameters,
+        len(tasks),
+        sum(task.num_pairs for task in tasks),
+    )
+    for epoch in range(start_epoch, config.epochs):
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        totals = {"pairwise": 0.0, "infonce": 0.0}
+        started = time.perf_counter()
+        steps = tqdm(
+            range(config.steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not show_progress,
+            leave=False,
+        )
+        for _ in steps:
+            batches = [
+                torch.randint(task.num_pairs, (config.pairs_per_task,), generator=generator)
+                for task in tasks
+            ]
+            outputs = hypernet(card_parts)
+            loss = torch.zeros(())
+            for i, (task, batch) in enumerate(zip(tasks, batches, strict=True)):
+                pairwise, infonce = task_loss(
+                    tuple(tensor[i] for tensor in outputs), task, batch, config
+                )
+                loss = loss + pairwise + config.nce_weight * infonce
+                totals["pairwise"] += pairwise.item() / len(tasks)
+                totals["infonce"] += infonce.item() / len(tasks)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        metrics = {name: value / config.steps_per_epoch for name, value in totals.items()}
+        metrics["seconds"] = time.perf_counter() - started
+        history.append(metrics)
+        log.info("epoch %d/%d: %s", epoch + 1, config.epochs, metrics)
+        hypernet.metadata = _metadata(config, tasks, history, hypernet)
+        _save_state(out_dir, epoch + 1, config, hypernet, optimizer, history)
+        hypernet.save(out_dir)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, metrics)
+    if start_epoch >= config.epochs:
+        hypernet.metadata = _metadata(config, tasks, history, hypernet)
+        hypernet.save(out_dir)
+    return out_dir
+
+
+def _metadata(
+    config: TrainConfig,
+    tasks: Sequence[TrainingTask],
+    history: list[dict[str, float]],
+    hypernet: Hypernet,
+) -> dict[str, object]:
+    return {
+        "train_config": asdict(config),
+        "tasks": [task.name for task in tasks],
+        "pairs": {task.name: task.num_pairs for task in tasks},
+        "fingerprints": {task.name: task.fingerprint for task in tasks},
+        "history": history,
+        "trainable_parameters": hypernet.num_trainable_parameters,
+    }
+
+
+def _save_state(
+    out_dir: Path,
+    epochs_done: int,
+    config: TrainConfig,
+    hypernet: Hypernet,
+    optimizer: torch.optim.Optimizer,
+    history: list[dict[str, float]],
+) -> None:
+    """Model and optimizer state in one file, so a resume never mixes two epochs."""
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in hypernet.state_dict().items()}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).contiguous()
+    metadata = {
+        "epochs_done": str(epochs_done),
+        "train_config": json.dumps(asdict(config), sort_keys=True),
+        "history": json.dumps(history),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / STATE_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def _resume(
+    out_dir: Path,
+    config: TrainConfig,
+    hypernet: Hypernet,
+    optimizer: torch.optim.Optimizer,
+    history: list[dict[str, float]],
+) -> int:
+    """Load the last completed epoch from ``out_dir`` if it holds a run of this config."""
+    path = out_dir / STATE_FILE
+    if not path.exists():
+        return 0
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        log.warning("ignoring unreadable training state %s (%s); starting afresh", path, error)
+        return 0
+    if metadata.get("train_config") != json.dumps(asdict(config), sort_keys=True):
+        raise ValueError(
+            f"{path} holds a run with a different training config; "
+            "use another --out directory or delete it"
+        )
+    hypernet.load_state_dict(
+        {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    )
+    optimizer_state = optimizer.state_dict()
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            optimizer_state["state"].setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict(optimizer_state)
+    history.extend(json.loads(metadata.get("history", "[]")))
+    epochs_done = int(metadata.get("epochs_done", "0"))
+    log.info("resuming %s after epoch %d", out_dir, epochs_done)
+    return epochs_done
