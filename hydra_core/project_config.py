@@ -129,7 +129,15 @@ def load_project_config(path: Path | str | None = None) -> ProjectConfig:
         data = dict(loaded or {})
     elif path is not None or "HYDRA_CONFIG" in os.environ:
         raise HydraInputError("project config file not found", path=config_path)
-    data.update(_env_overrides())
+    overrides = _env_overrides()
+    if "tasks" in overrides and data.get("training_tasks") is not None:
+        # A narrowed task list (e.g. a quick run on two tasks) keeps the training tasks in it.
+        data["training_tasks"] = [t for t in data["training_tasks"] if t in overrides["tasks"]]
+    if "executor_kind" in overrides:
+        executor = dict(data.get("executor") or {})
+        executor["kind"] = overrides.pop("executor_kind")
+        data["executor"] = executor
+    data.update(overrides)
     try:
         config = ProjectConfig.model_validate(data)
     except ValidationError as exc:
@@ -158,13 +166,6 @@ def _env_overrides() -> dict[str, Any]:
         overrides["metrics_db"] = metrics_db
     if tasks := os.environ.get("HYDRA_TASKS"):
         overrides["tasks"] = [name.strip() for name in tasks.split(",") if name.strip()]
+    if executor := os.environ.get("HYDRA_EXECUTOR"):
+        overrides["executor_kind"] = executor
     return overrides
-
-
-def apply_executor_override(config: ProjectConfig) -> ProjectConfig:
-    """``HYDRA_EXECUTOR`` replaces the executor kind (kept separate: it is a run-time choice)."""
-    kind = os.environ.get("HYDRA_EXECUTOR")
-    if not kind:
-        return config
-    executor = ExecutorConfig.model_validate({**config.executor.model_dump(), "kind": kind})
-    return config.model_copy(update={"executor": executor})

@@ -1,0 +1,194 @@
+"""Stored results of the pipeline stages, as files other tools can open.
+
+Frames are parquet (polars, DuckDB and pandas read them), embeddings are ``.npy`` arrays
+with their row ids in a parquet file beside them, small records are JSON, heads and
+checkpoints are safetensors. Every write is atomic, so a reader (another run, the Dagster
+UI, a DuckDB query) never sees half a file. A task's qrels are one long frame with a
+``split`` column, so one file holds all splits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from hydra_core.atomic import atomic_path, write_text_atomic
+from hydra_core.cards import TaskCard
+from hydra_core.fingerprints import array_digest
+from hydra_core.tasks import QRELS_HEADER, SPLITS, RetrievalTask
+
+QRELS_LONG_SCHEMA: dict[str, pl.DataType] = {
+    "split": pl.String(),
+    "query_id": pl.String(),
+    "doc_id": pl.String(),
+    "score": pl.Int64(),
+}
+IDS_SUFFIX = ".ids.parquet"
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """Vectors with the ids of their rows; row ``i`` of ``vectors`` embeds ``ids[i]``."""
+
+    ids: list[str]
+    vectors: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.ids):
+            raise ValueError(
+                f"{len(self.ids)} ids need a ({len(self.ids)} x dim) array, "
+                f"got shape {self.vectors.shape}"
+            )
+
+    @cached_property
+    def digest(self) -> str:
+        return array_digest(self.vectors, self.ids)
+
+    @cached_property
+    def _rows(self) -> dict[str, int]:
+        return {row_id: i for i, row_id in enumerate(self.ids)}
+
+    def select(self, ids: list[str]) -> np.ndarray:
+        """The vectors of ``ids``, in that order; an unknown id is a KeyError naming it."""
+        rows = self._rows
+        missing = [row_id for row_id in ids if row_id not in rows]
+        if missing:
+            raise KeyError(f"no embedding for {len(missing)} ids, e.g. {missing[:3]}")
+        return self.vectors[[rows[row_id] for row_id in ids]]
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A trained hypernet checkpoint and where it was tracked."""
+
+    path: str
+    checkpoint_id: str
+    tasks: list[str]
+    mlflow_run_id: str = ""
+    tracking_uri: str = ""
+    model_name: str = ""
+    model_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ file formats
+
+
+def save_frame(frame: pl.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp)
+
+
+def load_frame(path: Path) -> pl.DataFrame:
+    return pl.read_parquet(path)
+
+
+def embeddings_ids_path(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".npy") + IDS_SUFFIX)
+
+
+def save_embeddings(embeddings: Embeddings, path: Path) -> None:
+    """``path`` (.npy) gets the vectors; the ids go beside it. Ids are written first, so a
+    reader that finds the array always finds ids for it (checked by length on load)."""
+    save_frame(pl.DataFrame({"id": embeddings.ids}, schema={"id": pl.String()}), _ids(path))
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(embeddings.vectors, dtype=np.float32))
+
+
+def load_embeddings(path: Path) -> Embeddings:
+    vectors = np.load(path)
+    ids = load_frame(_ids(path))["id"].to_list()
+    return Embeddings(ids=ids, vectors=vectors)
+
+
+def _ids(path: Path) -> Path:
+    return embeddings_ids_path(path)
+
+
+def save_json(data: dict[str, Any], path: Path) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def card_record(card: TaskCard) -> dict[str, Any]:
+    """A card as JSON, with the file it came from (relative sources resolve against it)."""
+    return {
+        "card": card.model_dump(mode="json"),
+        "card_path": str(card.card_path) if card.card_path is not None else None,
+    }
+
+
+def card_from_record(record: dict[str, Any]) -> TaskCard:
+    card_path = record.get("card_path")
+    return TaskCard.model_validate(
+        {**record["card"], "card_path": Path(card_path) if card_path else None}
+    )
+
+
+def checkpoint_record_json(record: CheckpointRecord) -> dict[str, Any]:
+    return asdict(record)
+
+
+def checkpoint_from_json(data: dict[str, Any]) -> CheckpointRecord:
+    return CheckpointRecord(**data)
+
+
+# ------------------------------------------------------------------------------ tasks <-> frames
+
+
+def qrels_long(task: RetrievalTask) -> pl.DataFrame:
+    """All of a task's judgments in one frame, splits in train/dev/test order."""
+    frames = [
+        task.qrels[split].select(pl.lit(split).alias("split"), "query_id", "doc_id", "score")
+        for split in task.splits
+    ]
+    if not frames:
+        return pl.DataFrame(schema=QRELS_LONG_SCHEMA)
+    return pl.concat(frames)
+
+
+def task_from_frames(
+    name: str, source: str, corpus: pl.DataFrame, queries: pl.DataFrame, qrels: pl.DataFrame
+) -> RetrievalTask:
+    """Rebuild a :class:`RetrievalTask` from stored frames (the inverse of ``qrels_long``)."""
+    splits = qrels["split"].unique(maintain_order=True).to_list()
+    return RetrievalTask(
+        name=name,
+        source=source,
+        corpus=corpus,
+        queries=queries,
+        qrels={split: qrels.filter(pl.col("split") == split).drop("split") for split in splits},
+    )
+
+
+def save_beir_folder(task: RetrievalTask, folder: Path) -> Path:
+    """Write ``task`` as a BEIR folder that ``load_beir_folder`` reads back to the same task.
+
+    Used to hand a slice of a real dataset to anything that takes a dataset path (a card's
+    ``source``, a test, a colleague).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus_lines = [
+        json.dumps({"_id": doc_id, "title": title, "text": text}, ensure_ascii=False)
+        for doc_id, title, text in task.corpus.iter_rows()
+    ]
+    write_text_atomic(folder / "corpus.jsonl", "\n".join(corpus_lines) + "\n")
+    query_lines = [
+        json.dumps({"_id": query_id, "text": text}, ensure_ascii=False)
+        for query_id, text in task.queries.iter_rows()
+    ]
+    write_text_atomic(folder / "queries.jsonl", "\n".join(query_lines) + "\n")
+    for split in sorted(task.qrels, key=lambda s: SPLITS.index(s) if s in SPLITS else len(SPLITS)):
+        rows = ["\t".join(QRELS_HEADER)]
+        rows += [f"{q}\t{d}\t{s}" for q, d, s in task.qrels[split].iter_rows()]
+        write_text_atomic(folder / "qrels" / f"{split}.tsv", "\n".join(rows) + "\n")
+    return folder

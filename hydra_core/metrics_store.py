@@ -1,0 +1,165 @@
+"""The metrics store: every evaluation's numbers as long rows in one DuckDB table.
+
+One row per task x method x split x metric, tagged with the hypernet run and checkpoint that
+produced it and the time, so a question like "how did scifact's NDCG@10 move across
+checkpoints?" is one SQL query. The database is a file in the workspace by default; a
+``md:<name>`` location puts it on MotherDuck for a team, with no code change.
+
+DuckDB lets one process write a file at a time, and pipeline partitions run in parallel
+processes, so connections are short and retried while another process holds the lock.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from hydra_core.metrics import METRIC_NAMES
+
+TABLE = "metrics"
+LATEST_VIEW = "latest_metrics"
+METHOD_ORDER: tuple[str, ...] = (
+    "bm25",
+    "base",
+    "teacher",
+    "hydra",
+    "hydra-generic",
+    "hydra-shuffled",
+)
+
+_CREATE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    run_id VARCHAR NOT NULL,
+    checkpoint VARCHAR NOT NULL,
+    task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    value DOUBLE NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    evaluation_id VARCHAR NOT NULL,
+    dagster_run_id VARCHAR NOT NULL
+);
+CREATE OR REPLACE VIEW {LATEST_VIEW} AS
+SELECT m.* FROM {TABLE} AS m
+JOIN (
+    SELECT task, arg_max(evaluation_id, created_at) AS evaluation_id FROM {TABLE} GROUP BY task
+) AS latest USING (task, evaluation_id);
+"""
+_LOCK_WAIT_SECONDS = 120.0
+
+
+class NoMetricsError(LookupError):
+    """The metrics database does not exist yet: nothing has been evaluated."""
+
+
+def _is_local(database: str) -> bool:
+    return not database.startswith("md:") and database != ":memory:"
+
+
+@contextmanager
+def connect(database: str, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection; waits while another process holds the file's lock."""
+    if _is_local(database):
+        if read_only and not Path(database).exists():
+            raise NoMetricsError(f"no metrics database at {database}: run `hydra run` first")
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            connection = duckdb.connect(database, read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def ensure_schema(database: str) -> None:
+    with connect(database) as db:
+        db.execute(_CREATE)
+
+
+def record_metrics(
+    database: str,
+    rows: pl.DataFrame,
+    *,
+    run_id: str,
+    checkpoint: str,
+    dagster_run_id: str = "",
+    created_at: datetime | None = None,
+) -> str:
+    """Append one evaluation (rows of task, method, split, metric, value); returns its id."""
+    evaluation_id = uuid.uuid4().hex
+    stamp = created_at or datetime.now(UTC)
+    values = [
+        (
+            run_id,
+            checkpoint,
+            task,
+            method,
+            split,
+            metric,
+            value,
+            stamp,
+            evaluation_id,
+            dagster_run_id,
+        )
+        for task, method, split, metric, value in rows.select(
+            "task", "method", "split", "metric", "value"
+        ).iter_rows()
+    ]
+    with connect(database) as db:
+        db.execute(_CREATE)
+        db.executemany(f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+    return evaluation_id
+
+
+def query(database: str, sql: str) -> pl.DataFrame:
+    """Run any SQL on the store (read-only) and return the result as a frame."""
+    with connect(database, read_only=True) as db:
+        relation = db.sql(sql)
+        return relation.pl() if relation is not None else pl.DataFrame()
+
+
+def latest_long(database: str, tasks: list[str] | None = None) -> pl.DataFrame:
+    """The rows of each task's most recent evaluation."""
+    frame = query(database, f"SELECT * FROM {LATEST_VIEW}")
+    if tasks is not None:
+        frame = frame.filter(pl.col("task").is_in(tasks))
+    return frame
+
+
+def latest_results(database: str, tasks: list[str] | None = None) -> pl.DataFrame:
+    """The latest results table: one row per task and method, one column per metric."""
+    long = latest_long(database, tasks)
+    if long.is_empty():
+        return pl.DataFrame(schema={"task": pl.String(), "method": pl.String()})
+    wide = long.pivot(
+        on="metric",
+        index=["task", "method", "split", "run_id", "checkpoint", "created_at"],
+        values="value",
+    )
+    metrics = [m for m in METRIC_NAMES if m in wide.columns]
+    metrics += [c for c in wide.columns if "@" in c and c not in metrics]
+    order = {method: i for i, method in enumerate(METHOD_ORDER)}
+    return (
+        wide.with_columns(
+            pl.col("method").replace_strict(order, default=len(order)).alias("_order")
+        )
+        .sort("task", "_order", "method")
+        .select("task", "method", "split", *metrics, "run_id", "checkpoint", "created_at")
+    )

@@ -1,0 +1,115 @@
+"""The results report: a markdown table and a chart of per-task NDCG@10 by method.
+
+It is built from the latest results table of the metrics store (one row per task and
+method, one column per metric), so the report, ``hydra metrics`` and the MLflow run always
+show the same numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from hydra_core.atomic import atomic_path, write_text_atomic
+from hydra_core.metrics import METRIC_NAMES
+
+HEADLINE_METRIC = "ndcg@10"
+MARKDOWN_FILE = "results.md"
+CHART_FILE = "ndcg_at_10.png"
+
+
+def _methods(results: pl.DataFrame) -> list[str]:
+    return results["method"].unique(maintain_order=True).to_list()
+
+
+def headline_table(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> pl.DataFrame:
+    """Tasks as rows, methods as columns, ``metric`` as values (methods in table order)."""
+    wide = results.pivot(on="method", index="task", values=metric)
+    return wide.select("task", *[m for m in _methods(results) if m in wide.columns])
+
+
+def markdown_table(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> str:
+    """``metric`` per task and method as a markdown table; each task's best value in bold."""
+    table = headline_table(results, metric)
+    methods = table.columns[1:]
+    lines = [
+        "| task | " + " | ".join(methods) + " |",
+        "|---|" + "---:|" * len(methods),
+    ]
+    for row in table.iter_rows(named=True):
+        values = [row[m] for m in methods]
+        best = max((v for v in values if v is not None), default=None)
+        cells = ["" if v is None else (f"**{v:.4f}**" if v == best else f"{v:.4f}") for v in values]
+        lines.append(f"| {row['task']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def full_markdown_table(results: pl.DataFrame) -> str:
+    """Every metric, one row per task and method."""
+    metrics = [m for m in METRIC_NAMES if m in results.columns]
+    lines = [
+        "| task | method | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---:|" * len(metrics),
+    ]
+    for row in results.iter_rows(named=True):
+        cells = " | ".join(f"{row[m]:.4f}" for m in metrics)
+        lines.append(f"| {row['task']} | {row['method']} | {cells} |")
+    return "\n".join(lines)
+
+
+def ndcg_chart(results: pl.DataFrame, path: Path, metric: str = HEADLINE_METRIC) -> Path:
+    """Grouped bars: one group per task, one bar per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
+    import matplotlib.pyplot as plt
+
+    table = headline_table(results, metric)
+    methods = table.columns[1:]
+    tasks = table["task"].to_list()
+    width = 0.8 / max(len(methods), 1)
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.6 * len(tasks) + 2), 4.0), dpi=100)
+    for i, method in enumerate(methods):
+        values = [v if v is not None else 0.0 for v in table[method].to_list()]
+        positions = [t + (i - (len(methods) - 1) / 2) * width for t in range(len(tasks))]
+        axes.bar(positions, values, width, label=method)
+    axes.set_xticks(range(len(tasks)), tasks)
+    axes.set_ylabel(metric)
+    axes.set_ylim(0, 1)
+    axes.set_title(f"{metric} by task and method (test split)")
+    axes.legend(ncols=min(len(methods), 3), fontsize="small", loc="upper right")
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+    return path
+
+
+def write_report(
+    results: pl.DataFrame, folder: Path, *, checkpoint: str = "", run_id: str = ""
+) -> list[Path]:
+    """Write ``results.md`` and the NDCG@10 chart into ``folder``; returns both paths."""
+    chart = ndcg_chart(results, folder / CHART_FILE)
+    provenance = []
+    if checkpoint:
+        provenance.append(f"checkpoint `{checkpoint}`")
+    if run_id:
+        provenance.append(f"MLflow run `{run_id}`")
+    text = "\n\n".join(
+        [
+            "# Hydra results",
+            "Test split of every task; "
+            + (", ".join(provenance) if provenance else "baselines only")
+            + ".",
+            f"## {HEADLINE_METRIC} by method",
+            markdown_table(results),
+            f"![{HEADLINE_METRIC} by task and method]({CHART_FILE})",
+            "## All metrics",
+            full_markdown_table(results),
+        ]
+    )
+    markdown = folder / MARKDOWN_FILE
+    write_text_atomic(markdown, text + "\n")
+    return [markdown, chart]

@@ -1,0 +1,190 @@
+"""MLflow tracking of hypernet trainings: one MLflow run per training.
+
+A run holds what is needed to trust and reproduce a checkpoint: its parameters (training
+config, task list, fingerprints of the data it saw), per-epoch losses, the checkpoint and
+the results report as artifacts, the final per-task metrics, and a version of the
+registered model that points at the checkpoint.
+
+Everything goes through an explicit :class:`~mlflow.tracking.MlflowClient`, never MLflow's
+process-global "active run", because pipeline steps of several runs can share a process.
+The default store is a sqlite file in the workspace with artifacts beside it; any other
+tracking URI (an MLflow server) is used as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_ARTIFACT = "checkpoint"
+REPORT_ARTIFACT = "report"
+_MAX_PARAM_CHARS = 6000
+_UNSAFE = re.compile(r"[^\w./\- ]")
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where runs go: a tracking URI, an experiment, and a registered model name."""
+
+    tracking_uri: str
+    experiment: str
+    registered_model: str
+    artifact_root: Path | None = None
+    """For a local (sqlite/file) store: the folder holding run artifacts."""
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    @property
+    def is_local(self) -> bool:
+        return self.tracking_uri.startswith(("sqlite:", "file:", "/"))
+
+    def ui_command(self) -> str:
+        """The command that opens the MLflow UI on this store."""
+        if not self.is_local:
+            return f"open {self.tracking_uri}"
+        command = f"uv run mlflow ui --backend-store-uri {self.tracking_uri}"
+        if self.artifact_root is not None:
+            command += f" --default-artifact-root {self.artifact_root.as_uri()}"
+        return command
+
+
+def metric_key(*parts: str) -> str:
+    """An MLflow-safe metric name: ``ndcg@10`` becomes ``ndcg_at_10``; parts joined by ``/``."""
+    return "/".join(_UNSAFE.sub("_", part.replace("@", "_at_")) for part in parts)
+
+
+def experiment_id(target: TrackingTarget, client: MlflowClient | None = None) -> str:
+    """The experiment's id, creating it (with artifacts in the workspace when local)."""
+    client = client or target.client()
+    experiment = client.get_experiment_by_name(target.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = target.artifact_root.as_uri() if target.artifact_root and target.is_local else None
+    if target.artifact_root is not None and location is not None:
+        target.artifact_root.mkdir(parents=True, exist_ok=True)
+    try:
+        return client.create_experiment(target.experiment, artifact_location=location)
+    except MlflowException:  # created meanwhile by a parallel process
+        found = client.get_experiment_by_name(target.experiment)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested parameters as ``a.b`` keys with string values, cut to MLflow's length limit."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            flat[_UNSAFE.sub("_", name)] = text[:_MAX_PARAM_CHARS]
+    return flat
+
+
+class TrainingRun:
+    """One hypernet training as an MLflow run; use as a context manager.
+
+    The run ends FINISHED when the block completes and FAILED when it raises, so a crashed
+    training is visible as such in the MLflow UI.
+    """
+
+    def __init__(
+        self,
+        target: TrackingTarget,
+        *,
+        run_name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.target = target
+        self.client = target.client()
+        run = self.client.create_run(
+            experiment_id(target, self.client), run_name=run_name, tags=dict(tags or {})
+        )
+        self.run_id: str = run.info.run_id
+        self.artifact_uri: str = str(run.info.artifact_uri)
+        flat = flatten_params(params)
+        items = list(flat.items())
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            batch = [Param(key, value) for key, value in items[start : start + 100]]
+            self.client.log_batch(self.run_id, params=batch)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "params.json"
+            path.write_text(json.dumps(dict(params), indent=2, sort_keys=True, default=str))
+            self.client.log_artifact(self.run_id, str(path))
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        self.client.set_terminated(self.run_id, "FAILED" if exc_type is not None else "FINISHED")
+
+    def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
+        """Per-epoch losses (and timings) as metric series stepped by epoch."""
+        log_metrics(self.client, self.run_id, values, step=epoch)
+
+    def log_checkpoint(self, directory: Path) -> str:
+        """Upload the checkpoint folder; returns its artifact URI."""
+        self.client.log_artifacts(self.run_id, str(directory), CHECKPOINT_ARTIFACT)
+        return f"{self.artifact_uri}/{CHECKPOINT_ARTIFACT}"
+
+    def register(self, source: str, tags: Mapping[str, str] | None = None) -> str:
+        """A new version of the registered model pointing at ``source``; returns the version."""
+        name = self.target.registered_model
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self.client.create_model_version(
+            name, source, run_id=self.run_id, tags=dict(tags or {})
+        )
+        return str(version.version)
+
+
+def log_metrics(
+    client: MlflowClient, run_id: str, values: Mapping[str, float], step: int = 0
+) -> None:
+    metrics = [Metric(metric_key(k), float(v), _now_ms(), step) for k, v in values.items()]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def log_task_metrics(target: TrackingTarget, run_id: str, rows: pl.DataFrame) -> None:
+    """Final per-task metrics on a finished training run, as ``task/method/metric``."""
+    values = {
+        f"{task}/{method}/{metric}": value
+        for task, method, metric, value in rows.select(
+            "task", "method", "metric", "value"
+        ).iter_rows()
+    }
+    log_metrics(target.client(), run_id, values)
+
+
+def log_report(target: TrackingTarget, run_id: str, files: list[Path]) -> None:
+    """Attach the results report (markdown and chart) to the training run."""
+    client = target.client()
+    for path in files:
+        client.log_artifact(run_id, str(path), REPORT_ARTIFACT)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
