@@ -96,19 +96,17 @@ def embeddings_ids_path(path: Path) -> Path:
 def save_embeddings(embeddings: Embeddings, path: Path) -> None:
     """``path`` (.npy) gets the vectors; the ids go beside it. Ids are written first, so a
     reader that finds the array always finds ids for it (checked by length on load)."""
-    save_frame(pl.DataFrame({"id": embeddings.ids}, schema={"id": pl.String()}), _ids(path))
+    save_frame(
+        pl.DataFrame({"id": embeddings.ids}, schema={"id": pl.String()}), embeddings_ids_path(path)
+    )
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, np.ascontiguousarray(embeddings.vectors, dtype=np.float32))
 
 
 def load_embeddings(path: Path) -> Embeddings:
     vectors = np.load(path)
-    ids = load_frame(_ids(path))["id"].to_list()
+    ids = load_frame(embeddings_ids_path(path))["id"].to_list()
     return Embeddings(ids=ids, vectors=vectors)
-
-
-def _ids(path: Path) -> Path:
-    return embeddings_ids_path(path)
 
 
 def save_json(data: dict[str, Any], path: Path) -> None:
@@ -134,12 +132,76 @@ def card_from_record(record: dict[str, Any]) -> TaskCard:
     )
 
 
-def checkpoint_record_json(record: CheckpointRecord) -> dict[str, Any]:
-    return asdict(record)
+# ------------------------------------------------------------------------------ any stored value
+
+_SUFFIXES: tuple[str, ...] = (".parquet", ".npy", ".safetensors", ".json")
 
 
-def checkpoint_from_json(data: dict[str, Any]) -> CheckpointRecord:
-    return CheckpointRecord(**data)
+def _with_suffix(base: Path, suffix: str) -> Path:
+    return base.parent / f"{base.name}{suffix}"
+
+
+def save_value(value: object, base: Path) -> Path:
+    """Store a stage result at ``base`` plus the suffix of its format; returns the file.
+
+    Frames become parquet, :class:`Embeddings` ``.npy``, projection heads safetensors, cards
+    and checkpoint records JSON. A file left by an earlier value of another format is
+    removed, so :func:`load_value` never reads a stale one.
+    """
+    if isinstance(value, pl.DataFrame):
+        path = _with_suffix(base, ".parquet")
+        save_frame(value, path)
+    elif isinstance(value, Embeddings):
+        path = _with_suffix(base, ".npy")
+        save_embeddings(value, path)
+    elif isinstance(value, TaskCard):
+        path = _with_suffix(base, ".json")
+        save_json({"kind": "task_card", **card_record(value)}, path)
+    elif isinstance(value, CheckpointRecord):
+        path = _with_suffix(base, ".json")
+        save_json({"kind": "checkpoint", **asdict(value)}, path)
+    else:
+        from hydra_core.head import ProjectionHead  # imports torch: only when a head is saved
+
+        if not isinstance(value, ProjectionHead):
+            raise TypeError(f"no storage format for {type(value).__name__}")
+        path = _with_suffix(base, ".safetensors")
+        value.save(path)
+    for suffix in _SUFFIXES:
+        other = _with_suffix(base, suffix)
+        if other != path and other.exists():
+            other.unlink()
+    return path
+
+
+def stored_path(base: Path) -> Path | None:
+    """The file a value was stored in at ``base``, or ``None``."""
+    for suffix in _SUFFIXES:
+        if _with_suffix(base, suffix).exists():
+            return _with_suffix(base, suffix)
+    return None
+
+
+def load_value(base: Path) -> Any:
+    """Read back what :func:`save_value` stored at ``base``."""
+    path = stored_path(base)
+    if path is None:
+        raise FileNotFoundError(f"nothing stored at {base} (looked for {', '.join(_SUFFIXES)})")
+    if path.suffix == ".parquet":
+        return load_frame(path)
+    if path.suffix == ".npy":
+        return load_embeddings(path)
+    if path.suffix == ".safetensors":
+        from hydra_core.head import ProjectionHead
+
+        return ProjectionHead.load(path)
+    data = load_json(path)
+    kind = data.pop("kind", None)
+    if kind == "task_card":
+        return card_from_record(data)
+    if kind == "checkpoint":
+        return CheckpointRecord(**data)
+    return data
 
 
 # ------------------------------------------------------------------------------ tasks <-> frames

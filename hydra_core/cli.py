@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
-from hydra_core.cards import find_card
+from hydra_core.cards import TaskCard, find_card, load_cards
 from hydra_core.encoder import FrozenEncoder
+from hydra_core.errors import HydraInputError
 from hydra_core.evaluation import baseline_table, default_ensemble, load_card_task
+from hydra_core.hypernet import Hypernet
 from hydra_core.report import results_json, results_text
+from hydra_core.retriever import ConditionedRetriever
+from hydra_core.settings import load_settings
+from hydra_core.trainer import TrainConfig
+from hydra_core.workflows import evaluate_card, leave_one_out, train_on_cards
 
 app = typer.Typer(help="Hydra: per-task retrieval heads compiled from task cards.")
 
@@ -34,6 +43,20 @@ def main() -> None:
     configure_logging()
 
 
+def run() -> None:
+    """Console entry point: bad input ends with its one-line message, not a traceback."""
+    try:
+        app(standalone_mode=False)
+    except HydraInputError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise SystemExit(2) from None
+    except click.exceptions.Abort:
+        raise SystemExit(130) from None
+    except click.ClickException as error:
+        error.show()
+        raise SystemExit(error.exit_code) from None
+
+
 @app.command()
 def baselines(tasks: TasksArgument, json_output: JsonOption = False) -> None:
     """NDCG@10, MRR@10 and Recall@100 on the test split for bm25, base and teacher."""
@@ -50,3 +73,94 @@ def baselines(tasks: TasksArgument, json_output: JsonOption = False) -> None:
         f"{stats.cached} from cache",
         err=True,
     )
+
+
+CheckpointOption = Annotated[
+    Path, typer.Option("--checkpoint", help="Hypernet checkpoint directory (from hydra train).")
+]
+
+
+def _all_cards() -> list[TaskCard]:
+    return load_cards(load_settings().cards_dir)
+
+
+@app.command()
+def train(
+    tasks: Annotated[list[str], typer.Option("--tasks", help="Training task cards.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = TrainConfig.epochs,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = TrainConfig.seed,
+) -> None:
+    """Train one hypernet on the tasks' distilled teacher preferences."""
+    encoder = FrozenEncoder()
+    config = TrainConfig(epochs=epochs, seed=seed)
+    hypernet = train_on_cards([find_card(name) for name in tasks], out, encoder, config)
+    typer.echo(f"trainable parameters: {hypernet.num_trainable_parameters:,}")
+    typer.echo(f"checkpoint: {out}")
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint to evaluate.")] = None,
+    card: Annotated[str | None, typer.Option(help="Task card file or name.")] = None,
+    loo: Annotated[bool, typer.Option("--loo", help="Leave-one-task-out over --tasks.")] = False,
+    tasks: Annotated[list[str] | None, typer.Option("--tasks", help="Tasks for --loo.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where --loo writes checkpoints.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Test-split table for bm25, base, teacher, hydra, hydra-generic, hydra-shuffled."""
+    encoder = FrozenEncoder()
+    render = results_json if json_output else results_text
+    if loo:
+        cards = [find_card(name) for name in tasks or []]
+        if len(cards) < 2:
+            raise typer.BadParameter("--loo needs at least two --tasks")
+        out_root = out or load_settings().workspace / "loo"
+        for name, table in leave_one_out(cards, out_root, encoder).items():
+            typer.echo(render(name, table))
+        return
+    if checkpoint is None or card is None:
+        raise typer.BadParameter("eval needs --checkpoint and --card (or --loo --tasks ...)")
+    task_card = find_card(card)
+    table = evaluate_card(task_card, Hypernet.load(checkpoint), encoder, other_cards=_all_cards())
+    typer.echo(render(task_card.name, table))
+
+
+@app.command("compile")
+def compile_card(
+    card: Annotated[str, typer.Argument(help="Task card file or name.")],
+    checkpoint: CheckpointOption,
+    out: Annotated[Path, typer.Option("--out", help="Head file to write (.safetensors).")],
+) -> None:
+    """Compile a task card into a projection head file."""
+    encoder = FrozenEncoder()
+    retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
+    task_card = find_card(card)
+    started = time.perf_counter()
+    head = retriever.compile(task_card)
+    elapsed = time.perf_counter() - started
+    head.save(out)
+    typer.echo(
+        f"{out}: {head.num_parameters:,} head parameters, compiled in {elapsed * 1e3:.1f} ms"
+    )
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Query text.")],
+    checkpoint: CheckpointOption,
+    card: Annotated[str, typer.Option(help="Task card file or name.")],
+    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+) -> None:
+    """Search a task's corpus through the head compiled from its card."""
+    encoder = FrozenEncoder()
+    retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
+    task_card = find_card(card)
+    task = load_card_task(task_card)
+    index = retriever.index(
+        retriever.compile(task_card), task.corpus["doc_id"].to_list(), task.doc_texts()
+    )
+    ranking = index.search(["query"], [query], k)
+    titles = dict(zip(task.corpus["doc_id"], task.doc_texts(), strict=True))
+    for rank, doc_id, score in ranking.select("rank", "doc_id", "score").iter_rows():
+        typer.echo(f"{rank:>3}  {score:.4f}  {doc_id}  {titles[doc_id][:90]}")

@@ -71,6 +71,8 @@ class ProjectConfig(BaseModel):
     training_tasks: list[str] | None = None
     """Tasks whose preference pairs train the hypernet; ``None`` means all of ``tasks``."""
     workspace: Path = PROJECT_ROOT / "workspace"
+    encoder_model: str = "all-MiniLM-L6-v2"
+    """The frozen base encoder (a sentence-transformers name or folder)."""
     tracking_uri: str | None = None
     experiment: str = "hydra"
     registered_model: str = "hydra-hypernet"

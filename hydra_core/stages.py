@@ -9,25 +9,37 @@ pipeline's numbers equal ``hydra baselines``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import polars as pl
 
 from hydra_core.artifacts import Embeddings
+from hydra_core.card_encoder import card_part_embeddings
+from hydra_core.cards import TaskCard, generic_card
 from hydra_core.encoder import FrozenEncoder
-from hydra_core.evaluation import EVAL_SPLIT, score_ranking
+from hydra_core.evaluation import EVAL_SPLIT, score_ranking, shuffled_card
+from hydra_core.fingerprints import array_digest, frame_digest, text_digest
 from hydra_core.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
+from hydra_core.head import ProjectionHead
+from hydra_core.hypernet import WEIGHTS_FILE, Hypernet
+from hydra_core.preferences import PairConfig, preference_pairs
 from hydra_core.rankings import exact_top_k, ranking_frame
 from hydra_core.report import ResultsTable
 from hydra_core.tasks import QUERIES_SCHEMA, RetrievalTask
 from hydra_core.teacher_ensemble import FUSED_DEPTH, TEACHER_DEPTH
 from hydra_core.teachers import BM25Teacher
+from hydra_core.trainer import TrainingTask
 
 BM25 = "bm25"
 BASE = "base"
 TEACHER = "teacher"
 HYDRA = "hydra"
+HYDRA_GENERIC = "hydra-generic"
+HYDRA_SHUFFLED = "hydra-shuffled"
 BASELINE_METHODS: tuple[str, ...] = (BM25, BASE, TEACHER)
+HEAD_TENSORS: tuple[str, ...] = ("weight", "bias", "scale", "shift")
 
 
 def ranked_queries(task: RetrievalTask, training: pl.DataFrame) -> pl.DataFrame:
@@ -40,6 +52,13 @@ def ranked_queries(task: RetrievalTask, training: pl.DataFrame) -> pl.DataFrame:
     if evaluation is not None:
         frames.insert(0, evaluation)
     return pl.concat(frames).unique("query_id", keep="first", maintain_order=True)
+
+
+def corpus_task(corpus: pl.DataFrame) -> RetrievalTask:
+    """A task holding only a corpus, for stages that need only its documents."""
+    return RetrievalTask(
+        name="", source="", corpus=corpus, queries=pl.DataFrame(schema=QUERIES_SCHEMA), qrels={}
+    )
 
 
 def encode_documents(encoder: FrozenEncoder, task: RetrievalTask) -> Embeddings:
@@ -79,6 +98,14 @@ def fuse_teachers(
     return reciprocal_rank_fusion(rankings, k=rrf_k, depth=depth)
 
 
+def distillation_pairs(
+    fused: pl.DataFrame, training: pl.DataFrame, config: PairConfig | None = None
+) -> pl.DataFrame:
+    """Preference pairs from the fused ranking of the training queries only (never test)."""
+    rankings = fused.filter(pl.col("query_id").is_in(training["query_id"].implode()))
+    return preference_pairs(rankings, config)
+
+
 def _evaluation_only(ranking: pl.DataFrame, task: RetrievalTask, split: str) -> pl.DataFrame:
     query_ids = task.split_queries(split)["query_id"].implode()
     return ranking.filter(pl.col("query_id").is_in(query_ids))
@@ -97,6 +124,90 @@ def baseline_metrics(
     }
     table[TEACHER] = score_ranking(_evaluation_only(fused, task, split), task, split)
     return table
+
+
+def head_ranking(
+    head: ProjectionHead, documents: Embeddings, queries: Embeddings, depth: int = FUSED_DEPTH
+) -> pl.DataFrame:
+    """Rank through a compiled head: project both sides, then exact inner-product search."""
+    indices, scores = exact_top_k(head.apply(queries.vectors), head.apply(documents.vectors), depth)
+    return ranking_frame(queries.ids, documents.ids, indices, scores)
+
+
+def head_metrics(
+    task: RetrievalTask,
+    heads: Mapping[str, ProjectionHead],
+    documents: Embeddings,
+    queries: Embeddings,
+    split: str = EVAL_SPLIT,
+) -> ResultsTable:
+    """Each head (``hydra`` and its ablations) scored on ``split`` from stored embeddings."""
+    evaluation = task.split_queries(split)["query_id"].to_list()
+    split_queries = Embeddings(ids=evaluation, vectors=queries.select(evaluation))
+    return {
+        method: score_ranking(head_ranking(head, documents, split_queries), task, split)
+        for method, head in heads.items()
+    }
+
+
+@functools.lru_cache(maxsize=2)
+def _load_hypernet(path: str, weights_mtime_ns: int) -> Hypernet:
+    return Hypernet.load(path)
+
+
+def load_hypernet(path: Path | str) -> Hypernet:
+    """A checkpoint, loaded once per process (every task's head comes from the same one)."""
+    weights = Path(path) / WEIGHTS_FILE
+    return _load_hypernet(str(path), weights.stat().st_mtime_ns)
+
+
+def compile_head(checkpoint: Path | str, card: TaskCard, encoder: FrozenEncoder) -> ProjectionHead:
+    """Compile ``card`` into its projection head with the hypernet at ``checkpoint``."""
+    hypernet = load_hypernet(checkpoint)
+    hypernet.check_encoder(encoder)
+    return hypernet.generate_head(card, encoder)
+
+
+def ablation_heads(
+    hypernet: Hypernet, encoder: FrozenEncoder, card: TaskCard, cards: Sequence[TaskCard]
+) -> dict[str, ProjectionHead]:
+    """Heads for the ablations: a generic card, and another task's card (when there is one)."""
+    heads = {HYDRA_GENERIC: hypernet.generate_head(generic_card(), encoder)}
+    if any(other.name != card.name for other in cards):
+        heads[HYDRA_SHUFFLED] = hypernet.generate_head(shuffled_card(card, cards), encoder)
+    return heads
+
+
+def head_digest(head: ProjectionHead) -> str:
+    """Content hash of a head's parameters."""
+    return text_digest(
+        *(array_digest(getattr(head, name).detach().numpy()) for name in HEAD_TENSORS)
+    )
+
+
+def training_task(
+    card: TaskCard,
+    encoder: FrozenEncoder,
+    documents: Embeddings,
+    queries: Embeddings,
+    pairs: pl.DataFrame,
+) -> TrainingTask:
+    """One task's contribution to hypernet training, from stored embeddings and pairs."""
+    task = TrainingTask.from_frames(
+        card.name,
+        card_part_embeddings(card, encoder),
+        queries.ids,
+        queries.vectors,
+        documents.ids,
+        documents.vectors,
+        pairs,
+    )
+    task.fingerprint = {
+        "documents": documents.digest,
+        "queries": queries.digest,
+        "pairs": frame_digest(pairs),
+    }
+    return task
 
 
 def metrics_frame(task: str, table: ResultsTable, split: str = EVAL_SPLIT) -> pl.DataFrame:

@@ -150,6 +150,9 @@ def train_hypernet(
     out_dir = Path(out_dir)
     if not tasks:
         raise ValueError("train_hypernet needs at least one training task")
+    frozen = [t.name for t in tasks if t.query_vectors.requires_grad or t.doc_vectors.requires_grad]
+    if frozen:
+        raise ValueError(f"base embeddings of {frozen} require grad: only the hypernet trains")
     hypernet = initial_hypernet(
         base_model,
         reference_embeddings(tasks),

@@ -1,0 +1,99 @@
+"""Hypernet training from stored stage results, tracked as one MLflow run.
+
+The pipeline has every task's embeddings and preference pairs on disk already; this trains
+on them, records the run (parameters, data fingerprints, per-epoch losses, the checkpoint,
+a registered model version) and says where the checkpoint is.
+
+The checkpoint folder is named by a hash of everything that determines the weights
+(training config, base encoder, each task's data fingerprints), and the trainer resumes
+a folder that holds a finished or interrupted run of the same config, so retrying a
+crashed training continues where it stopped instead of starting over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from hydra_core.artifacts import CheckpointRecord, Embeddings
+from hydra_core.cards import TaskCard
+from hydra_core.encoder import FrozenEncoder
+from hydra_core.fingerprints import file_fingerprint, text_digest
+from hydra_core.hypernet import WEIGHTS_FILE, read_config
+from hydra_core.stages import training_task
+from hydra_core.tracking import TrackingTarget, TrainingRun
+from hydra_core.trainer import TrainConfig, train_hypernet
+
+log = logging.getLogger(__name__)
+
+
+def train_tracked(
+    cards: Mapping[str, TaskCard],
+    documents: Mapping[str, Embeddings],
+    queries: Mapping[str, Embeddings],
+    pairs: Mapping[str, pl.DataFrame],
+    *,
+    encoder: FrozenEncoder,
+    config: TrainConfig,
+    checkpoints_dir: Path,
+    target: TrackingTarget,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> CheckpointRecord:
+    """Train on the tasks named by ``pairs`` and track the training as one MLflow run."""
+    names = sorted(pairs)
+    if not names:
+        raise ValueError("no training tasks: the hypernet needs at least one task's pairs")
+    tasks = [training_task(cards[n], encoder, documents[n], queries[n], pairs[n]) for n in names]
+    fingerprints = {task.name: task.fingerprint for task in tasks}
+    identity = {"train": asdict(config), "encoder": encoder.identity, "data": fingerprints}
+    run_key = text_digest(json.dumps(identity, sort_keys=True))
+    out_dir = checkpoints_dir / run_key
+    all_params = {
+        "train": asdict(config),
+        "tasks": names,
+        "encoder": encoder.identity,
+        "fingerprints": fingerprints,
+        "pairs": {task.name: task.num_pairs for task in tasks},
+        **dict(params or {}),
+    }
+    with TrainingRun(
+        target, run_name=f"hypernet-{run_key[:8]}", params=all_params, tags=tags
+    ) as run:
+        logged: set[int] = set()
+
+        def on_epoch(epoch: int, values: dict[str, float]) -> None:
+            run.log_epoch(epoch, values)
+            logged.add(epoch)
+
+        path = train_hypernet(
+            tasks,
+            config,
+            out_dir,
+            base_model=encoder.model_name,
+            on_epoch=on_epoch,
+            show_progress=False,
+        )
+        history = read_config(path).get("metadata", {}).get("history", [])
+        for epoch, values in enumerate(history, start=1):
+            if epoch not in logged:  # epochs done by an earlier, resumed attempt
+                run.log_epoch(epoch, values)
+        checkpoint_id = file_fingerprint(path / WEIGHTS_FILE)
+        source = run.log_checkpoint(path)
+        version = run.register(source, tags={"checkpoint_id": checkpoint_id})
+    log.info("hypernet %s trained on %s: MLflow run %s", checkpoint_id, names, run.run_id)
+    return CheckpointRecord(
+        path=str(path),
+        checkpoint_id=checkpoint_id,
+        tasks=names,
+        mlflow_run_id=run.run_id,
+        tracking_uri=target.tracking_uri,
+        model_name=target.registered_model,
+        model_version=version,
+    )

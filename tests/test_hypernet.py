@@ -1,0 +1,115 @@
+"""The hypernet's pieces: heads, generator, card encoder, checkpoints, retriever."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hydra_core.cards import TaskCard, find_card, generic_card
+from hydra_core.encoder import FrozenEncoder
+from hydra_core.errors import HydraInputError
+from hydra_core.evaluation import baseline_table, default_ensemble, hydra_table
+from hydra_core.head import ProjectionHead
+from hydra_core.hypernet import Hypernet, initial_hypernet
+from hydra_core.retriever import ConditionedRetriever
+from hydra_core.tasks import RetrievalTask
+
+
+@pytest.fixture(scope="module")
+def reference(scifact_slice: RetrievalTask, encoder: FrozenEncoder) -> np.ndarray:
+    return encoder.encode(scifact_slice.doc_texts(), "document")
+
+
+@pytest.fixture(scope="module")
+def hypernet(reference: np.ndarray) -> Hypernet:
+    return initial_hypernet("all-MiniLM-L6-v2", reference)
+
+
+def test_parameter_budget(hypernet: Hypernet, encoder: FrozenEncoder) -> None:
+    assert 350_000 <= hypernet.num_trainable_parameters <= 650_000
+    head = hypernet.generate_head(find_card("scifact"), encoder)
+    assert (head.in_dim, head.out_dim) == (384, 256)
+    assert 95_000 <= head.num_parameters <= 105_000
+
+
+def test_untrained_hypernet_compiles_every_card_to_the_same_base_head(
+    hypernet: Hypernet, encoder: FrozenEncoder
+) -> None:
+    first = hypernet.generate_head(find_card("scifact"), encoder)
+    second = hypernet.generate_head(generic_card(), encoder)
+    torch.testing.assert_close(first.weight, second.weight)
+    torch.testing.assert_close(first.shift, second.shift)
+
+
+def test_untrained_head_ranks_like_the_base(
+    scifact_slice: RetrievalTask, hypernet: Hypernet, encoder: FrozenEncoder
+) -> None:
+    base = baseline_table(scifact_slice, default_ensemble(scifact_slice, encoder))["base"]
+    card = find_card("scifact")
+    table = hydra_table(
+        scifact_slice, card, ConditionedRetriever(hypernet, encoder), shuffled=find_card("cacm")
+    )
+    assert abs(table["hydra"]["ndcg@10"] - base["ndcg@10"]) < 0.02
+
+
+def test_head_apply_save_and_load(
+    hypernet: Hypernet, encoder: FrozenEncoder, tmp_path: Path
+) -> None:
+    head = hypernet.generate_head(find_card("nfcorpus"), encoder)
+    vectors = encoder.encode(["vitamin d and bone health", "aspirin"], "query")
+    projected = head.apply(vectors)
+    assert projected.shape == (2, 256)
+    np.testing.assert_allclose(np.linalg.norm(projected, axis=1), 1.0, atol=1e-5)
+    head.save(tmp_path / "head.safetensors")
+    loaded = ProjectionHead.load(tmp_path / "head.safetensors")
+    assert loaded.task == "nfcorpus"
+    np.testing.assert_array_equal(loaded.apply(vectors), projected)
+    with pytest.raises(ValueError, match="384-d"):
+        head.apply(np.zeros((1, 10), np.float32))
+
+
+def test_bad_head_files_are_refused(tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(HydraInputError, match="truncated.safetensors"):
+        ProjectionHead.load(truncated)
+
+
+def test_checkpoint_round_trip_and_refusals(
+    hypernet: Hypernet, encoder: FrozenEncoder, tmp_path: Path
+) -> None:
+    hypernet.save(tmp_path / "ck")
+    loaded = Hypernet.load(tmp_path / "ck")
+    card = find_card("cranfield")
+    torch.testing.assert_close(
+        loaded.generate_head(card, encoder).weight, hypernet.generate_head(card, encoder).weight
+    )
+    weights = tmp_path / "ck" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(HydraInputError, match="model.safetensors"):
+        Hypernet.load(tmp_path / "ck")
+    with pytest.raises(HydraInputError, match="does not exist"):
+        Hypernet.load(tmp_path / "missing")
+    other = Hypernet(base_model="all-mpnet-base-v2", in_dim=768)
+    with pytest.raises(HydraInputError, match="all-mpnet-base-v2"):
+        ConditionedRetriever(other, encoder)
+
+
+def test_a_checkpoint_for_another_dimension_is_refused(hypernet: Hypernet, tmp_path: Path) -> None:
+    hypernet.save(tmp_path / "ck")
+    config = (tmp_path / "ck" / "config.json").read_text()
+    (tmp_path / "ck" / "config.json").write_text(config.replace('"in_dim": 384', '"in_dim": 768'))
+    with pytest.raises(HydraInputError, match="do not fit"):
+        Hypernet.load(tmp_path / "ck")
+
+
+def test_trained_cards_give_different_heads(encoder: FrozenEncoder, reference: np.ndarray) -> None:
+    hypernet = initial_hypernet("all-MiniLM-L6-v2", reference)
+    with torch.no_grad():
+        torch.nn.init.normal_(hypernet.generator.to_rank_scales.weight, std=0.1)
+    cards: list[TaskCard] = [find_card("scifact"), find_card("vaswani")]
+    heads = [hypernet.generate_head(card, encoder) for card in cards]
+    assert not torch.allclose(heads[0].weight, heads[1].weight)

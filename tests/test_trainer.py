@@ -1,0 +1,141 @@
+"""Training data and the trainer: no test queries, reproducible, resumable, hypernet only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from safetensors.torch import load_file
+
+from hydra_core.cards import find_card
+from hydra_core.encoder import FrozenEncoder
+from hydra_core.evaluation import default_ensemble
+from hydra_core.preferences import PairConfig, preference_pairs
+from hydra_core.tasks import RetrievalTask, load_task
+from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
+from hydra_core.training_data import prepare_training_task
+from hydra_core.training_queries import training_queries
+
+TINY = TrainConfig(epochs=2, steps_per_epoch=4, pairs_per_task=32)
+
+
+@pytest.mark.parametrize("name", ["beir/scifact", "beir/nfcorpus", "cranfield", "cacm", "vaswani"])
+def test_training_queries_never_come_from_the_test_split(name: str, data_dir: Path) -> None:
+    task = load_task(name, data_dir=data_dir)
+    queries = training_queries(task)
+    test = task.split_queries("test")
+    assert queries.height > 0
+    assert queries.join(test, on="query_id", how="semi").is_empty()
+    assert not set(queries["text"]) & set(test["text"])
+    assert set(queries["origin"]) <= {"train", "generated"}
+
+
+def test_tasks_without_a_train_split_get_generated_queries(data_dir: Path) -> None:
+    task = load_task("cranfield", data_dir=data_dir)
+    queries = training_queries(task, n_generated=50)
+    assert queries.height == 50
+    assert queries["origin"].unique().to_list() == ["generated"]
+    source_docs = queries["query_id"].str.strip_prefix("gen-")
+    assert source_docs.is_in(task.corpus["doc_id"].implode()).all()
+
+
+def test_pairs_follow_fused_ranks_and_weigh_teacher_agreement() -> None:
+    fused = pl.DataFrame(
+        {
+            "query_id": ["q"] * 4,
+            "doc_id": ["a", "b", "c", "d"],
+            "rank": [1, 2, 3, 4],
+            "score": [0.4, 0.3, 0.2, 0.1],
+            "rank_bm25": [1, 3, None, 2],
+            "rank_base": [2, 1, 3, None],
+        }
+    )
+    config = PairConfig(n_positive=2, n_negative=5, negative_from_rank=3, negative_to_rank=4)
+    pairs = preference_pairs(fused, config)
+    weights = {(p, n): w for _, p, n, w in pairs.iter_rows()}
+    assert weights == {("a", "c"): 1.0, ("a", "d"): 1.0, ("b", "c"): 1.0, ("b", "d"): 0.5}
+
+
+@pytest.fixture(scope="module")
+def prepared(
+    scifact_slice: RetrievalTask, nfcorpus_slice: RetrievalTask, encoder: FrozenEncoder
+) -> list[TrainingTask]:
+    return [
+        prepare_training_task(find_card(card), task, encoder, default_ensemble(task, encoder))
+        for card, task in (("scifact", scifact_slice), ("nfcorpus", nfcorpus_slice))
+    ]
+
+
+def _weights(directory: Path) -> dict:
+    return load_file(str(directory / "model.safetensors"))
+
+
+def test_same_seed_gives_the_same_checkpoint(prepared: list[TrainingTask], tmp_path: Path) -> None:
+    first = train_hypernet(prepared, TINY, tmp_path / "a", base_model="all-MiniLM-L6-v2")
+    second = train_hypernet(prepared, TINY, tmp_path / "b", base_model="all-MiniLM-L6-v2")
+    a, b = _weights(first), _weights(second)
+    assert all((a[k] == b[k]).all() for k in a)
+    other = train_hypernet(
+        prepared,
+        TrainConfig(epochs=2, steps_per_epoch=4, pairs_per_task=32, seed=1),
+        tmp_path / "c",
+        base_model="all-MiniLM-L6-v2",
+    )
+    assert any((a[k] != _weights(other)[k]).any() for k in a)
+
+
+def test_interrupted_training_resumes_to_the_same_checkpoint(
+    prepared: list[TrainingTask], tmp_path: Path
+) -> None:
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first_epoch(epoch: int, _: dict[str, float]) -> None:
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_hypernet(
+            prepared,
+            TINY,
+            tmp_path / "resumed",
+            base_model="all-MiniLM-L6-v2",
+            on_epoch=stop_after_first_epoch,
+        )
+    epochs_run: list[int] = []
+    train_hypernet(
+        prepared,
+        TINY,
+        tmp_path / "resumed",
+        base_model="all-MiniLM-L6-v2",
+        on_epoch=lambda epoch, _: epochs_run.append(epoch),
+    )
+    assert epochs_run == [2]
+    straight = train_hypernet(prepared, TINY, tmp_path / "straight", base_model="all-MiniLM-L6-v2")
+    a, b = _weights(tmp_path / "resumed"), _weights(straight)
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_resuming_with_another_config_is_refused(
+    prepared: list[TrainingTask], tmp_path: Path
+) -> None:
+    train_hypernet(prepared, TINY, tmp_path / "run", base_model="all-MiniLM-L6-v2")
+    with pytest.raises(ValueError, match="different training config"):
+        train_hypernet(
+            prepared,
+            TrainConfig(epochs=3, steps_per_epoch=4, pairs_per_task=32),
+            tmp_path / "run",
+            base_model="all-MiniLM-L6-v2",
+        )
+
+
+def test_only_the_hypernet_trains(prepared: list[TrainingTask], tmp_path: Path) -> None:
+    for task in prepared:
+        assert not task.query_vectors.requires_grad
+        assert not task.doc_vectors.requires_grad
+    train_hypernet(prepared, TINY, tmp_path / "run", base_model="all-MiniLM-L6-v2")
+    state = load_file(str(tmp_path / "run" / "trainer_state.safetensors"))
+    model_keys = {k.removeprefix("model.") for k in state if k.startswith("model.")}
+    assert model_keys == set(_weights(tmp_path / "run"))
+    assert all(k.startswith(("card_encoder.", "generator.")) for k in model_keys)
