@@ -1,0 +1,120 @@
+"""The hydra command line on real data slices, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hydra_core.artifacts import save_beir_folder
+from hydra_core.cards import find_card, write_card
+from hydra_core.cli import app
+from hydra_core.head import ProjectionHead
+from hydra_core.tasks import RetrievalTask
+
+METHODS = {"bm25", "base", "teacher", "hydra", "hydra-generic", "hydra-shuffled"}
+
+
+@pytest.fixture(scope="module")
+def cards_dir(
+    tmp_path_factory: pytest.TempPathFactory,
+    scifact_slice: RetrievalTask,
+    nfcorpus_slice: RetrievalTask,
+) -> Path:
+    """Cards for two real slices, in their own folder, with BEIR folders beside them."""
+    root = tmp_path_factory.mktemp("cli")
+    for name, task in (("scifact", scifact_slice), ("nfcorpus", nfcorpus_slice)):
+        save_beir_folder(task, root / "data" / name)
+        card = find_card(name).model_copy(update={"source": f"./data/{name}"})
+        write_card(card, root / f"{name}.yaml")
+    return root
+
+
+@pytest.fixture()
+def runner(cards_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("HYDRA_CARDS_DIR", str(cards_dir))
+    monkeypatch.setenv("HYDRA_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("HYDRA_CACHE_DIR", str(cards_dir / "cache"))
+    return CliRunner()
+
+
+def test_baselines_json_then_cached(runner: CliRunner) -> None:
+    first = runner.invoke(app, ["baselines", "scifact", "nfcorpus", "--json"])
+    assert first.exit_code == 0, first.output
+    lines = [json.loads(line) for line in first.stdout.splitlines()]
+    assert [line["task"] for line in lines] == ["scifact", "nfcorpus"]
+    assert set(lines[0]["methods"]) == {"bm25", "base", "teacher"}
+    assert set(lines[0]["methods"]["bm25"]) == {"ndcg@10", "mrr@10", "recall@100"}
+    second = runner.invoke(app, ["baselines", "scifact", "--json"])
+    assert second.exit_code == 0
+    assert ", 0 encoded," in second.stderr
+    assert json.loads(second.stdout)["methods"] == lines[0]["methods"]
+
+
+def test_train_eval_compile_search(runner: CliRunner, tmp_path: Path, cards_dir: Path) -> None:
+    checkpoint = tmp_path / "ck"
+    trained = runner.invoke(
+        app,
+        [
+            "train",
+            "--tasks",
+            "scifact",
+            "--tasks",
+            "nfcorpus",
+            "--out",
+            str(checkpoint),
+            "--epochs",
+            "1",
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    assert "trainable parameters:" in trained.stdout
+    assert (checkpoint / "model.safetensors").is_file()
+
+    evaluated = runner.invoke(
+        app,
+        [
+            "eval",
+            "--checkpoint",
+            str(checkpoint),
+            "--card",
+            str(cards_dir / "nfcorpus.yaml"),
+            "--json",
+        ],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    result = json.loads(evaluated.stdout)
+    assert result["task"] == "nfcorpus"
+    assert set(result["methods"]) == METHODS
+
+    head_file = tmp_path / "head.safetensors"
+    compiled = runner.invoke(
+        app, ["compile", "scifact", "--checkpoint", str(checkpoint), "--out", str(head_file)]
+    )
+    assert compiled.exit_code == 0, compiled.output
+    assert "compiled in" in compiled.stdout
+    assert ProjectionHead.load(head_file).task == "scifact"
+
+    found = runner.invoke(
+        app,
+        [
+            "search",
+            "--checkpoint",
+            str(checkpoint),
+            "--card",
+            "scifact",
+            "-k",
+            "3",
+            "cholesterol and breast cancer",
+        ],
+    )
+    assert found.exit_code == 0, found.output
+    assert [line.split()[0] for line in found.stdout.splitlines()] == ["1", "2", "3"]
+
+
+def test_unknown_card_is_a_clear_error(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["baselines", "no-such-task"])
+    assert result.exit_code != 0
+    assert "unknown task card 'no-such-task'" in str(result.exception)
