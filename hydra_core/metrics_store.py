@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,15 +135,15 @@ def query(database: str, sql: str) -> pl.DataFrame:
         return relation.pl() if relation is not None else pl.DataFrame()
 
 
-def latest_long(database: str, tasks: list[str] | None = None) -> pl.DataFrame:
+def latest_long(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
     """The rows of each task's most recent evaluation."""
     frame = query(database, f"SELECT * FROM {LATEST_VIEW}")
     if tasks is not None:
-        frame = frame.filter(pl.col("task").is_in(tasks))
+        frame = frame.filter(pl.col("task").is_in(list(tasks)))
     return frame
 
 
-def latest_results(database: str, tasks: list[str] | None = None) -> pl.DataFrame:
+def latest_results(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
     """The latest results table: one row per task and method, one column per metric."""
     long = latest_long(database, tasks)
     if long.is_empty():

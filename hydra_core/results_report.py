@@ -7,12 +7,16 @@ show the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
+from hydra_core.artifacts import CheckpointRecord
 from hydra_core.atomic import atomic_path, write_text_atomic
 from hydra_core.metrics import METRIC_NAMES
+from hydra_core.metrics_store import latest_long, latest_results
+from hydra_core.tracking import TrackingTarget, log_report, log_task_metrics
 
 HEADLINE_METRIC = "ndcg@10"
 MARKDOWN_FILE = "results.md"
@@ -88,7 +92,12 @@ def ndcg_chart(results: pl.DataFrame, path: Path, metric: str = HEADLINE_METRIC)
 
 
 def write_report(
-    results: pl.DataFrame, folder: Path, *, checkpoint: str = "", run_id: str = ""
+    results: pl.DataFrame,
+    folder: Path,
+    *,
+    checkpoint: str = "",
+    run_id: str = "",
+    missing: list[str] | None = None,
 ) -> list[Path]:
     """Write ``results.md`` and the NDCG@10 chart into ``folder``; returns both paths."""
     chart = ndcg_chart(results, folder / CHART_FILE)
@@ -108,8 +117,43 @@ def write_report(
             f"![{HEADLINE_METRIC} by task and method]({CHART_FILE})",
             "## All metrics",
             full_markdown_table(results),
+            *(
+                [f"Not yet evaluated with this checkpoint: {', '.join(sorted(missing))}."]
+                if missing
+                else []
+            ),
         ]
     )
     markdown = folder / MARKDOWN_FILE
     write_text_atomic(markdown, text + "\n")
     return [markdown, chart]
+
+
+def publish_report(
+    database: str,
+    tasks: Sequence[str],
+    folder: Path,
+    record: CheckpointRecord,
+    target: TrackingTarget | None,
+) -> tuple[list[Path], pl.DataFrame]:
+    """Write the report for ``record``'s checkpoint and attach it to its MLflow run.
+
+    Rows are each task's latest evaluation with this checkpoint; they are also logged on the
+    training run as its final per-task metrics, so MLflow, DuckDB and the report agree.
+    """
+    results = latest_results(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)
+    if results.is_empty():
+        raise ValueError(f"no task has been evaluated with checkpoint {record.checkpoint_id} yet")
+    evaluated = set(results["task"].to_list())
+    files = write_report(
+        results,
+        folder,
+        checkpoint=record.checkpoint_id,
+        run_id=record.mlflow_run_id,
+        missing=[task for task in tasks if task not in evaluated],
+    )
+    if target is not None and record.mlflow_run_id:
+        long = latest_long(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)
+        log_task_metrics(target, record.mlflow_run_id, long)
+        log_report(target, record.mlflow_run_id, files)
+    return files, results

@@ -17,8 +17,9 @@ import polars as pl
 
 from hydra_core.artifacts import Embeddings
 from hydra_core.card_encoder import card_part_embeddings
-from hydra_core.cards import TaskCard, generic_card
+from hydra_core.cards import TaskCard, find_card, generic_card
 from hydra_core.encoder import FrozenEncoder
+from hydra_core.errors import HydraInputError
 from hydra_core.evaluation import EVAL_SPLIT, score_ranking, shuffled_card
 from hydra_core.fingerprints import array_digest, frame_digest, text_digest
 from hydra_core.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
@@ -168,6 +169,17 @@ def compile_head(checkpoint: Path | str, card: TaskCard, encoder: FrozenEncoder)
     return hypernet.generate_head(card, encoder)
 
 
+def cards_named(names: Sequence[str]) -> list[TaskCard]:
+    """The cards of these tasks from the cards folder (names that no longer load are skipped)."""
+    cards = []
+    for name in names:
+        try:
+            cards.append(find_card(name))
+        except HydraInputError:
+            continue
+    return cards
+
+
 def ablation_heads(
     hypernet: Hypernet, encoder: FrozenEncoder, card: TaskCard, cards: Sequence[TaskCard]
 ) -> dict[str, ProjectionHead]:
@@ -208,6 +220,27 @@ def training_task(
         "pairs": frame_digest(pairs),
     }
     return task
+
+
+def evaluate_task(
+    task: RetrievalTask,
+    card: TaskCard,
+    *,
+    teacher_rankings: Mapping[str, pl.DataFrame],
+    fused: pl.DataFrame,
+    documents: Embeddings,
+    queries: Embeddings,
+    head: ProjectionHead,
+    checkpoint: Path | str,
+    other_cards: Sequence[TaskCard],
+    encoder: FrozenEncoder,
+    split: str = EVAL_SPLIT,
+) -> pl.DataFrame:
+    """The whole results table of one task as long rows: baselines, hydra, ablations."""
+    table = baseline_metrics(task, teacher_rankings, fused, split)
+    heads = {HYDRA: head, **ablation_heads(load_hypernet(checkpoint), encoder, card, other_cards)}
+    table.update(head_metrics(task, heads, documents, queries, split))
+    return metrics_frame(task.name, table, split)
 
 
 def metrics_frame(task: str, table: ResultsTable, split: str = EVAL_SPLIT) -> pl.DataFrame:

@@ -1,0 +1,227 @@
+"""The ``hydra`` command: the core commands plus ``run``, ``metrics`` and ``ui``.
+
+``run`` materializes the Dagster graph in-process; ``metrics`` queries the DuckDB store;
+``ui`` serves the Dagster UI and daemon on the same workspace. Dagster, MLflow and the
+pipeline are imported inside these commands, so ``hydra baselines`` and friends start as
+fast as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hydra_core.cli import app
+from hydra_core.cli import run as core_run
+from hydra_core.errors import HydraInputError
+from hydra_core.project_config import ProjectConfig, load_project_config
+from hydra_core.settings import PROJECT_ROOT
+
+__all__ = ["app", "main"]
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="Project config file (default: hydra.yaml, or HYDRA_CONFIG)."),
+]
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class ExecutorChoice(StrEnum):
+    in_process = "in_process"
+    multiprocess = "multiprocess"
+
+
+def _load_config(path: Path | None) -> ProjectConfig:
+    try:
+        return load_project_config(path)
+    except HydraInputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _quiet_libraries() -> None:
+    """Progress comes from hydra's own lines; library chatter would drown it."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also read by run workers
+    for name in ("mlflow", "alembic", "dagster"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@app.command("run")
+def run_command(
+    tasks: Annotated[
+        str | None,
+        typer.Option("--tasks", help="Comma-separated task names (default: hydra.yaml's tasks)."),
+    ] = None,
+    executor: Annotated[
+        ExecutorChoice | None,
+        typer.Option("--executor", help="in_process, or multiprocess (partitions in parallel)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild everything, even what is up to date.")
+    ] = False,
+    config_path: ConfigOption = None,
+) -> None:
+    """Materialize the whole pipeline for the configured tasks; only what changed is rebuilt."""
+    _quiet_libraries()
+    config = _load_config(config_path)
+    updates: dict[str, object] = {}
+    if tasks:
+        updates["tasks"] = [name.strip() for name in tasks.split(",") if name.strip()]
+        if config.training_tasks is not None:
+            kept = [t for t in config.training_tasks if t in updates["tasks"]]  # type: ignore[operator]
+            updates["training_tasks"] = kept
+    if executor is not None:
+        updates["executor"] = config.executor.model_copy(update={"kind": executor.value})
+    config = config.model_copy(update=updates)
+
+    import dagster as dg
+
+    from hydra_pipeline.definitions import build_definitions
+    from hydra_pipeline.runner import PipelineError, prepare_dagster_home, run_pipeline
+
+    home = prepare_dagster_home(config)
+    typer.echo(
+        f"hydra run: {len(config.tasks)} tasks ({', '.join(config.tasks)}), "
+        f"executor {config.executor.kind}, workspace {config.workspace}",
+        err=True,
+    )
+    defs = build_definitions(config)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            summary = run_pipeline(config, defs, instance, force=force, echo=_err)
+    except HydraInputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except PipelineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        typer.echo("the full logs are in the Dagster UI: uv run hydra ui", err=True)
+        raise typer.Exit(1) from None
+    launched = f"{len(summary.launched)} runs" if summary.launched else "nothing to rebuild"
+    typer.echo(f"done in {summary.seconds:.1f}s: {launched}\n", err=True)
+    _print_results(config, home)
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _print_results(config: ProjectConfig, dagster_home: Path) -> None:
+    from hydra_core.metrics_store import NoMetricsError, latest_results
+    from hydra_core.report import results_text
+    from hydra_core.stages import table_from_frame
+    from hydra_core.tracking import TrackingTarget
+    from hydra_pipeline.runner import current_checkpoint
+
+    database = config.resolved_metrics_db
+    try:
+        results = latest_results(database, config.tasks)
+    except NoMetricsError:
+        results = None
+    if results is not None and not results.is_empty():
+        metric_columns = [c for c in results.columns if "@" in c]
+        long = results.unpivot(index=["task", "method"], on=metric_columns, variable_name="metric")
+        for task in results["task"].unique(maintain_order=True).to_list():
+            rows = long.filter(long["task"] == task)
+            typer.echo(results_text(task, table_from_frame(rows)) + "\n")
+    target = TrackingTarget(
+        config.resolved_tracking_uri,
+        config.experiment,
+        config.registered_model,
+        config.artifact_root,
+    )
+    checkpoint = current_checkpoint(config)
+    lines = [("MLflow UI", target.ui_command())]
+    if checkpoint is not None:
+        lines += [
+            (
+                "MLflow run",
+                f"{checkpoint.mlflow_run_id} ({checkpoint.model_name} v{checkpoint.model_version})",
+            ),
+            ("Checkpoint", checkpoint.path),
+        ]
+    lines += [
+        ("DuckDB", f"{database}  (uv run hydra metrics)"),
+        ("Report", str(config.workspace / "reports" / "results.md")),
+        ("Dagster UI", f"uv run hydra ui  (DAGSTER_HOME={dagster_home})"),
+    ]
+    for label, value in lines:
+        typer.echo(f"{label + ':':<12} {value}")
+
+
+@app.command("metrics")
+def metrics_command(
+    sql: Annotated[
+        str | None,
+        typer.Argument(help="SQL on the store (tables: metrics, latest_metrics)."),
+    ] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", help="table, csv or json (rows as objects).")
+    ] = OutputFormat.table,
+    config_path: ConfigOption = None,
+) -> None:
+    """Print the latest per-task results table, or the result of a SQL query."""
+    import duckdb
+    import polars as pl
+
+    from hydra_core.metrics_store import NoMetricsError, latest_results, query
+
+    database = _load_config(config_path).resolved_metrics_db
+    try:
+        frame = query(database, sql) if sql else latest_results(database)
+    except NoMetricsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except duckdb.Error as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if output is OutputFormat.csv:
+        typer.echo(frame.write_csv(), nl=False)
+    elif output is OutputFormat.json:
+        typer.echo(frame.write_json())
+    else:
+        with pl.Config(
+            tbl_rows=-1,
+            tbl_cols=-1,
+            tbl_width_chars=160,
+            tbl_hide_dataframe_shape=True,
+            tbl_hide_column_data_types=True,
+            fmt_str_lengths=40,
+            float_precision=4,
+        ):
+            typer.echo(str(frame))
+
+
+@app.command("ui")
+def ui_command(
+    port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    config_path: ConfigOption = None,
+) -> None:
+    """Serve the Dagster UI and daemon (schedules, sensors) on the workspace's instance."""
+    from hydra_pipeline.runner import prepare_dagster_home
+
+    config = _load_config(config_path)
+    home = prepare_dagster_home(config)
+    if config_path is not None:
+        os.environ["HYDRA_CONFIG"] = str(config_path.resolve())
+    typer.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={home})", err=True)
+    workspace_file = PROJECT_ROOT / "workspace.yaml"
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace_file)]
+    command += ["-h", host, "-p", str(port)]
+    os.execv(sys.executable, command)
+
+
+def main() -> None:
+    """Console entry point (``hydra``): the core's error handling, with these commands added."""
+    core_run()

@@ -1,0 +1,76 @@
+"""Asset checks: the data is consistent, no test query leaks into training, and hydra keeps
+up with the frozen base on every task. A failing check shows red in the Dagster UI."""
+
+# No `from __future__ import annotations` here: Dagster reads these functions' annotations
+# at definition time and needs real types (a string `context` annotation is refused).
+
+import dagster as dg
+import polars as pl
+
+from hydra_core.project_config import ProjectConfig
+from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+
+
+def _preview(frame: pl.DataFrame, rows: int = 5) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"```\n{frame.head(rows)}\n```")
+
+
+def build(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
+    @dg.asset_check(
+        asset="qrels",
+        partitions_def=TASK_PARTITIONS,
+        additional_ins={"corpus": dg.AssetIn(), "queries": dg.AssetIn()},
+        description="Every judgment names an existing document and query.",
+    )
+    def qrels_reference_existing_ids(
+        qrels: pl.DataFrame, corpus: pl.DataFrame, queries: pl.DataFrame
+    ) -> dg.AssetCheckResult:
+        from hydra_core.stages import dangling_qrels
+
+        dangling = dangling_qrels(corpus, queries, qrels)
+        return dg.AssetCheckResult(
+            passed=dangling.is_empty(),
+            metadata={"dangling": dangling.height, "judgments": qrels.height}
+            | ({"examples": _preview(dangling)} if dangling.height else {}),
+        )
+
+    @dg.asset_check(
+        asset="training_queries",
+        partitions_def=TASK_PARTITIONS,
+        additional_ins={"queries": dg.AssetIn(), "qrels": dg.AssetIn()},
+        description="No test query (by id or by text) is among the training queries.",
+        blocking=True,
+    )
+    def no_test_queries_in_training(
+        training_queries: pl.DataFrame, queries: pl.DataFrame, qrels: pl.DataFrame
+    ) -> dg.AssetCheckResult:
+        from hydra_core.stages import leaked_test_queries
+
+        leaked = leaked_test_queries(training_queries, queries, qrels)
+        return dg.AssetCheckResult(
+            passed=leaked.is_empty(),
+            metadata={"leaked": leaked.height, "training_queries": training_queries.height}
+            | ({"examples": _preview(leaked)} if leaked.height else {}),
+        )
+
+    tolerance = config.tolerance
+
+    @dg.asset_check(
+        asset="task_metrics",
+        partitions_def=TASK_PARTITIONS,
+        description=f"Hydra's NDCG@10 is at most {tolerance} below the frozen base's.",
+    )
+    def hydra_within_tolerance_of_base(task_metrics: pl.DataFrame) -> dg.AssetCheckResult:
+        from hydra_core.stages import hydra_margin, table_from_frame
+
+        margin = hydra_margin(table_from_frame(task_metrics))
+        return dg.AssetCheckResult(
+            passed=margin >= -tolerance,
+            metadata={"hydra_minus_base_ndcg@10": round(margin, 4), "tolerance": tolerance},
+        )
+
+    return [
+        qrels_reference_existing_ids,
+        no_test_queries_in_training,
+        hydra_within_tolerance_of_base,
+    ]

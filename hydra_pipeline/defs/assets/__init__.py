@@ -1,0 +1,1 @@
+"""Assets, one module per stage: data, embeddings, teachers, training, evaluation, report."""

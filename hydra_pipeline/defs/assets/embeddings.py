@@ -1,0 +1,66 @@
+"""Base embeddings per task: every document, and every query the teachers rank.
+
+They come from the frozen encoder's persistent cache, so a text is encoded once per model
+ever: rebuilding these assets after an unrelated change costs a cache lookup.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads these functions' annotations
+# at definition time and needs real types (a string `context` annotation is refused).
+
+import dagster as dg
+import polars as pl
+from dagster import AssetExecutionContext
+
+from hydra_core.artifacts import Embeddings, task_from_frames
+from hydra_core.project_config import ProjectConfig
+from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.resources import EncoderResource
+from hydra_pipeline.defs.versions import code_version
+
+GROUP = "embeddings"
+_MODULES = ("hydra_core.encoder", "hydra_core.stages")
+
+
+def embeddings_output(
+    context: AssetExecutionContext, embeddings: Embeddings, encoder: EncoderResource
+) -> dg.Output[Embeddings]:
+    stats = encoder.get().stats
+    context.log.info(f"encoder: {stats.encoded} texts encoded, {stats.cached} from cache so far")
+    return dg.Output(
+        embeddings,
+        data_version=dg.DataVersion(embeddings.digest),
+        metadata={"rows": len(embeddings.ids), "dimension": int(embeddings.vectors.shape[1])},
+    )
+
+
+def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+    version = code_version(*_MODULES, config={"model": config.encoder_model})
+
+    @dg.asset(partitions_def=TASK_PARTITIONS, group_name=GROUP, code_version=version)
+    def doc_embeddings(
+        context: AssetExecutionContext, encoder: EncoderResource, corpus: pl.DataFrame
+    ) -> dg.Output[Embeddings]:
+        """Base embeddings of every document (title + text), in corpus order."""
+        from hydra_core.stages import corpus_task, encode_documents
+
+        return embeddings_output(
+            context, encode_documents(encoder.get(), corpus_task(corpus)), encoder
+        )
+
+    @dg.asset(partitions_def=TASK_PARTITIONS, group_name=GROUP, code_version=version)
+    def query_embeddings(
+        context: AssetExecutionContext,
+        encoder: EncoderResource,
+        corpus: pl.DataFrame,
+        queries: pl.DataFrame,
+        qrels: pl.DataFrame,
+        training_queries: pl.DataFrame,
+    ) -> dg.Output[Embeddings]:
+        """Base embeddings of the test queries and the training queries."""
+        from hydra_core.stages import encode_queries, ranked_queries
+
+        task = task_from_frames(context.partition_key, "", corpus, queries, qrels)
+        ranked = ranked_queries(task, training_queries)
+        return embeddings_output(context, encode_queries(encoder.get(), ranked), encoder)
+
+    return [doc_embeddings, query_embeddings]

@@ -1,0 +1,90 @@
+"""Per-task metrics: every method scored on the test split, recorded in DuckDB.
+
+Baselines (bm25, base, teacher) come from the stored teacher rankings, hydra from the
+compiled head, the ablations (generic card, another task's card) from the same hypernet,
+all on the stored embeddings: evaluating encodes nothing.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads these functions' annotations
+# at definition time and needs real types (a string `context` annotation is refused).
+
+from typing import TYPE_CHECKING, cast
+
+import dagster as dg
+import polars as pl
+from dagster import AssetExecutionContext
+
+from hydra_core.artifacts import CheckpointRecord, Embeddings, task_from_frames
+from hydra_core.cards import TaskCard
+from hydra_core.project_config import ProjectConfig
+from hydra_pipeline.defs.assets.data import frame_output
+from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.resources import EncoderResource, MetricsDbResource
+from hydra_pipeline.defs.versions import code_version
+
+if TYPE_CHECKING:
+    from hydra_core.head import ProjectionHead  # torch: imported by the body, not at load
+
+GROUP = "evaluation"
+
+
+def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        partitions_def=TASK_PARTITIONS,
+        group_name=GROUP,
+        code_version=code_version(
+            "hydra_core.stages",
+            "hydra_core.evaluation",
+            "hydra_core.metrics",
+            "hydra_core.metrics_store",
+        ),
+        automation_condition=dg.AutomationCondition.eager(),
+    )
+    def task_metrics(
+        context: AssetExecutionContext,
+        encoder: EncoderResource,
+        metrics_db: MetricsDbResource,
+        task_card: TaskCard,
+        corpus: pl.DataFrame,
+        queries: pl.DataFrame,
+        qrels: pl.DataFrame,
+        bm25_rankings: pl.DataFrame,
+        dense_rankings: pl.DataFrame,
+        fused_rankings: pl.DataFrame,
+        doc_embeddings: Embeddings,
+        query_embeddings: Embeddings,
+        compiled_head: object,
+        hypernet_checkpoint: CheckpointRecord,
+    ) -> dg.Output[pl.DataFrame]:
+        """NDCG@10, MRR@10, Recall@100 of bm25, base, teacher, hydra and its ablations.
+
+        The shuffled-card ablation uses another of the hypernet's training tasks' cards.
+        """
+        from hydra_core.metrics_store import record_metrics
+        from hydra_core.report import results_text
+        from hydra_core.stages import cards_named, evaluate_task, table_from_frame
+
+        task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
+        rows = evaluate_task(
+            task,
+            task_card,
+            teacher_rankings={"bm25": bm25_rankings, "base": dense_rankings},
+            fused=fused_rankings,
+            documents=doc_embeddings,
+            queries=query_embeddings,
+            head=cast("ProjectionHead", compiled_head),
+            checkpoint=hypernet_checkpoint.path,
+            other_cards=cards_named(hypernet_checkpoint.tasks),
+            encoder=encoder.get(),
+        )
+        record_metrics(
+            metrics_db.database,
+            rows,
+            run_id=hypernet_checkpoint.mlflow_run_id,
+            checkpoint=hypernet_checkpoint.checkpoint_id,
+            dagster_run_id=context.run.run_id,
+        )
+        table = results_text(context.partition_key, table_from_frame(rows))
+        return frame_output(rows, results=dg.MetadataValue.md(f"```\n{table}\n```"))
+
+    return [task_metrics]

@@ -1,0 +1,49 @@
+"""The results report across tasks: a markdown table and a chart of NDCG@10 by method."""
+
+# No `from __future__ import annotations` here: Dagster reads these functions' annotations
+# at definition time and needs real types (a string `context` annotation is refused).
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from hydra_core.artifacts import CheckpointRecord
+from hydra_core.fingerprints import file_fingerprint
+from hydra_core.project_config import ProjectConfig
+from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.resources import MetricsDbResource, TrackingResource, WorkspaceResource
+from hydra_pipeline.defs.versions import code_version
+
+
+def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        deps=["task_metrics"],
+        group_name="evaluation",
+        code_version=code_version("hydra_core.results_report", "hydra_core.metrics_store"),
+        automation_condition=dg.AutomationCondition.eager(),
+    )
+    def results_report(
+        context: AssetExecutionContext,
+        workspace: WorkspaceResource,
+        metrics_db: MetricsDbResource,
+        tracking: TrackingResource,
+        hypernet_checkpoint: CheckpointRecord,
+    ) -> dg.MaterializeResult:
+        """Per-task NDCG@10 by method for the current checkpoint, also on its MLflow run."""
+        from hydra_core.results_report import markdown_table, publish_report
+
+        tasks = context.instance.get_dynamic_partitions(TASK_PARTITIONS.name or "task")
+        files, results = publish_report(
+            metrics_db.database, tasks, workspace.reports, hypernet_checkpoint, tracking.target()
+        )
+        markdown, chart = files
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(file_fingerprint(markdown)),
+            metadata={
+                "ndcg@10": dg.MetadataValue.md(markdown_table(results)),
+                "report": dg.MetadataValue.path(str(markdown)),
+                "chart": dg.MetadataValue.path(str(chart)),
+                "tasks": results["task"].n_unique(),
+            },
+        )
+
+    return [results_report]

@@ -1,0 +1,90 @@
+"""Teacher assets per task: BM25 and dense rankings, their RRF fusion, preference pairs.
+
+Every teacher ranks the test queries (for the baselines) and the training queries (for
+distillation) in one pass; the pairs use only the training queries.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads these functions' annotations
+# at definition time and needs real types (a string `context` annotation is refused).
+
+import dagster as dg
+import polars as pl
+from dagster import AssetExecutionContext
+
+from hydra_core.artifacts import Embeddings, task_from_frames
+from hydra_core.project_config import ProjectConfig
+from hydra_pipeline.defs.assets.data import frame_output
+from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.versions import code_version
+
+GROUP = "teachers"
+
+
+def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        partitions_def=TASK_PARTITIONS,
+        group_name=GROUP,
+        code_version=code_version(
+            "hydra_core.teachers", "hydra_core.rankings", "hydra_core.stages"
+        ),
+    )
+    def bm25_rankings(
+        context: AssetExecutionContext,
+        corpus: pl.DataFrame,
+        queries: pl.DataFrame,
+        qrels: pl.DataFrame,
+        training_queries: pl.DataFrame,
+    ) -> dg.Output[pl.DataFrame]:
+        """BM25 (k1=1.5, b=0.75, stemmed) top-200 per test and training query."""
+        from hydra_core.stages import bm25_rankings as rank_bm25
+        from hydra_core.stages import ranked_queries
+
+        task = task_from_frames(context.partition_key, "", corpus, queries, qrels)
+        return frame_output(rank_bm25(task, ranked_queries(task, training_queries)))
+
+    @dg.asset(
+        partitions_def=TASK_PARTITIONS,
+        group_name=GROUP,
+        code_version=code_version("hydra_core.rankings", "hydra_core.stages"),
+    )
+    def dense_rankings(
+        doc_embeddings: Embeddings, query_embeddings: Embeddings
+    ) -> dg.Output[pl.DataFrame]:
+        """The frozen base model's exact top-200 per test and training query."""
+        from hydra_core.stages import dense_rankings as rank_dense
+
+        return frame_output(rank_dense(doc_embeddings, query_embeddings))
+
+    @dg.asset(
+        partitions_def=TASK_PARTITIONS,
+        group_name=GROUP,
+        code_version=code_version("hydra_core.fusion", "hydra_core.stages"),
+    )
+    def fused_rankings(
+        bm25_rankings: pl.DataFrame, dense_rankings: pl.DataFrame
+    ) -> dg.Output[pl.DataFrame]:
+        """Reciprocal rank fusion of BM25 and the base (k=60), top 100, teacher ranks kept."""
+        from hydra_core.stages import BASE, BM25, fuse_teachers
+
+        return frame_output(fuse_teachers({BM25: bm25_rankings, BASE: dense_rankings}))
+
+    pair_settings = config.training.pairs
+
+    @dg.asset(
+        partitions_def=TASK_PARTITIONS,
+        group_name=GROUP,
+        code_version=code_version(
+            "hydra_core.preferences", "hydra_core.stages", config=pair_settings
+        ),
+    )
+    def preference_pairs(
+        fused_rankings: pl.DataFrame, training_queries: pl.DataFrame
+    ) -> dg.Output[pl.DataFrame]:
+        """(query, better doc, worse doc, weight) from the fused ranking of training queries."""
+        from hydra_core.preferences import PairConfig
+        from hydra_core.stages import distillation_pairs
+
+        pairs = distillation_pairs(fused_rankings, training_queries, PairConfig(**pair_settings))
+        return frame_output(pairs, queries=pairs["query_id"].n_unique())
+
+    return [bm25_rankings, dense_rankings, fused_rankings, preference_pairs]

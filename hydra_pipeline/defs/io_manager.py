@@ -1,0 +1,46 @@
+"""The IO manager: every asset's value as a file under ``<workspace>/assets``.
+
+``assets/<asset>/<task>.<ext>`` for per-task assets and ``assets/<asset>.<ext>`` for the
+others, in the formats of :mod:`hydra_core.artifacts` (parquet, ``.npy``, safetensors,
+JSON), so any stored result can be opened without Dagster. An asset that reads several
+partitions (the hypernet reads every training task) gets a ``{task: value}`` dict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from hydra_core.artifacts import load_value, save_value
+
+
+class HydraIOManager(dg.ConfigurableIOManager):
+    """Stores asset values as plain files in the workspace."""
+
+    root: str
+
+    def _base(self, key: dg.AssetKey, partition: str | None) -> Path:
+        folder = Path(self.root).joinpath(*key.path)
+        return folder / partition if partition is not None else folder
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:  # assets that only record elsewhere (e.g. in DuckDB) return nothing
+            return
+        partition = context.partition_key if context.has_partition_key else None
+        path = save_value(obj, self._base(context.asset_key, partition))
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        key = context.asset_key
+        if not context.has_asset_partitions:
+            return load_value(self._base(key, None))
+        partitions = context.asset_partition_keys
+        if (
+            context.has_partition_key
+            and len(partitions) == 1
+            and partitions[0] == (context.partition_key)
+        ):
+            return load_value(self._base(key, partitions[0]))
+        return {partition: load_value(self._base(key, partition)) for partition in partitions}

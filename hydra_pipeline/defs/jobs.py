@@ -1,0 +1,76 @@
+"""Jobs, and the order in which ``hydra run`` materializes the graph.
+
+The graph alternates between per-task and cross-task stages: every task's data, teachers
+and pairs; then the hypernet (all training tasks at once); then every task's head and
+metrics; then the report. Those four waves are what ``hydra run`` executes in order, the
+per-task ones one run per task partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+TASK_JOB = "task_pipeline"
+HYPERNET_JOB = "train_hypernet"
+REPORT_JOB = "results_report_job"
+
+TASK_DATA_ASSETS: tuple[str, ...] = (
+    "task_card",
+    "corpus",
+    "queries",
+    "qrels",
+    "training_queries",
+    "doc_embeddings",
+    "query_embeddings",
+    "bm25_rankings",
+    "dense_rankings",
+    "fused_rankings",
+    "preference_pairs",
+)
+TASK_EVAL_ASSETS: tuple[str, ...] = ("compiled_head", "task_metrics")
+HYPERNET_ASSET = "hypernet_checkpoint"
+REPORT_ASSET = "results_report"
+
+
+@dataclass(frozen=True)
+class Wave:
+    """Assets materialized together: per task partition (``partitioned``) or once."""
+
+    name: str
+    job: str
+    assets: tuple[str, ...]
+    partitioned: bool
+
+    @property
+    def keys(self) -> list[dg.AssetKey]:
+        return [dg.AssetKey(name) for name in self.assets]
+
+
+WAVES: tuple[Wave, ...] = (
+    Wave("task data", TASK_JOB, TASK_DATA_ASSETS, partitioned=True),
+    Wave("hypernet", HYPERNET_JOB, (HYPERNET_ASSET,), partitioned=False),
+    Wave("heads and metrics", TASK_JOB, TASK_EVAL_ASSETS, partitioned=True),
+    Wave("report", REPORT_JOB, (REPORT_ASSET,), partitioned=False),
+)
+
+
+def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
+    return [
+        dg.define_asset_job(
+            TASK_JOB,
+            selection=dg.AssetSelection.assets(*TASK_DATA_ASSETS, *TASK_EVAL_ASSETS),
+            description="Every per-task asset of one task partition.",
+        ),
+        dg.define_asset_job(
+            HYPERNET_JOB,
+            selection=dg.AssetSelection.assets(HYPERNET_ASSET),
+            description="Retrain the hypernet on the training tasks' stored pairs.",
+        ),
+        dg.define_asset_job(
+            REPORT_JOB,
+            selection=dg.AssetSelection.assets(REPORT_ASSET),
+            description="Rebuild the results report from the metrics store.",
+        ),
+    ]

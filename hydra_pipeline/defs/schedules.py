@@ -1,0 +1,24 @@
+"""The retrain schedule: weekly, stopped until switched on (as Dagster schedules are).
+
+It retrains the hypernet on the training tasks' current pairs; heads, metrics and the
+report follow through their eager automation conditions (the ``hydra_automation`` sensor).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from hydra_core.project_config import ProjectConfig
+from hydra_pipeline.defs.jobs import HYPERNET_JOB
+
+
+def build(config: ProjectConfig) -> list[dg.ScheduleDefinition]:
+    return [
+        dg.ScheduleDefinition(
+            name="weekly_retrain",
+            cron_schedule=config.retrain_cron,
+            job_name=HYPERNET_JOB,
+            default_status=dg.DefaultScheduleStatus.STOPPED,
+            description="Retrain the hypernet; downstream heads, metrics and report follow.",
+        )
+    ]
