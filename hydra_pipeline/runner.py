@@ -139,9 +139,9 @@ def _worker_definitions(config_json: str) -> dg.Definitions:
 
 
 def _worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
+    """Share the cores between workers; torch reads this when a step first imports it."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
 
 
 def _worker_execute(config_json: str, planned: PlannedRun) -> tuple[bool, str]:

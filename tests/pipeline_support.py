@@ -1,0 +1,74 @@
+"""A throwaway Hydra project for pipeline tests: real data slices, cards, config, workspace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from hydra_core.artifacts import save_beir_folder
+from hydra_core.cards import find_card, write_card
+from hydra_core.settings import PROJECT_ROOT
+from hydra_core.tasks import RetrievalTask
+
+QUICK_TRAINING = {"epochs": 2, "steps_per_epoch": 8, "pairs_per_task": 32}
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+
+    @property
+    def cards_dir(self) -> Path:
+        return self.root / "cards"
+
+    @property
+    def workspace(self) -> Path:
+        return self.root / "workspace"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster_home"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "hydra.yaml"
+
+    def env(self, cache_dir: Path) -> dict[str, str]:
+        """What points Hydra at this project instead of the real one."""
+        return {
+            "HYDRA_CONFIG": str(self.config_file),
+            "HYDRA_CARDS_DIR": str(self.cards_dir),
+            "HYDRA_WORKSPACE": str(self.workspace),
+            "HYDRA_CACHE_DIR": str(cache_dir),
+            "DAGSTER_HOME": str(self.dagster_home),
+        }
+
+    def add_task(self, task: RetrievalTask, name: str) -> Path:
+        """Write ``task`` as a BEIR folder and a card for it (the shipped card's text)."""
+        folder = self.root / "data" / name
+        save_beir_folder(task, folder)
+        card = find_card(name, PROJECT_ROOT / "cards").model_copy(
+            update={"source": f"../data/{name}"}
+        )
+        path = self.cards_dir / f"{name}.yaml"
+        write_card(card, path)
+        return path
+
+
+def make_project(
+    root: Path, tasks: dict[str, RetrievalTask], *, executor: str = "in_process"
+) -> Project:
+    project = Project(root)
+    project.root.mkdir(parents=True, exist_ok=True)
+    for name, task in tasks.items():
+        project.add_task(task, name)
+    config = {
+        "tasks": list(tasks),
+        "workspace": "workspace",
+        "executor": {"kind": executor, "max_concurrent": 2},
+        "training": {"train": QUICK_TRAINING},
+    }
+    project.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    return project

@@ -1,0 +1,332 @@
+"""The Dagster pipeline end to end, on real slices of two tasks, in a throwaway Dagster home.
+
+One module-scoped cold ``hydra run`` (the runner behind it) materializes the whole graph;
+the tests then read what it left in Dagster's event log, the MLflow store, the DuckDB file
+and the workspace, and run it again to see that unchanged inputs rebuild nothing. The
+order of the tests matters where they change the project (a card edit, a new card).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dagster as dg
+import polars as pl
+import pytest
+from mlflow.tracking import MlflowClient
+from pipeline_support import QUICK_TRAINING, Project, make_project
+from typer.testing import CliRunner
+
+from hydra_core import metrics_store
+from hydra_core.cards import find_card
+from hydra_core.encoder import FrozenEncoder
+from hydra_core.evaluation import baseline_table, default_ensemble, load_card_task
+from hydra_core.project_config import ProjectConfig, load_project_config
+from hydra_core.tasks import RetrievalTask, load_task
+from hydra_pipeline.cli import app
+from hydra_pipeline.definitions import build_definitions
+from hydra_pipeline.defs.jobs import TASK_JOB, WAVES
+from hydra_pipeline.defs.resources import _encoder
+from hydra_pipeline.defs.sensors import task_card_sensor
+from hydra_pipeline.planning import PlannedRun
+from hydra_pipeline.runner import (
+    RunSummary,
+    current_checkpoint,
+    execute_wave,
+    prepare_dagster_home,
+    run_pipeline,
+)
+
+TASKS = ("scifact", "nfcorpus")
+METHODS = ("bm25", "base", "teacher", "hydra", "hydra-generic", "hydra-shuffled")
+METRICS = ("ndcg@10", "mrr@10", "recall@100")
+CHECKS = {
+    "qrels": "qrels_reference_existing_ids",
+    "training_queries": "no_test_queries_in_training",
+    "task_metrics": "hydra_within_tolerance_of_base",
+}
+
+
+@dataclass
+class Pipeline:
+    project: Project
+    config: ProjectConfig
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    cold: RunSummary
+
+    @property
+    def encoder(self) -> FrozenEncoder:
+        return _encoder(self.config.encoder_model, str(self.config.cache_dir))
+
+    def run(self) -> RunSummary:
+        return run_pipeline(self.config, self.defs, self.instance, echo=lambda _: None)
+
+    def mlflow(self) -> MlflowClient:
+        return MlflowClient(self.config.resolved_tracking_uri)
+
+    def training_runs(self) -> list:
+        client = self.mlflow()
+        experiment = client.get_experiment_by_name(self.config.experiment)
+        assert experiment is not None
+        return client.search_runs([experiment.experiment_id])
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    tmp_path_factory: pytest.TempPathFactory,
+    scifact_slice: RetrievalTask,
+    nfcorpus_slice: RetrievalTask,
+) -> Iterator[Pipeline]:
+    tasks = {"scifact": scifact_slice.head(200, 20), "nfcorpus": nfcorpus_slice.head(200, 20)}
+    project = make_project(tmp_path_factory.mktemp("pipeline"), tasks)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in project.env(project.root / "cache").items():
+            patch.setenv(key, value)
+        config = load_project_config()
+        prepare_dagster_home(config)
+        defs = build_definitions(config)
+        with dg.DagsterInstance.get() as instance:
+            cold = run_pipeline(config, defs, instance, echo=lambda _: None)
+            yield Pipeline(project, config, defs, instance, cold)
+
+
+def _materialized(instance: dg.DagsterInstance, name: str) -> set[str]:
+    return set(instance.get_materialized_partitions(dg.AssetKey(name)))
+
+
+def test_every_asset_materialized(pipeline: Pipeline) -> None:
+    graph = pipeline.defs.resolve_asset_graph()
+    materializable = [key for key in graph.materializable_asset_keys]
+    assert len(materializable) == 15
+    for key in materializable:
+        if graph.get(key).is_partitioned:
+            assert _materialized(pipeline.instance, key.to_user_string()) == set(TASKS), key
+        else:
+            assert pipeline.instance.get_latest_materialization_event(key) is not None, key
+    assert [run.wave.name for run in pipeline.cold.launched] == [
+        "task data",
+        "task data",
+        "hypernet",
+        "heads and metrics",
+        "heads and metrics",
+        "report",
+    ]
+    # every stored value is a plain file in the workspace
+    assets = pipeline.config.workspace / "assets"
+    assert (assets / "doc_embeddings" / "scifact.npy").is_file()
+    assert (assets / "compiled_head" / "nfcorpus.safetensors").is_file()
+    assert pl.read_parquet(assets / "corpus" / "scifact.parquet").height == 200
+
+
+def test_asset_checks_ran_per_task(pipeline: Pipeline) -> None:
+    storage = pipeline.instance.event_log_storage
+    for asset, check in CHECKS.items():
+        key = dg.AssetCheckKey(dg.AssetKey(asset), check)
+        history = storage.get_asset_check_execution_history(key, limit=10)
+        assert {record.partition for record in history} == set(TASKS), check
+    for check in ("qrels_reference_existing_ids", "no_test_queries_in_training"):
+        key = dg.AssetCheckKey(dg.AssetKey(next(a for a, c in CHECKS.items() if c == check)), check)
+        history = storage.get_asset_check_execution_history(key, limit=10)
+        assert all(record.status.value == "SUCCEEDED" for record in history), check
+
+
+def test_mlflow_run_with_metrics_checkpoint_and_model(pipeline: Pipeline) -> None:
+    (run,) = pipeline.training_runs()
+    checkpoint = current_checkpoint(pipeline.config)
+    assert checkpoint is not None and checkpoint.mlflow_run_id == run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == str(QUICK_TRAINING["epochs"])
+    assert json.loads(run.data.params["tasks"]) == sorted(TASKS)
+    assert "fingerprints.scifact.pairs" in run.data.params
+    client = pipeline.mlflow()
+    losses = client.get_metric_history(run.info.run_id, "pairwise")
+    assert [m.step for m in losses] == list(range(1, QUICK_TRAINING["epochs"] + 1))
+    for task in TASKS:
+        for method in METHODS:
+            assert 0 <= run.data.metrics[f"{task}/{method}/ndcg_at_10"] <= 1
+    checkpoint_files = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+    assert "checkpoint/model.safetensors" in checkpoint_files
+    report_files = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert report_files == {"report/results.md", "report/ndcg_at_10.png"}
+    (version,) = client.search_model_versions(f"name='{pipeline.config.registered_model}'")
+    assert version.run_id == run.info.run_id
+    assert (version.source or "").endswith("/checkpoint")
+    assert version.tags["checkpoint_id"] == checkpoint.checkpoint_id
+
+
+def test_duckdb_holds_every_task_method_metric(pipeline: Pipeline) -> None:
+    database = pipeline.config.resolved_metrics_db
+    rows = metrics_store.latest_long(database)
+    assert rows.height == len(TASKS) * len(METHODS) * len(METRICS)
+    assert set(rows.select("task", "method", "metric").iter_rows()) == {
+        (t, m, k) for t in TASKS for m in METHODS for k in METRICS
+    }
+    checkpoint = current_checkpoint(pipeline.config)
+    assert checkpoint is not None
+    assert set(rows["run_id"]) == {checkpoint.mlflow_run_id}
+    assert set(rows["checkpoint"]) == {checkpoint.checkpoint_id}
+    assert set(rows["split"]) == {"test"}
+    expected = {"run_id", "checkpoint", "task", "method", "split", "metric", "value", "created_at"}
+    assert expected <= set(rows.columns)
+
+
+def test_baselines_equal_the_in_memory_path(pipeline: Pipeline) -> None:
+    """Stored rankings, fused and scored by the pipeline, give exactly `hydra baselines`."""
+    rows = metrics_store.latest_long(pipeline.config.resolved_metrics_db)
+    for name in TASKS:
+        card = find_card(name)
+        task = load_card_task(card)
+        expected = baseline_table(task, default_ensemble(task, pipeline.encoder))
+        for method, metrics in expected.items():
+            for metric, value in metrics.items():
+                stored = rows.filter(
+                    (pl.col("task") == name)
+                    & (pl.col("method") == method)
+                    & (pl.col("metric") == metric)
+                )["value"]
+                assert stored.to_list() == pytest.approx([value], abs=1e-12), (name, method)
+
+
+def test_report_files(pipeline: Pipeline) -> None:
+    report = pipeline.config.workspace / "reports" / "results.md"
+    text = report.read_text()
+    assert "| task | bm25 | base | teacher | hydra | hydra-generic | hydra-shuffled |" in text
+    for task in TASKS:
+        assert f"\n| {task} | " in text
+    chart = report.with_name("ndcg_at_10.png").read_bytes()
+    assert chart.startswith(b"\x89PNG") and len(chart) > 5_000
+
+
+def test_second_run_rebuilds_and_encodes_nothing(pipeline: Pipeline) -> None:
+    encoded_before = pipeline.encoder.stats.encoded
+    materializations = len(_materialized(pipeline.instance, "doc_embeddings"))
+    started = time.perf_counter()
+    summary = pipeline.run()
+    assert summary.launched == []
+    assert time.perf_counter() - started < 15
+    assert pipeline.encoder.stats.encoded == encoded_before
+    assert len(_materialized(pipeline.instance, "doc_embeddings")) == materializations
+
+
+def test_card_comment_edit_rebuilds_that_task_only_and_not_the_hypernet(
+    pipeline: Pipeline,
+) -> None:
+    """A changed card file is re-read; identical content changes nothing further down."""
+    card_file = pipeline.project.cards_dir / "nfcorpus.yaml"
+    card_file.write_text(card_file.read_text() + "# reviewed\n")
+    encoded_before = pipeline.encoder.stats.encoded
+    summary = pipeline.run()
+    assert [(run.wave.name, run.partition) for run in summary.launched] == [
+        ("task data", "nfcorpus")
+    ]
+    assert summary.launched[0].reasons[0].startswith("task_card")
+    assert pipeline.encoder.stats.encoded == encoded_before  # cached: nothing re-encoded
+    assert len(pipeline.training_runs()) == 1
+    assert pipeline.run().launched == []
+
+
+def test_partitions_run_in_parallel_processes(pipeline: Pipeline) -> None:
+    config = pipeline.config.model_copy(
+        update={"executor": pipeline.config.executor.model_copy(update={"kind": "multiprocess"})}
+    )
+    wave = WAVES[0]
+    planned = [PlannedRun(wave, task, ("task_card",), ("test",)) for task in TASKS]
+    outcomes = execute_wave(config, pipeline.defs, pipeline.instance, planned)
+    assert outcomes == [(True, ""), (True, "")]
+    pids = set()
+    for task in TASKS:
+        records = pipeline.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("task_card"), asset_partitions=[task]),
+            limit=1,
+        ).records
+        event = records[0].event_log_entry.dagster_event
+        assert event is not None
+        pids.add(event.pid)
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_schedule_and_automation_definitions(pipeline: Pipeline) -> None:
+    schedule = pipeline.defs.resolve_schedule_def("weekly_retrain")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.cron_schedule == pipeline.config.retrain_cron
+    assert schedule.job_name == "train_hypernet"
+    sensor = pipeline.defs.resolve_sensor_def("task_card_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    graph = pipeline.defs.resolve_asset_graph()
+    for name in ("compiled_head", "task_metrics", "results_report"):
+        assert graph.get(dg.AssetKey(name)).automation_condition is not None
+    assert graph.get(dg.AssetKey("hypernet_checkpoint")).automation_condition is None
+
+
+def test_cli_metrics_formats_and_sql(pipeline: Pipeline) -> None:
+    runner = CliRunner()
+    table = runner.invoke(app, ["metrics"])
+    assert table.exit_code == 0, table.output
+    assert "hydra-shuffled" in table.stdout and "scifact" in table.stdout
+    as_csv = runner.invoke(app, ["metrics", "--format", "csv"])
+    frame = pl.read_csv(as_csv.stdout.encode())
+    assert frame.height == len(TASKS) * len(METHODS)
+    assert {"task", "method", "ndcg@10", "mrr@10", "recall@100"} <= set(frame.columns)
+    as_json = runner.invoke(app, ["metrics", "--format", "json"])
+    assert {row["method"] for row in json.loads(as_json.stdout)} == set(METHODS)
+    sql = "select task, count(*) as n from latest_metrics group by task order by task"
+    counted = runner.invoke(app, ["metrics", sql, "--format", "json"])
+    assert json.loads(counted.stdout) == [
+        {"task": "nfcorpus", "n": len(METHODS) * len(METRICS)},
+        {"task": "scifact", "n": len(METHODS) * len(METRICS)},
+    ]
+    bad = runner.invoke(app, ["metrics", "select * from no_such_table"])
+    assert bad.exit_code == 2 and "no_such_table" in bad.stderr
+
+
+def test_cli_run_when_up_to_date_prints_results_and_locations(pipeline: Pipeline) -> None:
+    result = CliRunner().invoke(app, ["run"])
+    assert result.exit_code == 0, result.output
+    assert "nothing to rebuild" in result.stderr
+    checkpoint = current_checkpoint(pipeline.config)
+    assert checkpoint is not None
+    for expected in ("scifact", "hydra-generic", "mlflow ui --backend-store-uri sqlite:///"):
+        assert expected in result.stdout
+    assert f"Checkpoint:  {checkpoint.path}" in result.stdout
+    assert f"DuckDB:      {pipeline.config.resolved_metrics_db}" in result.stdout
+
+
+def test_sensor_adds_a_new_card_as_a_partition_with_metrics(pipeline: Pipeline) -> None:
+    """A new card gets its partition, its data and a head from the existing hypernet."""
+    cranfield = load_task("cranfield").head(80, 8)  # test split only: generated queries
+    pipeline.project.add_task(cranfield, "cranfield")
+    context = dg.build_sensor_context(instance=pipeline.instance, definitions=pipeline.defs)
+    result = task_card_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    (added,) = result.dynamic_partitions_requests or []
+    assert isinstance(added, dg.AddDynamicPartitionsRequest)
+    assert list(added.partition_keys) == ["cranfield"]
+    (request,) = result.run_requests or []
+    assert request.partition_key == "cranfield"
+    assert dg.AssetKey("task_metrics") in (request.asset_selection or [])
+    assert {event.partition for event in result.asset_events} == {"cranfield"}
+
+    # what the daemon does with the result
+    pipeline.instance.add_dynamic_partitions("task", list(added.partition_keys))
+    for event in result.asset_events:
+        pipeline.instance.report_runless_asset_event(event)
+    job = pipeline.defs.resolve_job_def(TASK_JOB)
+    outcome = job.execute_in_process(
+        instance=pipeline.instance,
+        partition_key=request.partition_key,
+        asset_selection=list(request.asset_selection or []),
+        tags=request.tags,
+    )
+    assert outcome.success
+    assert "cranfield" in _materialized(pipeline.instance, "task_metrics")
+    rows = metrics_store.latest_long(pipeline.config.resolved_metrics_db, ["cranfield"])
+    assert set(rows["method"]) == set(METHODS)
+    assert len(pipeline.training_runs()) == 1  # compiled by the existing hypernet
+
+    again = task_card_sensor(dg.build_sensor_context(instance=pipeline.instance))
+    assert isinstance(again, dg.SkipReason)

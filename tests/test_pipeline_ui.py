@@ -1,0 +1,195 @@
+"""The Dagster UI end to end: ``dagster dev`` on a throwaway project, driven by a real browser.
+
+Debian's chromium through Playwright (never ``playwright install``): the UI must show the
+Hydra asset graph, and a materialization launched from it must run through the daemon's
+run queue and land in the instance.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from pipeline_support import Project, make_project
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from hydra_core.project_config import load_project_config
+from hydra_core.settings import PROJECT_ROOT
+from hydra_core.tasks import RetrievalTask
+from hydra_pipeline.runner import prepare_dagster_home, register_tasks
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+GROUPS = ("sources", "data", "embeddings", "teachers", "training", "evaluation")
+STARTUP_SECONDS = 180
+RUN_SECONDS = 180
+
+
+@dataclass
+class DagsterUI:
+    url: str
+    project: Project
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_serving(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"dagster dev exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/server_info", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    pytest.fail(
+        f"dagster dev did not serve {url} in {STARTUP_SECONDS}s:\n{log.read_text()[-3000:]}"
+    )
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """End the process group this test started (webserver, daemon, code server)."""
+    if server.poll() is not None:
+        return
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def dagster_ui(
+    tmp_path_factory: pytest.TempPathFactory, scifact_slice: RetrievalTask
+) -> Iterator[DagsterUI]:
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is missing: apt-get update && apt-get install -y chromium")
+    root = tmp_path_factory.mktemp("ui")
+    project = make_project(root, {"scifact": scifact_slice.head(60, 5)})
+    env = {**os.environ, **project.env(root / "cache")}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in project.env(root / "cache").items():
+            patch.setenv(key, value)
+        config = load_project_config()
+        prepare_dagster_home(config)
+        # The partition exists and the card is observed, as after a `hydra run`: the card
+        # sensor then has nothing new to launch and the test's run is the only one.
+        with dg.DagsterInstance.get() as instance:
+            register_tasks(instance, config.tasks, lambda _: None)
+    port = _free_port()
+    log = root / "dagster_dev.log"
+    with open(log, "wb") as output:
+        server = subprocess.Popen(
+            # `uv run dagster dev` from the project folder: it finds workspace.yaml there
+            [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_serving(url, server, log)
+        yield DagsterUI(url, project, log)
+    finally:
+        _stop(server)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    opened = context.new_page()
+    opened.set_default_timeout(60_000)
+    yield opened
+    context.close()
+
+
+def _dismiss_welcome(page: Page) -> None:
+    """A fresh Dagster home greets the first visitor with a newsletter dialog."""
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(timeout=5_000)
+    except Exception:  # noqa: BLE001 (no dialog: nothing to dismiss)
+        return
+    skip.click()
+
+
+def test_ui_shows_the_hydra_asset_graph(dagster_ui: DagsterUI, page: Page) -> None:
+    page.goto(f"{dagster_ui.url}/asset-groups")
+    expect(page.get_by_text("Global asset lineage")).to_be_visible()
+    _dismiss_welcome(page)
+    for group in GROUPS:
+        expect(page.get_by_text(group, exact=True).first).to_be_visible()
+    expect(page.get_by_role("button", name="Materialize all (15)…")).to_be_visible()
+
+    page.goto(f"{dagster_ui.url}/locations/hydra_pipeline.definitions/asset-groups/data")
+    for name in ("task_card", "corpus", "queries", "qrels", "training_queries"):
+        expect(page.get_by_text(name, exact=True).first).to_be_visible()
+    page.goto(f"{dagster_ui.url}/locations/hydra_pipeline.definitions/asset-groups/training")
+    for name in ("hypernet_checkpoint", "compiled_head"):
+        expect(page.get_by_text(name, exact=True).first).to_be_visible()
+
+
+def test_materialization_launched_from_the_ui_runs(dagster_ui: DagsterUI, page: Page) -> None:
+    page.goto(f"{dagster_ui.url}/assets/task_card")
+    _dismiss_welcome(page)
+    expect(page.get_by_text("Never materialized")).to_be_visible()
+    page.get_by_role("button", name="Materialize…").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text("Launch runs to materialize task_card")).to_be_visible()
+    dialog.get_by_role("button", name="All", exact=True).click()
+    dialog.get_by_role("button", name="Launch 1 run").click()
+
+    home = dagster_ui.project.dagster_home
+    deadline = time.monotonic() + RUN_SECONDS
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        while "scifact" not in instance.get_materialized_partitions(dg.AssetKey("task_card")):
+            if time.monotonic() > deadline:
+                runs = [(r.run_id, r.status) for r in instance.get_runs()]
+                pytest.fail(
+                    f"no task_card materialization; runs {runs}\n"
+                    f"{dagster_ui.log.read_text()[-3000:]}"
+                )
+            time.sleep(2)
+        (run,) = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        assert run.tags.get("dagster/partition") == "scifact"
+    page.goto(f"{dagster_ui.url}/assets/task_card")
+    expect(page.get_by_text("Latest materialization")).to_be_visible()
+    expect(page.get_by_text("Never materialized")).to_have_count(0)
