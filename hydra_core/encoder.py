@@ -3,6 +3,11 @@
 The base model never trains, so every text needs encoding once per model. Vectors are
 L2-normalised float32, so a dot product is the cosine similarity the model was trained
 for. The model itself is loaded only on a cache miss: a warm run never touches it.
+
+Backends (``backend=`` or ``HYDRA_ENCODER_BACKEND``): ``torch`` runs sentence-transformers;
+``openvino`` compiles the same model with OpenVINO (:mod:`hydra_core.openvino_encoder`),
+several times faster on CPU. The backend is part of the cache identity, so vectors from
+different backends never mix.
 """
 
 from __future__ import annotations
@@ -15,14 +20,18 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
 from hydra_core.embedding_cache import EmbeddingCache, text_key
+from hydra_core.errors import HydraInputError
 from hydra_core.settings import load_settings
+
+if TYPE_CHECKING:
+    from hydra_core.openvino_encoder import OpenVinoEncoder
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,9 @@ _BUNDLED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 
 Role = Literal["query", "document"]
 Precision = Literal["fp32", "bf16"]
+Backend = Literal["torch", "openvino"]
+BACKENDS: tuple[Backend, ...] = ("torch", "openvino")
+BACKEND_ENV = "HYDRA_ENCODER_BACKEND"
 
 
 def resolve_model_path(model: str) -> str:
@@ -72,6 +84,14 @@ def default_precision() -> Precision:
     return "bf16" if capability in {"AVX512", "AMX"} and torch.cpu.is_available() else "fp32"
 
 
+def default_backend() -> Backend:
+    """The backend named by ``HYDRA_ENCODER_BACKEND``, else torch."""
+    name = os.environ.get(BACKEND_ENV, "").strip().lower() or "torch"
+    if name not in BACKENDS:
+        raise HydraInputError(f"{BACKEND_ENV}={name!r} is not one of {', '.join(BACKENDS)}")
+    return cast(Backend, name)
+
+
 @dataclass
 class EncodeStats:
     """What the encoder did, so callers can report cache hits honestly."""
@@ -90,6 +110,7 @@ class FrozenEncoder:
         *,
         cache: EmbeddingCache | None = None,
         precision: Precision | None = None,
+        backend: Backend | None = None,
         batch_size: int = 64,
         show_progress: bool = True,
     ) -> None:
@@ -97,14 +118,20 @@ class FrozenEncoder:
         self.model_path = resolve_model_path(model)
         self.cache = cache or EmbeddingCache(load_settings().cache_dir / "embeddings.sqlite")
         self.precision: Precision = precision or default_precision()
+        self.backend: Backend = backend or default_backend()
         self.batch_size = batch_size
         self.show_progress = show_progress
         self.stats = EncodeStats()
 
     @cached_property
     def identity(self) -> str:
-        """Model weights plus numeric precision: what determines the vectors."""
-        return f"{self.model_name}@{model_fingerprint(self.model_path)}/{self.precision}"
+        """Model weights, numeric precision and backend: what determines the vectors.
+
+        The torch backend keeps the suffix-free form, so caches written before backends
+        existed stay valid.
+        """
+        suffix = "" if self.backend == "torch" else f"+{self.backend}"
+        return f"{self.model_name}@{model_fingerprint(self.model_path)}/{self.precision}{suffix}"
 
     @cached_property
     def model(self) -> SentenceTransformer:
@@ -145,7 +172,16 @@ class FrozenEncoder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
 
+    @cached_property
+    def _openvino(self) -> OpenVinoEncoder:
+        from hydra_core.openvino_encoder import OpenVinoEncoder
+
+        return OpenVinoEncoder(self.model, self.precision)
+
     def _encode_uncached(self, texts: list[str], role: Role) -> np.ndarray:
+        if self.backend == "openvino":
+            prompt = (self.model.prompts or {}).get(role) or ""
+            return self._openvino.encode([prompt + text for text in texts])
         prompt_name = role if role in (self.model.prompts or {}) else None
         autocast = (
             torch.autocast("cpu", dtype=torch.bfloat16)

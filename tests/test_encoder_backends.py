@@ -1,0 +1,48 @@
+"""The OpenVINO backend: same vectors as torch, its own cache identity, chosen by env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hydra_core.embedding_cache import EmbeddingCache
+from hydra_core.encoder import BACKEND_ENV, FrozenEncoder, Precision, default_backend
+from hydra_core.errors import HydraInputError
+from hydra_core.tasks import RetrievalTask
+
+
+def test_backend_comes_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    assert default_backend() == "torch"
+    monkeypatch.setenv(BACKEND_ENV, "OpenVINO")
+    assert default_backend() == "openvino"
+    assert FrozenEncoder(cache=EmbeddingCache(tmp_path / "e.sqlite")).backend == "openvino"
+    monkeypatch.setenv(BACKEND_ENV, "tensorrt")
+    with pytest.raises(HydraInputError, match="tensorrt"):
+        default_backend()
+
+
+def test_backends_never_share_cache_entries(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    torch_encoder = FrozenEncoder(cache=cache, precision="bf16", backend="torch")
+    openvino_encoder = FrozenEncoder(cache=cache, precision="bf16", backend="openvino")
+    assert torch_encoder.identity.endswith("/bf16")
+    assert openvino_encoder.identity == torch_encoder.identity + "+openvino"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_openvino_matches_torch_fp32(
+    scifact_slice: RetrievalTask, tmp_path: Path, precision: Precision
+) -> None:
+    texts = scifact_slice.doc_texts()[:40] + ["a short query", ""]
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    reference = FrozenEncoder(cache=cache, precision="fp32", backend="torch", show_progress=False)
+    fast = FrozenEncoder(cache=cache, precision=precision, backend="openvino", show_progress=False)
+    expected = reference.encode(texts, "document")
+    vectors = fast.encode(texts, "document")
+    assert vectors.shape == expected.shape
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.sum(vectors * expected, axis=1).min() > (0.99999 if precision == "fp32" else 0.9995)
