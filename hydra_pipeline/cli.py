@@ -53,8 +53,9 @@ def _load_config(path: Path | None) -> ProjectConfig:
 def _quiet_libraries() -> None:
     """Progress comes from hydra's own lines; library chatter would drown it."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also read by run workers
-    for name in ("mlflow", "alembic", "dagster"):
+    for name in ("mlflow", "alembic", "dagster", "hydra_core"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("hydra_core.trainer").setLevel(logging.INFO)  # per-epoch losses
 
 
 @app.command("run")

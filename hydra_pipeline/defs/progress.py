@@ -15,6 +15,7 @@ class _ProgressHandler(logging.Handler):
     def __init__(self, prefix: str) -> None:
         super().__init__(level=logging.DEBUG)
         self.prefix = prefix
+        self.check_steps: set[str] = set()  # their success line would repeat the check's
 
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None)
@@ -30,12 +31,15 @@ class _ProgressHandler(logging.Handler):
     def _event_line(self, event: dg.DagsterEvent) -> str:
         data = event.event_specific_data
         if event.event_type_value == "STEP_SUCCESS":
+            if event.step_key in self.check_steps:
+                return ""
             seconds = getattr(data, "duration_ms", 0.0) / 1000
             return f"{self.prefix}  done {event.step_key} ({seconds:.1f}s)"
         if event.event_type_value == "STEP_FAILURE":
             error = getattr(data, "error", None)
             message = error.message.strip().splitlines()[-1] if error is not None else ""
             return f"{self.prefix}  FAILED {event.step_key}: {message}"
+        self.check_steps.add(event.step_key or "")
         passed = getattr(data, "passed", False)
         name = getattr(data, "check_name", event.step_key)
         return f"{self.prefix}  check {name}: {'passed' if passed else 'FAILED'}"

@@ -1,0 +1,277 @@
+"""The plain-library pieces under the pipeline: config, fingerprints, storage, metrics store,
+report, data checks. Fast: no model, no Dagster run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from hydra_core import metrics_store
+from hydra_core.artifacts import (
+    CheckpointRecord,
+    Embeddings,
+    load_value,
+    qrels_long,
+    save_beir_folder,
+    save_value,
+    stored_path,
+    task_from_frames,
+)
+from hydra_core.cards import find_card, write_card
+from hydra_core.errors import HydraInputError
+from hydra_core.fingerprints import (
+    beir_folder_fingerprint,
+    card_source_fingerprint,
+    file_fingerprint,
+    frame_digest,
+)
+from hydra_core.project_config import load_project_config
+from hydra_core.results_report import markdown_table, write_report
+from hydra_core.stages import dangling_qrels, leaked_test_queries
+from hydra_core.tasks import RetrievalTask, load_beir_folder
+from hydra_core.tracking import flatten_params, metric_key
+
+# ------------------------------------------------------------------------------ config
+
+
+@pytest.fixture()
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in (
+        "HYDRA_CONFIG",
+        "HYDRA_WORKSPACE",
+        "MLFLOW_TRACKING_URI",
+        "HYDRA_METRICS_DB",
+        "HYDRA_EXECUTOR",
+        "HYDRA_TASKS",
+        "HYDRA_CACHE_DIR",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_config_paths_resolve_against_the_file(tmp_path: Path, clean_env: object) -> None:
+    config_file = tmp_path / "proj" / "hydra.yaml"
+    config_file.parent.mkdir()
+    config_file.write_text("tasks: [a, b]\nworkspace: ws\nexecutor: {kind: in_process}\n")
+    config = load_project_config(config_file)
+    assert config.workspace == tmp_path / "proj" / "ws"
+    assert config.resolved_tracking_uri == f"sqlite:///{tmp_path}/proj/ws/mlflow.db"
+    assert config.resolved_metrics_db == str(tmp_path / "proj" / "ws" / "metrics.duckdb")
+    assert config.cache_dir == tmp_path / "proj" / "ws" / "cache"
+    assert config.training_task_names == ["a", "b"]
+
+
+def test_config_environment_overrides(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    config_file = tmp_path / "hydra.yaml"
+    config_file.write_text("tasks: [a, b, c]\ntraining_tasks: [a, c]\n")
+    clean_env.setenv("HYDRA_CONFIG", str(config_file))
+    clean_env.setenv("HYDRA_WORKSPACE", str(tmp_path / "elsewhere"))
+    clean_env.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    clean_env.setenv("HYDRA_METRICS_DB", "md:hydra")
+    clean_env.setenv("HYDRA_EXECUTOR", "in_process")
+    clean_env.setenv("HYDRA_TASKS", "a,b")
+    config = load_project_config()
+    assert config.workspace == tmp_path / "elsewhere"
+    assert config.resolved_tracking_uri == "http://mlflow.example:5000"
+    assert config.resolved_metrics_db == "md:hydra"
+    assert config.executor.kind == "in_process"
+    assert config.tasks == ["a", "b"]
+    assert config.training_task_names == ["a"]  # narrowed with the task list
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("tasks: [a]\ntraining_tasks: [b]\n", "training_tasks"),
+        ("executor: {kind: threads}\n", "executor.kind"),
+        ("tasks: [a]\nunknown_key: 1\n", "unknown_key"),
+    ],
+)
+def test_config_errors_name_the_field(
+    tmp_path: Path, clean_env: object, text: str, field: str
+) -> None:
+    config_file = tmp_path / "hydra.yaml"
+    config_file.write_text(text)
+    with pytest.raises(HydraInputError) as error:
+        load_project_config(config_file)
+    assert str(config_file) in str(error.value) and repr(field) in str(error.value)
+
+
+# ------------------------------------------------------------------------------ fingerprints
+
+
+def test_fingerprints_follow_content_not_time(tmp_path: Path, scifact_slice: RetrievalTask) -> None:
+    folder = save_beir_folder(scifact_slice.head(20, 5), tmp_path / "sf")
+    before = beir_folder_fingerprint(folder)
+    corpus = folder / "corpus.jsonl"
+    os.utime(corpus, (time.time() + 100, time.time() + 100))
+    assert beir_folder_fingerprint(folder) == before
+    qrels = folder / "qrels" / "test.tsv"
+    qrels.write_text(qrels.read_text().replace("\t1\n", "\t2\n", 1))
+    assert beir_folder_fingerprint(folder) != before
+    assert file_fingerprint(corpus) != file_fingerprint(qrels)
+
+
+def test_card_source_fingerprint(tmp_path: Path, scifact_slice: RetrievalTask) -> None:
+    save_beir_folder(scifact_slice.head(20, 5), tmp_path / "data" / "sf")
+    card = find_card("scifact").model_copy(update={"source": "./data/sf"})
+    write_card(card, tmp_path / "sf.yaml")
+    local = find_card(str(tmp_path / "sf.yaml"))
+    assert card_source_fingerprint(local) == beir_folder_fingerprint(tmp_path / "data" / "sf")
+    remote = card.model_copy(update={"source": "beir/not-here", "card_path": None})
+    assert card_source_fingerprint(remote, data_dir=tmp_path) == "ir_datasets:beir/not-here"
+
+
+def test_frame_digest() -> None:
+    frame = pl.DataFrame({"a": ["x", "y"], "b": [1, 2]})
+    assert frame_digest(frame) == frame_digest(pl.concat([frame.head(1), frame.tail(1)]))
+    assert frame_digest(frame) != frame_digest(frame.reverse())
+    assert frame_digest(frame) != frame_digest(frame.with_columns(pl.col("b").cast(pl.Int32)))
+
+
+# ------------------------------------------------------------------------------ storage
+
+
+def test_values_round_trip(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"query_id": ["q1"], "score": [0.5]})
+    embeddings = Embeddings(ids=["d1", "d2"], vectors=np.eye(2, 3, dtype=np.float32))
+    card = find_card("nfcorpus")
+    record = CheckpointRecord(path="/ck", checkpoint_id="abc", tasks=["a"], mlflow_run_id="r")
+    for name, value in {"f": frame, "e": embeddings, "c": card, "k": record}.items():
+        save_value(value, tmp_path / name)
+        loaded = load_value(tmp_path / name)
+        if isinstance(value, pl.DataFrame):
+            assert loaded.equals(value)
+        elif isinstance(value, Embeddings):
+            assert loaded.ids == value.ids and np.array_equal(loaded.vectors, value.vectors)
+        else:
+            assert loaded == value
+    assert load_value(tmp_path / "c").card_path == card.card_path
+    save_value(frame, tmp_path / "k")  # a value of another format replaces the old file
+    assert stored_path(tmp_path / "k") == tmp_path / "k.parquet"
+    assert not (tmp_path / "k.json").exists()
+    with pytest.raises(KeyError, match="no embedding"):
+        embeddings.select(["d3"])
+
+
+def test_beir_folder_and_frames_round_trip(tmp_path: Path, nfcorpus_slice: RetrievalTask) -> None:
+    task = nfcorpus_slice.head(50, 8)
+    loaded = load_beir_folder(save_beir_folder(task, tmp_path / "nf"))
+    assert loaded.corpus.equals(task.corpus) and loaded.queries.equals(task.queries)
+    assert loaded.splits == task.splits
+    for split in task.splits:
+        assert loaded.qrels[split].equals(task.qrels[split])
+    rebuilt = task_from_frames("nf", "", task.corpus, task.queries, qrels_long(task))
+    assert rebuilt.splits == task.splits
+    assert rebuilt.qrels_dict("test") == task.qrels_dict("test")
+
+
+# ------------------------------------------------------------------------------ metrics store
+
+
+def _rows(value: float) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "task": ["a", "a", "b"],
+            "method": ["base", "hydra", "base"],
+            "split": ["test"] * 3,
+            "metric": ["ndcg@10"] * 3,
+            "value": [value, value + 0.1, value],
+        }
+    )
+
+
+def test_latest_results_per_task(tmp_path: Path) -> None:
+    database = str(tmp_path / "m.duckdb")
+    metrics_store.record_metrics(database, _rows(0.1), run_id="r1", checkpoint="c1")
+    metrics_store.record_metrics(
+        database, _rows(0.5).filter(pl.col("task") == "a"), run_id="r2", checkpoint="c2"
+    )
+    latest = metrics_store.latest_results(database)
+    assert latest.select("task", "method", "checkpoint", "ndcg@10").rows() == [
+        ("a", "base", "c2", 0.5),
+        ("a", "hydra", "c2", pytest.approx(0.6)),
+        ("b", "base", "c1", 0.1),
+    ]
+    assert metrics_store.query(database, "select count(*) as n from metrics")["n"][0] == 5
+    with pytest.raises(metrics_store.NoMetricsError):
+        metrics_store.latest_results(str(tmp_path / "missing.duckdb"))
+
+
+_HOLD_LOCK = """
+import sys, time, duckdb
+connection = duckdb.connect(sys.argv[1])
+connection.execute("create table if not exists held (x int)")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+connection.close()
+"""
+
+
+def test_writers_wait_for_another_process(tmp_path: Path) -> None:
+    """Parallel partition processes write one DuckDB file; a busy file is waited for."""
+    database = str(tmp_path / "m.duckdb")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, database, "2"], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    started = time.monotonic()
+    metrics_store.record_metrics(database, _rows(0.2), run_id="r", checkpoint="c")
+    assert time.monotonic() - started > 0.5
+    assert holder.wait(30) == 0
+    assert metrics_store.latest_long(database).height == 3
+
+
+# ------------------------------------------------------------------------------ report, checks
+
+
+def test_report_table_and_chart(tmp_path: Path) -> None:
+    results = pl.DataFrame(
+        {
+            "task": ["a", "a", "b", "b"],
+            "method": ["base", "hydra"] * 2,
+            "ndcg@10": [0.5, 0.6, 0.4, 0.3],
+            "mrr@10": [0.5] * 4,
+            "recall@100": [0.9] * 4,
+        }
+    )
+    table = markdown_table(results)
+    assert "| a | 0.5000 | **0.6000** |" in table
+    assert "| b | **0.4000** | 0.3000 |" in table
+    markdown, chart = write_report(results, tmp_path, checkpoint="c1", missing=["z"])
+    assert "checkpoint `c1`" in markdown.read_text() and "evaluated" in markdown.read_text()
+    assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+def test_data_checks_find_problems() -> None:
+    corpus = pl.DataFrame({"doc_id": ["d1", "d2"], "title": ["", ""], "text": ["x", "y"]})
+    queries = pl.DataFrame({"query_id": ["q1", "q2"], "text": ["Vitamin D", "zinc"]})
+    qrels = pl.DataFrame(
+        {
+            "split": ["test", "train"],
+            "query_id": ["q1", "q2"],
+            "doc_id": ["d1", "d9"],
+            "score": [1, 1],
+        }
+    )
+    assert dangling_qrels(corpus, queries, qrels)["doc_id"].to_list() == ["d9"]
+    training = pl.DataFrame(
+        {"query_id": ["q2", "gen-d2"], "text": ["zinc", "  vitamin d "], "origin": ["train", "g"]}
+    )
+    assert leaked_test_queries(training, queries, qrels)["query_id"].to_list() == ["gen-d2"]
+    assert leaked_test_queries(training.head(1), queries, qrels).is_empty()
+
+
+def test_mlflow_names() -> None:
+    assert metric_key("scifact", "hydra", "ndcg@10") == "scifact/hydra/ndcg_at_10"
+    assert flatten_params({"train": {"epochs": 2}, "tasks": ["a"]}) == {
+        "train.epochs": "2",
+        "tasks": '["a"]',
+    }
