@@ -39,5 +39,7 @@ class TaskCardEncoder(nn.Module):
         self.norm = nn.LayerNorm(out_dim)
 
     def forward(self, parts: torch.Tensor) -> torch.Tensor:
+        """Unit-norm conditioning, so a generating layer's step size does not grow with width."""
         projected = torch.tanh(self.part_projection(parts))
-        return self.norm(self.mix(projected.flatten(start_dim=-2)))
+        mixed = self.norm(self.mix(projected.flatten(start_dim=-2)))
+        return mixed / mixed.shape[-1] ** 0.5

@@ -52,6 +52,7 @@ class TrainConfig:
     out_dim: int = 256
     cond_dim: int = 128
     rank: int = 96
+    train_base_weight: bool = True
 
 
 @dataclass
@@ -161,8 +162,11 @@ def train_hypernet(
         cond_dim=config.cond_dim,
         rank=config.rank,
     )
+    hypernet.generator.base_weight.requires_grad_(config.train_base_weight)
     optimizer = torch.optim.AdamW(
-        hypernet.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        [p for p in hypernet.parameters() if p.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
     )
     history: list[dict[str, float]] = []
     start_epoch = _resume(out_dir, config, hypernet, optimizer, history)
