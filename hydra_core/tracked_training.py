@@ -5,9 +5,9 @@ on them, records the run (parameters, data fingerprints, per-epoch losses, the c
 a registered model version) and says where the checkpoint is.
 
 The checkpoint folder is named by a hash of everything that determines the weights
-(training config, base encoder, each task's data fingerprints), and the trainer resumes
-a folder that holds a finished or interrupted run of the same config, so retrying a
-crashed training continues where it stopped instead of starting over.
+(training config and code, base encoder, each task's data fingerprints), and the trainer
+resumes a folder that holds a finished or interrupted run of the same config, so retrying
+a crashed training continues where it stopped instead of starting over.
 """
 
 from __future__ import annotations
@@ -43,16 +43,26 @@ def train_tracked(
     config: TrainConfig,
     checkpoints_dir: Path,
     target: TrackingTarget,
+    code_version: str = "",
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> CheckpointRecord:
-    """Train on the tasks named by ``pairs`` and track the training as one MLflow run."""
+    """Train on the tasks named by ``pairs`` and track the training as one MLflow run.
+
+    ``code_version`` names the training code: a changed trainer must not resume a folder
+    trained by the old one, so it is part of the checkpoint folder's name.
+    """
     names = sorted(pairs)
     if not names:
         raise ValueError("no training tasks: the hypernet needs at least one task's pairs")
     tasks = [training_task(cards[n], encoder, documents[n], queries[n], pairs[n]) for n in names]
     fingerprints = {task.name: task.fingerprint for task in tasks}
-    identity = {"train": asdict(config), "encoder": encoder.identity, "data": fingerprints}
+    identity = {
+        "train": asdict(config),
+        "encoder": encoder.identity,
+        "data": fingerprints,
+        "code": code_version,
+    }
     run_key = text_digest(json.dumps(identity, sort_keys=True))
     out_dir = checkpoints_dir / run_key
     all_params = {
@@ -61,6 +71,7 @@ def train_tracked(
         "encoder": encoder.identity,
         "fingerprints": fingerprints,
         "pairs": {task.name: task.num_pairs for task in tasks},
+        "code_version": code_version,
         **dict(params or {}),
     }
     with TrainingRun(

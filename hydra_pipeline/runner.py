@@ -151,25 +151,46 @@ def _worker_execute(config_json: str, planned: PlannedRun) -> tuple[bool, str]:
         return execute_planned(defs, instance, planned)
 
 
-def execute_wave(
-    config: ProjectConfig,
-    defs: dg.Definitions,
-    instance: dg.DagsterInstance,
-    planned: list[PlannedRun],
-) -> list[tuple[bool, str]]:
-    """Run a wave's runs: task partitions in parallel processes when configured."""
-    parallel = min(config.executor.max_concurrent, len(planned))
-    if config.executor.kind != "multiprocess" or parallel < 2:
-        return [execute_planned(defs, instance, run) for run in planned]
-    threads = max(1, (os.cpu_count() or 1) // parallel)
-    config_json = config.model_dump_json()
-    with ProcessPoolExecutor(
-        max_workers=parallel,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_init,
-        initargs=(threads,),
-    ) as pool:
-        futures = [pool.submit(_worker_execute, config_json, run) for run in planned]
+class WaveExecutor:
+    """Runs a wave's planned runs: task partitions in parallel worker processes when the
+    executor is ``multiprocess``, else one after another in this process.
+
+    The worker pool is started on first use and kept for later waves, so each worker pays
+    its imports (torch, sentence-transformers, the definitions) once per ``hydra run``.
+    """
+
+    def __init__(
+        self, config: ProjectConfig, defs: dg.Definitions, instance: dg.DagsterInstance
+    ) -> None:
+        self.config = config
+        self.defs = defs
+        self.instance = instance
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> WaveExecutor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def _workers(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            workers = self.config.executor.max_concurrent
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(max(1, (os.cpu_count() or 1) // workers),),
+            )
+        return self._pool
+
+    def run(self, planned: list[PlannedRun]) -> list[tuple[bool, str]]:
+        parallel = min(self.config.executor.max_concurrent, len(planned))
+        if self.config.executor.kind != "multiprocess" or parallel < 2:
+            return [execute_planned(self.defs, self.instance, run) for run in planned]
+        config_json = self.config.model_dump_json()
+        futures = [self._workers().submit(_worker_execute, config_json, run) for run in planned]
         return [future.result() for future in futures]
 
 
@@ -190,17 +211,18 @@ def run_pipeline(
     started = time.perf_counter()
     summary = RunSummary()
     register_tasks(instance, config.tasks, echo)
-    for wave in WAVES:
-        planned = plan_wave(instance, defs, wave, config.tasks, force=force)
-        if not planned:
-            echo(f"[{wave.name}] up to date")
-            continue
-        for run in planned:
-            echo(f"[{wave.name}] {run.label}: {len(run.assets)} assets ({run.reasons[0]})")
-        outcomes = execute_wave(config, defs, instance, planned)
-        summary.launched.extend(planned)
-        failures = [message for ok, message in outcomes if not ok]
-        if failures:
-            raise PipelineError("; ".join(failures))
+    with WaveExecutor(config, defs, instance) as executor:
+        for wave in WAVES:
+            planned = plan_wave(instance, defs, wave, config.tasks, force=force)
+            if not planned:
+                echo(f"[{wave.name}] up to date")
+                continue
+            for run in planned:
+                echo(f"[{wave.name}] {run.label}: {len(run.assets)} assets ({run.reasons[0]})")
+            outcomes = executor.run(planned)
+            summary.launched.extend(planned)
+            failures = [message for ok, message in outcomes if not ok]
+            if failures:
+                raise PipelineError("; ".join(failures))
     summary.seconds = time.perf_counter() - started
     return summary

@@ -35,8 +35,8 @@ from hydra_pipeline.defs.sensors import task_card_sensor
 from hydra_pipeline.planning import PlannedRun
 from hydra_pipeline.runner import (
     RunSummary,
+    WaveExecutor,
     current_checkpoint,
-    execute_wave,
     prepare_dagster_home,
     run_pipeline,
 )
@@ -143,6 +143,7 @@ def test_mlflow_run_with_metrics_checkpoint_and_model(pipeline: Pipeline) -> Non
     assert run.data.params["train.epochs"] == str(QUICK_TRAINING["epochs"])
     assert json.loads(run.data.params["tasks"]) == sorted(TASKS)
     assert "fingerprints.scifact.pairs" in run.data.params
+    assert run.data.params["code_version"]
     client = pipeline.mlflow()
     losses = client.get_metric_history(run.info.run_id, "pairwise")
     assert [m.step for m in losses] == list(range(1, QUICK_TRAINING["epochs"] + 1))
@@ -231,13 +232,13 @@ def test_card_comment_edit_rebuilds_that_task_only_and_not_the_hypernet(
 
 
 def test_partitions_run_in_parallel_processes(pipeline: Pipeline) -> None:
+    """The multiprocess executor: each task partition's run in its own worker process."""
     config = pipeline.config.model_copy(
         update={"executor": pipeline.config.executor.model_copy(update={"kind": "multiprocess"})}
     )
-    wave = WAVES[0]
-    planned = [PlannedRun(wave, task, ("task_card",), ("test",)) for task in TASKS]
-    outcomes = execute_wave(config, pipeline.defs, pipeline.instance, planned)
-    assert outcomes == [(True, ""), (True, "")]
+    planned = [PlannedRun(WAVES[0], task, ("task_card",), ("test",)) for task in TASKS]
+    with WaveExecutor(config, pipeline.defs, pipeline.instance) as executor:
+        assert executor.run(planned) == [(True, ""), (True, "")]
     pids = set()
     for task in TASKS:
         records = pipeline.instance.fetch_materializations(

@@ -39,6 +39,10 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         partition_mapping=dg.SpecificPartitionsPartitionMapping(training_tasks)
     )
     train_settings = config.training.train
+    hypernet_version = code_version(
+        *HYPERNET_MODULES,
+        config={"train": train_settings, "tasks": training_tasks, "model": config.encoder_model},
+    )
 
     @dg.asset(
         ins={
@@ -48,14 +52,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             "preference_pairs": per_training_task,
         },
         group_name=GROUP,
-        code_version=code_version(
-            *HYPERNET_MODULES,
-            config={
-                "train": train_settings,
-                "tasks": training_tasks,
-                "model": config.encoder_model,
-            },
-        ),
+        code_version=hypernet_version,
         description="The hypernet, trained on the preference pairs of " + ", ".join(training_tasks),
     )
     def hypernet_checkpoint(
@@ -81,6 +78,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             config=TrainConfig(**train_settings),
             checkpoints_dir=workspace.checkpoints,
             target=tracking.target(),
+            code_version=hypernet_version,
             params={"dagster_run_id": context.run.run_id},
             tags={"dagster_run_id": context.run.run_id},
         )
