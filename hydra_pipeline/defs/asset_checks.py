@@ -11,8 +11,12 @@ from hydra_core.project_config import ProjectConfig
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 
 
-def _preview(frame: pl.DataFrame, rows: int = 5) -> dg.MetadataValue:
-    return dg.MetadataValue.md(f"```\n{frame.head(rows)}\n```")
+def _no_problem_rows(problems: pl.DataFrame, what: str, checked: int) -> dg.AssetCheckResult:
+    """Pass when ``problems`` is empty; otherwise show how many and a few of them."""
+    metadata: dict[str, dg.RawMetadataValue] = {what: problems.height, "checked": checked}
+    if problems.height:
+        metadata["examples"] = dg.MetadataValue.md(f"```\n{problems.head(5)}\n```")
+    return dg.AssetCheckResult(passed=problems.is_empty(), metadata=metadata)
 
 
 def build(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
@@ -27,12 +31,7 @@ def build(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
     ) -> dg.AssetCheckResult:
         from hydra_core.stages import dangling_qrels
 
-        dangling = dangling_qrels(corpus, queries, qrels)
-        return dg.AssetCheckResult(
-            passed=dangling.is_empty(),
-            metadata={"dangling": dangling.height, "judgments": qrels.height}
-            | ({"examples": _preview(dangling)} if dangling.height else {}),
-        )
+        return _no_problem_rows(dangling_qrels(corpus, queries, qrels), "dangling", qrels.height)
 
     @dg.asset_check(
         asset="training_queries",
@@ -47,11 +46,7 @@ def build(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
         from hydra_core.stages import leaked_test_queries
 
         leaked = leaked_test_queries(training_queries, queries, qrels)
-        return dg.AssetCheckResult(
-            passed=leaked.is_empty(),
-            metadata={"leaked": leaked.height, "training_queries": training_queries.height}
-            | ({"examples": _preview(leaked)} if leaked.height else {}),
-        )
+        return _no_problem_rows(leaked, "leaked", training_queries.height)
 
     tolerance = config.tolerance
 

@@ -127,6 +127,12 @@ def _partition_states(context: OpExecutionContext) -> dict[str, CardState]:
     return states
 
 
+def _observe(context: OpExecutionContext, key: dg.AssetKey) -> dg.DataVersionsByPartition:
+    """The current fingerprint of ``key`` for every task partition (the UI's Observe)."""
+    versions = {name: state.versions()[key] for name, state in _partition_states(context).items()}
+    return dg.DataVersionsByPartition({name: dg.DataVersion(v) for name, v in versions.items()})
+
+
 @dg.observable_source_asset(
     key=CARD_FILE,
     partitions_def=TASK_PARTITIONS,
@@ -134,10 +140,7 @@ def _partition_states(context: OpExecutionContext) -> dict[str, CardState]:
     description="A task card YAML file; its version is the file's content hash.",
 )
 def card_file(context: OpExecutionContext) -> dg.DataVersionsByPartition:
-    states = _partition_states(context)
-    return dg.DataVersionsByPartition(
-        {name: dg.DataVersion(state.card_version) for name, state in states.items()}
-    )
+    return _observe(context, CARD_FILE)
 
 
 @dg.observable_source_asset(
@@ -147,7 +150,4 @@ def card_file(context: OpExecutionContext) -> dg.DataVersionsByPartition:
     description="The dataset a card points at (BEIR folder files, or an ir_datasets id).",
 )
 def dataset_files(context: OpExecutionContext) -> dg.DataVersionsByPartition:
-    states = _partition_states(context)
-    return dg.DataVersionsByPartition(
-        {name: dg.DataVersion(state.data_version) for name, state in states.items()}
-    )
+    return _observe(context, DATASET_FILES)
