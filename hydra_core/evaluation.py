@@ -13,10 +13,11 @@ import polars as pl
 
 from hydra_core.cards import TaskCard, generic_card
 from hydra_core.encoder import FrozenEncoder
+from hydra_core.head import ProjectionHead
 from hydra_core.metrics import METRIC_NAMES, evaluate_run
 from hydra_core.rankings import ranking_to_run
 from hydra_core.report import ResultsTable
-from hydra_core.retriever import ConditionedRetriever
+from hydra_core.retriever import ConditionedRetriever, HeadIndex
 from hydra_core.tasks import RetrievalTask, load_task
 from hydra_core.teacher_ensemble import FUSED_DEPTH, TeacherEnsemble
 from hydra_core.teachers import BM25Teacher, DenseTeacher
@@ -77,15 +78,19 @@ def hydra_table(
     split: str = EVAL_SPLIT,
 ) -> ResultsTable:
     """Hydra with the task's card, with a generic card, and with another task's card."""
-    doc_ids = task.corpus["doc_id"].to_list()
-    doc_vectors = retriever.encoder.encode(task.doc_texts(), "document")
-    queries = task.split_queries(split)
     cards = {"hydra": card, "hydra-generic": generic_card(), "hydra-shuffled": shuffled}
-    table: ResultsTable = {}
-    for method, method_card in cards.items():
-        index = retriever.index(retriever.compile(method_card), doc_ids, doc_vectors=doc_vectors)
-        ranking = index.search(
-            queries["query_id"].to_list(), queries["text"].to_list(), FUSED_DEPTH
-        )
-        table[method] = score_ranking(ranking, task, split)
-    return table
+    return {
+        method: score_head(task, retriever.compile(method_card), retriever.encoder, split)
+        for method, method_card in cards.items()
+    }
+
+
+def score_head(
+    task: RetrievalTask, head: ProjectionHead, encoder: FrozenEncoder, split: str = EVAL_SPLIT
+) -> dict[str, float]:
+    """Metrics of searching the task's corpus through one head (embeddings from cache)."""
+    doc_vectors = encoder.encode(task.doc_texts(), "document")
+    index = HeadIndex(head, encoder, task.corpus["doc_id"].to_list(), doc_vectors)
+    queries = task.split_queries(split)
+    ranking = index.search(queries["query_id"].to_list(), queries["text"].to_list(), FUSED_DEPTH)
+    return score_ranking(ranking, task, split)

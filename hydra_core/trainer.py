@@ -38,12 +38,16 @@ STATE_FILE = "trainer_state.safetensors"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings; small values make a quick run for tests."""
+    """Optimisation settings; small values make a quick run for tests.
 
-    epochs: int = 4
+    The defaults were chosen on validation data only (held-out SciFact train queries and
+    NFCorpus dev): longer or faster training overfits the training queries.
+    """
+
+    epochs: int = 1
     steps_per_epoch: int = 100
     pairs_per_task: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4
     weight_decay: float = 0.0
     pair_temperature: float = 0.05
     nce_temperature: float = 0.05

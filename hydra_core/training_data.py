@@ -16,16 +16,31 @@ from hydra_core.encoder import FrozenEncoder
 from hydra_core.preferences import PairConfig, preference_pairs
 from hydra_core.tasks import RetrievalTask
 from hydra_core.teacher_ensemble import TeacherEnsemble
+from hydra_core.teachers import GOLD, gold_ranking
 from hydra_core.trainer import TrainingTask
 from hydra_core.training_queries import training_queries
 
+LABEL_SPLIT = "train"
+
 
 def fused_training_rankings(
-    queries: pl.DataFrame, ensemble: TeacherEnsemble
+    queries: pl.DataFrame,
+    ensemble: TeacherEnsemble,
+    *,
+    labels: pl.DataFrame | None = None,
+    label_weight: float = 2.0,
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """Each teacher's ranking of the training queries, and their RRF fusion."""
-    rankings = ensemble.rank(queries["query_id"].to_list(), queries["text"].to_list())
-    return rankings, ensemble.fuse(rankings)
+    """Each teacher's ranking of the training queries, and their RRF fusion.
+
+    With ``labels`` (the task's training qrels) a gold teacher joins the fusion with
+    ``label_weight``, so labelled documents lead the fused orderings that pairs come from.
+    """
+    query_ids = queries["query_id"].to_list()
+    rankings = ensemble.rank(query_ids, queries["text"].to_list())
+    if labels is None:
+        return rankings, ensemble.fuse(rankings)
+    rankings[GOLD] = gold_ranking(labels, query_ids)
+    return rankings, ensemble.fuse(rankings, extra_weights={GOLD: label_weight})
 
 
 def frame_fingerprint(frame: pl.DataFrame) -> str:
@@ -64,9 +79,15 @@ def prepare_training_task(
     encoder: FrozenEncoder,
     ensemble: TeacherEnsemble,
     pair_config: PairConfig | None = None,
+    *,
+    use_labels: bool = False,
 ) -> TrainingTask:
-    """The whole data path for one task: training queries to a TrainingTask."""
+    """The whole data path for one task: training queries to a TrainingTask.
+
+    ``use_labels`` adds the task's ``train`` qrels as a gold teacher, when it has them.
+    """
     queries = training_queries(task)
-    _, fused = fused_training_rankings(queries, ensemble)
+    labels = task.split_qrels(LABEL_SPLIT) if use_labels and LABEL_SPLIT in task.splits else None
+    _, fused = fused_training_rankings(queries, ensemble, labels=labels)
     pairs = preference_pairs(fused, pair_config)
     return build_training_task(card, task, encoder, queries, pairs)

@@ -17,24 +17,36 @@ from hydra_core.evaluation import (
     default_ensemble,
     hydra_table,
     load_card_task,
+    score_head,
     shuffled_card,
 )
+from hydra_core.head import ProjectionHead
+from hydra_core.head_fitting import refine_head, supervised_head
 from hydra_core.hypernet import Hypernet
 from hydra_core.report import ResultsTable
 from hydra_core.retriever import ConditionedRetriever
 from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
-from hydra_core.training_data import prepare_training_task
+from hydra_core.training_data import LABEL_SPLIT, prepare_training_task
 
 log = logging.getLogger(__name__)
 
+SUPERVISED_STEPS = 300
+SUPERVISED_LEARNING_RATE = 1e-3
 
-def prepare_cards(cards: Sequence[TaskCard], encoder: FrozenEncoder) -> list[TrainingTask]:
-    """Teacher rankings, fusion and preference pairs for each card's task."""
+
+def prepare_cards(
+    cards: Sequence[TaskCard], encoder: FrozenEncoder, *, use_labels: bool = False
+) -> list[TrainingTask]:
+    """Teacher rankings, fusion and preference pairs for each card's task.
+
+    ``use_labels`` adds each task's training labels as a gold teacher where it has them.
+    """
     prepared = []
     for card in cards:
         task = load_card_task(card)
         log.info("preparing %s: %d documents", card.name, task.corpus.height)
-        prepared.append(prepare_training_task(card, task, encoder, default_ensemble(task, encoder)))
+        ensemble = default_ensemble(task, encoder)
+        prepared.append(prepare_training_task(card, task, encoder, ensemble, use_labels=use_labels))
     return prepared
 
 
@@ -43,9 +55,12 @@ def train_on_cards(
     out_dir: Path,
     encoder: FrozenEncoder,
     config: TrainConfig | None = None,
+    *,
+    use_labels: bool = False,
 ) -> Hypernet:
     """Train one hypernet on the given tasks and load the checkpoint it wrote."""
-    return train_on_prepared(prepare_cards(cards, encoder), out_dir, encoder, config)
+    prepared = prepare_cards(cards, encoder, use_labels=use_labels)
+    return train_on_prepared(prepared, out_dir, encoder, config)
 
 
 def train_on_prepared(
@@ -65,12 +80,29 @@ def evaluate_card(
     encoder: FrozenEncoder,
     *,
     other_cards: Sequence[TaskCard],
+    refine_steps: int = 0,
+    supervised_steps: int = SUPERVISED_STEPS,
 ) -> ResultsTable:
-    """The full table for one task: bm25, base, teacher and the three hydra variants."""
+    """The full table for one task: bm25, base, teacher and the three hydra variants.
+
+    With ``refine_steps`` it adds ``hydra-refined`` (the compiled head polished on the
+    task's own corpus); a task with training labels also gets ``supervised-head``.
+    """
     task = load_card_task(card)
-    table = baseline_table(task, default_ensemble(task, encoder))
+    ensemble = default_ensemble(task, encoder)
+    table = baseline_table(task, ensemble)
     retriever = ConditionedRetriever(hypernet, encoder)
     table.update(hydra_table(task, card, retriever, shuffled=shuffled_card(card, other_cards)))
+    heads: dict[str, ProjectionHead] = {}
+    if refine_steps > 0:
+        compiled = retriever.compile(card)
+        heads["hydra-refined"] = refine_head(compiled, task, encoder, ensemble, refine_steps)
+    if supervised_steps > 0 and LABEL_SPLIT in task.splits:
+        heads["supervised-head"] = supervised_head(
+            task, encoder, TrainConfig(learning_rate=SUPERVISED_LEARNING_RATE), supervised_steps
+        )
+    for method, head in heads.items():
+        table[method] = score_head(task, head, encoder)
     return table
 
 
