@@ -52,7 +52,11 @@ def _load_config(path: Path | None) -> ProjectConfig:
 
 def _quiet_libraries() -> None:
     """Progress comes from hydra's own lines; library chatter would drown it."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also read by run workers
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by run workers at import
+    if "transformers" in sys.modules:  # already imported here: switch its bars off directly
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     for name in ("mlflow", "alembic", "dagster", "hydra_core"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("hydra_core.trainer").setLevel(logging.INFO)  # per-epoch losses
