@@ -111,6 +111,8 @@ def leave_one_out(
     out_root: Path,
     encoder: FrozenEncoder,
     config: TrainConfig | None = None,
+    *,
+    refine_steps: int = 0,
 ) -> dict[str, ResultsTable]:
     """For each task: train on all the others, evaluate on it as an unseen task."""
     prepared = dict(zip([card.name for card in cards], prepare_cards(cards, encoder), strict=True))
@@ -123,5 +125,7 @@ def leave_one_out(
             encoder,
             config,
         )
-        tables[held_out.name] = evaluate_card(held_out, hypernet, encoder, other_cards=seen)
+        tables[held_out.name] = evaluate_card(
+            held_out, hypernet, encoder, other_cards=seen, refine_steps=refine_steps
+        )
     return tables
