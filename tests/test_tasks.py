@@ -11,7 +11,6 @@ import polars as pl
 import pytest
 
 from hydra_core.errors import HydraInputError
-from hydra_core.settings import load_settings
 from hydra_core.tasks import (
     RetrievalTask,
     UnknownSplitError,
@@ -48,14 +47,6 @@ EXPECTED: dict[str, Expected] = {
     "cacm": Expected("cacm", 3204, 64, {"test": (796, 52)}),
     "vaswani": Expected("vaswani", 11_429, 93, {"test": (2083, 93)}),
 }
-
-
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    found = load_settings().data_dir
-    if found is None or not (found / "scifact").is_dir():
-        pytest.skip("no shared data dir (set HYDRA_DATA_DIR)")
-    return found
 
 
 @pytest.fixture(scope="module")
