@@ -57,7 +57,8 @@ def _quiet_libraries() -> None:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-    for name in ("mlflow", "alembic", "dagster", "hydra_core"):
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its level on import
+    for name in ("mlflow", "alembic", "dagster", "bm25s", "hydra_core"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("hydra_core.trainer").setLevel(logging.INFO)  # per-epoch losses
 
