@@ -15,6 +15,7 @@ from hydra_core.cards import TaskCard, find_card, load_cards
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation import baseline_table, default_ensemble, load_card_task
+from hydra_core.head_fitting import refine_head
 from hydra_core.hypernet import Hypernet
 from hydra_core.report import results_json, results_text
 from hydra_core.retriever import ConditionedRetriever
@@ -75,6 +76,12 @@ def baselines(tasks: TasksArgument, json_output: JsonOption = False) -> None:
     )
 
 
+RefineOption = Annotated[
+    int,
+    typer.Option(
+        "--refine", help="Polish the compiled head with N distillation steps on the task corpus."
+    ),
+]
 CheckpointOption = Annotated[
     Path, typer.Option("--checkpoint", help="Hypernet checkpoint directory (from hydra train).")
 ]
@@ -90,11 +97,15 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = TrainConfig.epochs,
     seed: Annotated[int, typer.Option(help="Random seed.")] = TrainConfig.seed,
+    labels: Annotated[
+        bool, typer.Option("--labels", help="Add train-split labels as a gold teacher.")
+    ] = False,
 ) -> None:
     """Train one hypernet on the tasks' distilled teacher preferences."""
     encoder = FrozenEncoder()
     config = TrainConfig(epochs=epochs, seed=seed)
-    hypernet = train_on_cards([find_card(name) for name in tasks], out, encoder, config)
+    cards = [find_card(name) for name in tasks]
+    hypernet = train_on_cards(cards, out, encoder, config, use_labels=labels)
     typer.echo(f"trainable parameters: {hypernet.num_trainable_parameters:,}")
     typer.echo(f"checkpoint: {out}")
 
@@ -106,6 +117,7 @@ def evaluate(
     loo: Annotated[bool, typer.Option("--loo", help="Leave-one-task-out over --tasks.")] = False,
     tasks: Annotated[list[str] | None, typer.Option("--tasks", help="Tasks for --loo.")] = None,
     out: Annotated[Path | None, typer.Option(help="Where --loo writes checkpoints.")] = None,
+    refine: RefineOption = 0,
     json_output: JsonOption = False,
 ) -> None:
     """Test-split table for bm25, base, teacher, hydra, hydra-generic, hydra-shuffled."""
@@ -116,7 +128,7 @@ def evaluate(
         if len(cards) < 2:
             raise typer.BadParameter("--loo needs at least two --tasks")
         out_root = out or load_settings().workspace / "loo"
-        for name, table in leave_one_out(cards, out_root, encoder).items():
+        for name, table in leave_one_out(cards, out_root, encoder, refine_steps=refine).items():
             typer.echo(render(name, table))
         return
     if checkpoint is None or card is None:
@@ -131,6 +143,7 @@ def compile_card(
     card: Annotated[str, typer.Argument(help="Task card file or name.")],
     checkpoint: CheckpointOption,
     out: Annotated[Path, typer.Option("--out", help="Head file to write (.safetensors).")],
+    refine: RefineOption = 0,
 ) -> None:
     """Compile a task card into a projection head file."""
     encoder = FrozenEncoder()
@@ -139,6 +152,10 @@ def compile_card(
     started = time.perf_counter()
     head = retriever.compile(task_card)
     elapsed = time.perf_counter() - started
+    if refine > 0:
+        task = load_card_task(task_card)
+        head = refine_head(head, task, encoder, default_ensemble(task, encoder), refine)
+        typer.echo(f"refined with {refine} steps on generated queries from the task's corpus")
     head.save(out)
     typer.echo(
         f"{out}: {head.num_parameters:,} head parameters, compiled in {elapsed * 1e3:.1f} ms"
