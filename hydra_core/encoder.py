@@ -131,7 +131,12 @@ class FrozenEncoder:
         existed stay valid.
         """
         suffix = "" if self.backend == "torch" else f"+{self.backend}"
-        return f"{self.model_name}@{model_fingerprint(self.model_path)}/{self.precision}{suffix}"
+        return f"{self.model_name}@{self.fingerprint}/{self.precision}{suffix}"
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The model weights' hash (see :func:`model_fingerprint`), computed once."""
+        return model_fingerprint(self.model_path)
 
     @cached_property
     def model(self) -> SentenceTransformer:
@@ -174,14 +179,15 @@ class FrozenEncoder:
 
     @cached_property
     def _openvino(self) -> OpenVinoEncoder:
-        from hydra_core.openvino_encoder import OpenVinoEncoder
+        from hydra_core.openvino_encoder import OpenVinoEncoder, ir_folder
 
-        return OpenVinoEncoder(self.model, self.precision)
+        root = self.cache.path.parent / "openvino"
+        folder = ir_folder(root, self.fingerprint)
+        return OpenVinoEncoder(self.model, self.precision, folder)
 
     def _encode_uncached(self, texts: list[str], role: Role) -> np.ndarray:
         if self.backend == "openvino":
-            prompt = (self.model.prompts or {}).get(role) or ""
-            return self._openvino.encode([prompt + text for text in texts])
+            return self._openvino.encode(texts, (self.model.prompts or {}).get(role) or None)
         prompt_name = role if role in (self.model.prompts or {}) else None
         autocast = (
             torch.autocast("cpu", dtype=torch.bfloat16)

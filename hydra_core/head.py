@@ -21,6 +21,7 @@ from hydra_core.atomic import atomic_path
 from hydra_core.errors import HydraInputError
 
 LAYER_NORM_EPS = 1e-5
+_NORM_EPS = 1e-12  # F.normalize's default
 _TENSORS = ("weight", "bias", "scale", "shift")
 
 
@@ -31,7 +32,7 @@ def head_forward(
     scale: torch.Tensor,
     shift: torch.Tensor,
 ) -> torch.Tensor:
-    """The head as a pure function, shared by training (batched) and inference."""
+    """The head as a pure function of batched parameters, for training; ``apply`` fuses it."""
     hidden = embeddings @ weight.transpose(-1, -2) + bias.unsqueeze(-2)
     normed = F.layer_norm(hidden, hidden.shape[-1:], eps=LAYER_NORM_EPS)
     return F.normalize(normed * scale.unsqueeze(-2) + shift.unsqueeze(-2), dim=-1)
@@ -60,14 +61,25 @@ class ProjectionHead:
         return sum(getattr(self, name).numel() for name in _TENSORS)
 
     def apply(self, embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Project (n x in_dim) base embeddings to normalised (n x out_dim) float32."""
+        """Project (n x in_dim) base embeddings to normalised (n x out_dim) float32.
+
+        Computes :func:`head_forward` with fused kernels (bias inside the matrix product,
+        scale and shift inside the LayerNorm, normalisation in place), so a corpus of
+        100,000 documents takes three passes over its projection instead of seven.
+        """
         vectors = torch.as_tensor(embeddings, dtype=torch.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.in_dim:
             raise ValueError(
                 f"head for {self.in_dim}-d embeddings got an array of shape {tuple(vectors.shape)}"
             )
         with torch.inference_mode():
-            return head_forward(vectors, self.weight, self.bias, self.scale, self.shift).numpy()
+            hidden = torch.addmm(self.bias, vectors, self.weight.T)
+            projected = F.layer_norm(
+                hidden, (self.out_dim,), self.scale, self.shift, eps=LAYER_NORM_EPS
+            )
+            del hidden
+            norms = torch.linalg.vector_norm(projected, dim=1, keepdim=True)
+            return projected.div_(norms.clamp_min_(_NORM_EPS)).numpy()
 
     def save(self, path: Path | str) -> None:
         """Write the head as safetensors, atomically."""

@@ -10,18 +10,38 @@ Texts are batched by length, longest first, so padding is short within each batc
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Literal, cast
 
 import numpy as np
 import openvino as ov
 import torch
+import transformers
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
+log = logging.getLogger(__name__)
+
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 BATCH_SIZE = 16
+
+
+def ir_folder(root: Path, model_fingerprint: str) -> Path | None:
+    """Where a model's converted IR is kept: per weights and converter versions.
+
+    ``None`` (convert every time) for a model named by hub id, whose weights are unknown.
+    """
+    if model_fingerprint == "hub":
+        return None
+    versions = f"openvino-{ov.get_version()}-transformers-{transformers.__version__}"
+    return root / f"{model_fingerprint}-{re.sub(r'[^A-Za-z0-9.]+', '_', versions)}"
 
 
 class UnsupportedModelError(ValueError):
@@ -50,14 +70,15 @@ def check_supported(model: SentenceTransformer) -> None:
 class OpenVinoEncoder:
     """Normalised mean-pooled sentence embeddings from an OpenVINO-compiled transformer."""
 
-    def __init__(self, model: SentenceTransformer, precision: Literal["fp32", "bf16"]) -> None:
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        precision: Literal["fp32", "bf16"],
+        ir_folder: Path | None = None,
+    ) -> None:
         check_supported(model)
         self.model = model
-        example = self._tokenize(["an example text", "and a second, longer example text"])
-        transformer = cast(Transformer, model[0]).auto_model.eval()
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer chatter: the traced graph is exact here
-            converted = ov.convert_model(transformer, example_input=example)
+        converted = self._converted(ir_folder)
         self.input_names = [port.get_any_name() for port in converted.inputs]
         self.dimension = converted.outputs[0].get_partial_shape()[-1].get_length()
         self.compiled = ov.Core().compile_model(
@@ -69,12 +90,33 @@ class OpenVinoEncoder:
             },
         )
 
-    def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        features = self.model.tokenize(list(texts))
+    def _converted(self, ir_folder: Path | None) -> ov.Model:
+        """The transformer as an OpenVINO model, read from ``ir_folder`` when saved there.
+
+        Converting traces the torch model, which takes seconds; reading the saved IR takes
+        a fraction of one. The IR is saved at full precision and written atomically.
+        """
+        ir_file = ir_folder / "model.xml" if ir_folder is not None else None
+        if ir_file is not None and ir_file.is_file():
+            try:
+                return ov.Core().read_model(ir_file)
+            except RuntimeError:
+                log.warning("unreadable OpenVINO model %s; converting again", ir_file)
+        example = self._tokenize(["an example text", "and a second, longer example text"])
+        transformer = cast(Transformer, self.model[0]).auto_model.eval()
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer chatter: the traced graph is exact here
+            converted = ov.convert_model(transformer, example_input=example)
+        if ir_folder is not None:
+            _save_atomically(converted, ir_folder)
+        return converted
+
+    def _tokenize(self, texts: Sequence[str], prompt: str | None = None) -> dict[str, torch.Tensor]:
+        features = self.model.preprocess(list(texts), prompt=prompt)
         return {name: value for name, value in features.items() if isinstance(value, torch.Tensor)}
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """One L2-normalised float32 row per text."""
+    def encode(self, texts: Sequence[str], prompt: str | None = None) -> np.ndarray:
+        """One L2-normalised float32 row per text, with ``prompt`` before each."""
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
 
         def pool(request: ov.InferRequest, job: tuple[np.ndarray, np.ndarray]) -> None:
@@ -87,7 +129,7 @@ class OpenVinoEncoder:
         queue = ov.AsyncInferQueue(self.compiled)
         queue.set_callback(pool)
         for rows in _length_batches(texts, BATCH_SIZE):
-            features = self._tokenize([texts[int(i)] for i in rows])
+            features = self._tokenize([texts[int(i)] for i in rows], prompt)
             inputs = {name: features[name].numpy() for name in self.input_names}
             queue.start_async(inputs, (rows, inputs["attention_mask"]))
         queue.wait_all()
@@ -100,3 +142,17 @@ def _length_batches(texts: Sequence[str], size: int) -> Iterator[np.ndarray]:
     order = np.argsort([-len(text) for text in texts], kind="stable")
     for start in range(0, len(order), size):
         yield order[start : start + size]
+
+
+def _save_atomically(model: ov.Model, folder: Path) -> None:
+    """Save the IR (model.xml + model.bin) in a temporary folder, then rename it into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        ov.save_model(model, staging / "model.xml", compress_to_fp16=False)
+        shutil.rmtree(folder, ignore_errors=True)  # a broken copy; a good one was read above
+        os.rename(staging, folder)
+    except OSError:
+        log.info("another process saved %s first", folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

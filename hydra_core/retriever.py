@@ -6,10 +6,12 @@ already-encoded corpus costs one head generation and one matrix product.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import polars as pl
+import torch
 
 from hydra_core.cards import TaskCard
 from hydra_core.encoder import FrozenEncoder
@@ -48,7 +50,13 @@ class ConditionedRetriever:
         self.encoder = encoder
 
     def compile(self, card: TaskCard) -> ProjectionHead:
-        return self.hypernet.generate_head(card, self.encoder)
+        """Generate ``card``'s head on one thread.
+
+        Its matrices are small, so a second thread only adds synchronisation, and on a
+        loaded machine far more: 47 ms a compile on two threads against 1.5 ms on one.
+        """
+        with torch_threads(1):
+            return self.hypernet.generate_head(card, self.encoder)
 
     def index(
         self,
@@ -64,3 +72,14 @@ class ConditionedRetriever:
                 raise ValueError("index needs doc_texts or doc_vectors")
             doc_vectors = self.encoder.encode(doc_texts, "document")
         return HeadIndex(head, self.encoder, doc_ids, doc_vectors)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -46,3 +46,23 @@ def test_openvino_matches_torch_fp32(
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert np.sum(vectors * expected, axis=1).min() > (0.99999 if precision == "fp32" else 0.9995)
+
+
+def test_openvino_model_is_converted_once_per_cache(tmp_path: Path) -> None:
+    texts = ["ionic conductivity of polymer electrolytes", "rna splicing in neurons"]
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    first = FrozenEncoder(cache=cache, backend="openvino", show_progress=False)
+    expected = first.encode(texts, "query")
+    (saved,) = (tmp_path / "openvino").iterdir()
+    assert (saved / "model.xml").is_file() and (saved / "model.bin").is_file()
+
+    fresh_cache = EmbeddingCache(tmp_path / "other.sqlite")  # same folder, so same IR
+    again = FrozenEncoder(cache=fresh_cache, backend="openvino", show_progress=False)
+    np.testing.assert_array_equal(again.encode(texts, "query"), expected)
+
+    (saved / "model.xml").write_text("not an OpenVINO model")
+    repaired = FrozenEncoder(
+        cache=EmbeddingCache(tmp_path / "third.sqlite"), backend="openvino", show_progress=False
+    )
+    np.testing.assert_array_equal(repaired.encode(texts, "query"), expected)
+    assert "<net" in (saved / "model.xml").read_text()[:200]

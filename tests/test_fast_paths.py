@@ -1,0 +1,46 @@
+"""The fast inference paths compute exactly what the reference paths compute."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hydra_core.benchmarks import random_head, unit_vectors, untrained_hypernet
+from hydra_core.cards import TaskCard, find_card
+from hydra_core.encoder import FrozenEncoder
+from hydra_core.head import ProjectionHead, head_forward
+from hydra_core.retriever import ConditionedRetriever
+
+
+def test_fused_head_apply_matches_head_forward() -> None:
+    head = random_head(seed=3)
+    embeddings = unit_vectors(500, 384, seed=0)
+    expected = head_forward(
+        torch.from_numpy(embeddings), head.weight, head.bias, head.scale, head.shift
+    ).numpy()
+    projected = head.apply(embeddings)
+    assert projected.shape == (500, 256) and projected.dtype == np.float32
+    np.testing.assert_allclose(projected, expected, atol=1e-6)
+
+
+def test_compile_generates_on_one_thread_then_restores(
+    encoder: FrozenEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hypernet = untrained_hypernet()
+    retriever = ConditionedRetriever(hypernet, encoder)
+    card = find_card("scifact")
+    expected = hypernet.generate_head(card, encoder)
+    threads_seen: list[int] = []
+    generate = hypernet.generate_head
+
+    def recording(card: TaskCard, encoder: FrozenEncoder) -> ProjectionHead:
+        threads_seen.append(torch.get_num_threads())
+        return generate(card, encoder)
+
+    monkeypatch.setattr(hypernet, "generate_head", recording)
+    before = torch.get_num_threads()
+    head = retriever.compile(card)
+    assert threads_seen == [1]
+    assert torch.get_num_threads() == before
+    torch.testing.assert_close(head.weight, expected.weight)
