@@ -1,4 +1,8 @@
-"""The ``hydra`` command line: baselines, training, evaluation and search over task cards."""
+"""The ``hydra`` command line: baselines, training, evaluation and search over task cards.
+
+Commands import the modelling stack (torch, sentence-transformers, bm25s) inside their
+bodies, so ``hydra --help`` and the pipeline commands start without paying for it.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +16,9 @@ import click
 import typer
 
 from hydra_core.cards import TaskCard, find_card, load_cards
-from hydra_core.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.evaluation import baseline_table, default_ensemble, load_card_task
-from hydra_core.head_fitting import refine_head
-from hydra_core.hypernet import Hypernet
 from hydra_core.report import results_json, results_text
-from hydra_core.retriever import ConditionedRetriever
 from hydra_core.settings import load_settings
-from hydra_core.trainer import TrainConfig
-from hydra_core.workflows import evaluate_card, leave_one_out, train_on_cards
 
 app = typer.Typer(help="Hydra: per-task retrieval heads compiled from task cards.")
 
@@ -61,6 +58,9 @@ def run() -> None:
 @app.command()
 def baselines(tasks: TasksArgument, json_output: JsonOption = False) -> None:
     """NDCG@10, MRR@10 and Recall@100 on the test split for bm25, base and teacher."""
+    from hydra_core.encoder import FrozenEncoder
+    from hydra_core.evaluation import baseline_table, default_ensemble, load_card_task
+
     encoder = FrozenEncoder()
     for name in tasks:
         card = find_card(name)
@@ -95,15 +95,19 @@ def _all_cards() -> list[TaskCard]:
 def train(
     tasks: Annotated[list[str], typer.Option("--tasks", help="Training task cards.")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = TrainConfig.epochs,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = TrainConfig.seed,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs [default: 1].")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     labels: Annotated[
         bool, typer.Option("--labels", help="Add train-split labels as a gold teacher.")
     ] = False,
 ) -> None:
     """Train one hypernet on the tasks' distilled teacher preferences."""
+    from hydra_core.encoder import FrozenEncoder
+    from hydra_core.trainer import TrainConfig
+    from hydra_core.workflows import train_on_cards
+
     encoder = FrozenEncoder()
-    config = TrainConfig(epochs=epochs, seed=seed)
+    config = TrainConfig(seed=seed) if epochs is None else TrainConfig(epochs=epochs, seed=seed)
     cards = [find_card(name) for name in tasks]
     hypernet = train_on_cards(cards, out, encoder, config, use_labels=labels)
     typer.echo(f"trainable parameters: {hypernet.num_trainable_parameters:,}")
@@ -121,6 +125,10 @@ def evaluate(
     json_output: JsonOption = False,
 ) -> None:
     """Test-split table for bm25, base, teacher, hydra, hydra-generic, hydra-shuffled."""
+    from hydra_core.encoder import FrozenEncoder
+    from hydra_core.hypernet import Hypernet
+    from hydra_core.workflows import evaluate_card, leave_one_out
+
     encoder = FrozenEncoder()
     render = results_json if json_output else results_text
     if loo:
@@ -146,6 +154,12 @@ def compile_card(
     refine: RefineOption = 0,
 ) -> None:
     """Compile a task card into a projection head file."""
+    from hydra_core.encoder import FrozenEncoder
+    from hydra_core.evaluation import default_ensemble, load_card_task
+    from hydra_core.head_fitting import refine_head
+    from hydra_core.hypernet import Hypernet
+    from hydra_core.retriever import ConditionedRetriever
+
     encoder = FrozenEncoder()
     retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
     task_card = find_card(card)
@@ -170,6 +184,11 @@ def search(
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
 ) -> None:
     """Search a task's corpus through the head compiled from its card."""
+    from hydra_core.encoder import FrozenEncoder
+    from hydra_core.evaluation import load_card_task
+    from hydra_core.hypernet import Hypernet
+    from hydra_core.retriever import ConditionedRetriever
+
     encoder = FrozenEncoder()
     retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
     task_card = find_card(card)
