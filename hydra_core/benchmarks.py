@@ -26,10 +26,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, cast
 
@@ -576,9 +574,16 @@ def _measured(name: str, sizes: BenchSizes) -> Figure:
 
 
 def run_isolated(name: str, sizes: BenchSizes) -> Figure:
-    """Run one figure in a fresh (spawned) process and return it with its peak memory."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_measured, name, sizes).result()
+    """Run one figure in a fresh Python process and return it with that process' peak memory.
+
+    A new interpreter (not a fork) starts from an empty memory high-water mark, so the
+    peak is the figure's own; the child's stderr (progress, logs) goes to ours.
+    """
+    command = [sys.executable, "-m", "hydra_core.benchmarks", name, json.dumps(asdict(sizes))]
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark figure {name!r} failed (exit {result.returncode})")
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 def run_suite(
@@ -628,3 +633,8 @@ def render_text(results: dict[str, Any]) -> str:
             shown = json.dumps(value) if isinstance(value, dict | list | bool) else value
             lines.append(f"{figure + '.' + key:<48} {shown}")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # run_isolated's child: one figure, as one JSON line on stdout
+    _figure, _sizes = sys.argv[1:3]
+    print(json.dumps(_measured(_figure, BenchSizes(**json.loads(_sizes)))))

@@ -200,3 +200,34 @@ def search(
     titles = dict(zip(task.corpus["doc_id"], task.doc_texts(), strict=True))
     for rank, doc_id, score in ranking.select("rank", "doc_id", "score").iter_rows():
         typer.echo(f"{rank:>3}  {score:.4f}  {doc_id}  {titles[doc_id][:90]}")
+
+
+@app.command()
+def bench(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON object whose keys name the figures.")
+    ] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Small sizes: seconds instead of minutes.")
+    ] = False,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run only this figure (repeatable).")
+    ] = None,
+    quality: Annotated[
+        bool,
+        typer.Option("--quality", help="Also NDCG@10 per encoder backend on SciFact, NFCorpus."),
+    ] = False,
+) -> None:
+    """Benchmark suite: encode, cache, compile, project, search, new task, memory, pipeline."""
+    import json
+
+    from hydra_core.benchmarks import FULL, QUICK, render_text, run_suite
+
+    def progress(name: str) -> None:
+        typer.echo(f"bench: {name}", err=True)
+
+    try:
+        results = run_suite(QUICK if quick else FULL, only, quality=quality, progress=progress)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    typer.echo(json.dumps(results) if json_output else render_text(results))
