@@ -142,7 +142,10 @@ def evaluate(
     if checkpoint is None or card is None:
         raise typer.BadParameter("eval needs --checkpoint and --card (or --loo --tasks ...)")
     task_card = find_card(card)
-    table = evaluate_card(task_card, Hypernet.load(checkpoint), encoder, other_cards=_all_cards())
+    hypernet = Hypernet.load(checkpoint)
+    table = evaluate_card(
+        task_card, hypernet, encoder, other_cards=_all_cards(), refine_steps=refine
+    )
     typer.echo(render(task_card.name, table))
 
 
