@@ -79,7 +79,7 @@ class ProjectConfig(BaseModel):
     metrics_db: str | None = None
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    tolerance: float = Field(default=0.02, ge=0)
+    tolerance: float = Field(default=0.005, ge=0)
     """How far below the base model's NDCG@10 hydra may fall before its check fails."""
     retrain_cron: str = "0 4 * * 1"
     config_path: Path | None = Field(default=None, exclude=True)
