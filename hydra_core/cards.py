@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -523,8 +524,14 @@ def _describe_type(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
+_PREVIEW = reprlib.Repr()
+_PREVIEW.maxlevel, _PREVIEW.maxlist, _PREVIEW.maxdict = 2, 3, 3
+_PREVIEW.maxstring = _PREVIEW.maxother = 40
+
+
 def _preview(value: object, limit: int = 40) -> str:
-    text = repr(value)
+    """A bounded repr: a YAML alias bomb expands to a value whose full repr is gigabytes."""
+    text = _PREVIEW.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -37,7 +37,9 @@ def geometry_preserving_basis(embeddings: np.ndarray, out_dim: int) -> np.ndarra
     to zero: there LayerNorm's centring changes nothing and its scaling only rescales, so
     the base head ranks documents almost exactly as the base encoder does.
     """
-    _, _, principal = np.linalg.svd(embeddings.astype(np.float64), full_matrices=False)
+    # full_matrices: with fewer than out_dim rows (a tiny task) the data's directions are
+    # completed by orthonormal ones instead of leaving too few rows to build the map.
+    _, _, principal = np.linalg.svd(embeddings.astype(np.float64), full_matrices=True)
     keep = principal[: out_dim - 1]
     centring = np.eye(out_dim) - 1.0 / out_dim
     sum_zero_basis = np.linalg.svd(centring)[0][:, : out_dim - 1]

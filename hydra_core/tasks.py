@@ -235,6 +235,11 @@ def _json_type(value: object) -> str:
     return type(value).__name__
 
 
+def _shown(value: str, limit: int = 60) -> str:
+    """A value quoted for an error message, cut short: a 1 MB id must not make a 1 MB error."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value):,} chars)"
+
+
 def _parse_object(line: str, path: Path, lineno: int) -> dict[str, Any]:
     try:
         value = json.loads(line)
@@ -242,6 +247,8 @@ def _parse_object(line: str, path: Path, lineno: int) -> dict[str, Any]:
         raise HydraInputError(
             f"invalid JSON: {exc.msg} (column {exc.colno})", path=path, line=lineno
         ) from None
+    except RecursionError:
+        raise HydraInputError("invalid JSON: nested too deeply", path=path, line=lineno) from None
     if not isinstance(value, dict):
         raise HydraInputError(
             f"expected a JSON object per line, got {_json_type(value)}", path=path, line=lineno
@@ -267,6 +274,16 @@ def _string_field(
             line=lineno,
             field=field,
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone "\ud800"-style escape: valid JSON, not text
+        raise HydraInputError(
+            f"contains an unpaired surrogate escape ({value[exc.start]!r} at character "
+            f"{exc.start}), which is not valid Unicode text",
+            path=path,
+            line=lineno,
+            field=field,
+        ) from None
     return value
 
 
@@ -276,7 +293,7 @@ def _record_id(record: dict[str, Any], seen: dict[str, int], path: Path, lineno:
         raise HydraInputError("empty id", path=path, line=lineno, field="_id")
     if record_id in seen:
         raise HydraInputError(
-            f"duplicate id {record_id!r} (first on line {seen[record_id]})",
+            f"duplicate id {_shown(record_id)} (first on line {seen[record_id]})",
             path=path,
             line=lineno,
             field="_id",
@@ -335,7 +352,7 @@ def _read_qrels(path: Path, query_ids: pl.Series, doc_ids: pl.Series) -> pl.Data
         if len(header) == 3 and header[2].lstrip("+-").isdigit():
             problem = f"missing header line; the first line must be {header_text!r}"
         else:
-            problem = f"expected the header {header_text!r}, got {lines[0].strip()!r}"
+            problem = f"expected the header {header_text!r}, got {_shown(lines[0].strip())}"
         raise HydraInputError(problem, path=path, line=1)
 
     parts = pl.col("raw").str.split("\t")
@@ -381,13 +398,16 @@ def _raise_qrels_row_error(
         )
     if row["score"] is None:
         raise HydraInputError(
-            f"score {row['score_text']!r} is not an integer", path=path, line=lineno, field="score"
+            f"score {_shown(row['score_text'])} is not an integer (or is out of range)",
+            path=path,
+            line=lineno,
+            field="score",
         )
     query_id: str = row["query_id"]
     doc_id: str = row["doc_id"]
     if not (query_ids == query_id).any():
         raise HydraInputError(
-            f"unknown query id {query_id!r}: not in queries.jsonl",
+            f"unknown query id {_shown(query_id)}: not in queries.jsonl",
             path=path,
             line=lineno,
             field="query-id",
@@ -396,13 +416,13 @@ def _raise_qrels_row_error(
     first: int = same_pair["line"][0]
     if first == lineno:
         raise HydraInputError(
-            f"unknown document id {doc_id!r}: not in corpus.jsonl",
+            f"unknown document id {_shown(doc_id)}: not in corpus.jsonl",
             path=path,
             line=lineno,
             field="corpus-id",
         )
     raise HydraInputError(
-        f"duplicate judgment for query {query_id!r} and document {doc_id!r} "
+        f"duplicate judgment for query {_shown(query_id)} and document {_shown(doc_id)} "
         f"(first on line {first})",
         path=path,
         line=lineno,
