@@ -30,6 +30,7 @@ QRELS_LONG_SCHEMA: dict[str, pl.DataType] = {
     "score": pl.Int64(),
 }
 IDS_SUFFIX = ".ids.parquet"
+_DIGEST_KEY = "hydra.embeddings_digest"
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,18 +96,35 @@ def embeddings_ids_path(path: Path) -> Path:
 
 def save_embeddings(embeddings: Embeddings, path: Path) -> None:
     """``path`` (.npy) gets the vectors; the ids go beside it. Ids are written first, so a
-    reader that finds the array always finds ids for it (checked by length on load)."""
-    save_frame(
-        pl.DataFrame({"id": embeddings.ids}, schema={"id": pl.String()}), embeddings_ids_path(path)
+    reader that finds the array always finds ids for it. The ids file records the digest of
+    ids and vectors together, so a write killed between the two files is caught on load
+    rather than read back as ids paired with another write's vectors."""
+    stored = Embeddings(
+        ids=embeddings.ids, vectors=np.ascontiguousarray(embeddings.vectors, dtype=np.float32)
     )
+    ids = pl.DataFrame({"id": stored.ids}, schema={"id": pl.String()})
+    with atomic_path(embeddings_ids_path(path)) as tmp:
+        ids.write_parquet(tmp, metadata={_DIGEST_KEY: stored.digest})
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(embeddings.vectors, dtype=np.float32))
+        np.save(handle, stored.vectors)
 
 
 def load_embeddings(path: Path) -> Embeddings:
+    ids_path = embeddings_ids_path(path)
     vectors = np.load(path)
-    ids = load_frame(embeddings_ids_path(path))["id"].to_list()
-    return Embeddings(ids=ids, vectors=vectors)
+    ids_file = ids_path.read_bytes()  # ids and their digest from one read of one file
+    ids = pl.read_parquet(ids_file)["id"].to_list()
+    expected = pl.read_parquet_metadata(ids_file).get(_DIGEST_KEY)
+    try:
+        embeddings: Embeddings | None = Embeddings(ids=ids, vectors=vectors)
+    except ValueError:  # as many ids as rows is the least two files of one write agree on
+        embeddings = None
+    if embeddings is None or (expected is not None and embeddings.digest != expected):
+        raise ValueError(
+            f"{path} and {ids_path} come from different writes (a write was interrupted); "
+            "materialize the asset again, e.g. with `hydra run --force`"
+        )
+    return embeddings
 
 
 def save_json(data: dict[str, Any], path: Path) -> None:

@@ -60,6 +60,27 @@ class NoMetricsError(LookupError):
     """The metrics database does not exist yet: nothing has been evaluated."""
 
 
+class MetricsDbUnavailable(duckdb.IOException):
+    """The database cannot be opened (still locked after the wait, or not a database file).
+
+    A ``duckdb.IOException``, so callers that handle DuckDB errors keep working; the message
+    names the database and the setting that moves it.
+    """
+
+    def __init__(self, database: str, cause: duckdb.Error, *, locked: bool) -> None:
+        if locked:
+            fix = (
+                f"another process held its lock for {_LOCK_WAIT_SECONDS:.0f}s; close it "
+                "(a DuckDB shell, a notebook, another hydra run) or"
+            )
+        else:
+            fix = "make it a writable DuckDB file or"
+        super().__init__(
+            f"metrics database {database} is unavailable: {cause}. To fix: {fix} set "
+            "HYDRA_METRICS_DB (or metrics_db in hydra.yaml) to another database, then run again"
+        )
+
+
 def _is_local(database: str) -> bool:
     return not database.startswith("md:") and database != ":memory:"
 
@@ -78,8 +99,9 @@ def connect(database: str, *, read_only: bool = False) -> Iterator[duckdb.DuckDB
             connection = duckdb.connect(database, read_only=read_only)
             break
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise
+            locked = "lock" in str(exc).lower()
+            if not locked or time.monotonic() > deadline:
+                raise MetricsDbUnavailable(database, exc, locked=locked) from exc
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
     try:

@@ -8,6 +8,11 @@ The checkpoint folder is named by a hash of everything that determines the weigh
 (training config and code, base encoder, each task's data fingerprints), and the trainer
 resumes a folder that holds a finished or interrupted run of the same config, so retrying
 a crashed training continues where it stopped instead of starting over.
+
+Training never depends on the tracking store: if MLflow is unreachable or misconfigured,
+the hypernet still trains and its checkpoint is saved, and then
+:class:`TrackingUnavailableError` names the store, the checkpoint and the setting to fix.
+Running again after the fix resumes the finished checkpoint and only tracks it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from mlflow.exceptions import MlflowException
 
 from hydra_core.artifacts import CheckpointRecord, Embeddings
 from hydra_core.cards import TaskCard
@@ -31,6 +37,24 @@ from hydra_core.tracking import TrackingTarget, TrainingRun
 from hydra_core.trainer import TrainConfig, train_hypernet
 
 log = logging.getLogger(__name__)
+
+TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError)
+"""What an unreachable, misconfigured or locked MLflow store raises."""
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The hypernet trained and its checkpoint is saved, but MLflow could not record it."""
+
+    def __init__(self, target: TrackingTarget, checkpoint: Path, cause: Exception) -> None:
+        self.checkpoint = checkpoint
+        self.tracking_uri = target.tracking_uri
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+        super().__init__(
+            f"MLflow tracking store {target.tracking_uri} is unavailable ({reason}). "
+            f"The trained checkpoint is saved at {checkpoint}. Start that MLflow server, or "
+            "set MLFLOW_TRACKING_URI (or tracking_uri in hydra.yaml) to a store you can "
+            "reach, then run again: the saved checkpoint is reused, only tracking is redone."
+        )
 
 
 def train_tracked(
@@ -74,30 +98,55 @@ def train_tracked(
         "code_version": code_version,
         **dict(params or {}),
     }
-    with TrainingRun(
-        target, run_name=f"hypernet-{run_key[:8]}", params=all_params, tags=tags
-    ) as run:
-        logged: set[int] = set()
+    path: Path | None = None
+    training = False
+    try:
+        with TrainingRun(
+            target, run_name=f"hypernet-{run_key[:8]}", params=all_params, tags=tags
+        ) as run:
+            logged: set[int] = set()
+            epoch_errors: list[Exception] = []
 
-        def on_epoch(epoch: int, values: dict[str, float]) -> None:
-            run.log_epoch(epoch, values)
-            logged.add(epoch)
+            def on_epoch(epoch: int, values: dict[str, float]) -> None:
+                if epoch_errors:  # the store went away: keep training, report at the end
+                    return
+                try:
+                    run.log_epoch(epoch, values)
+                    logged.add(epoch)
+                except TRACKING_ERRORS as error:
+                    log.warning("MLflow stopped accepting epoch metrics: %s", error)
+                    epoch_errors.append(error)
 
-        path = train_hypernet(
-            tasks,
-            config,
-            out_dir,
-            base_model=encoder.model_name,
-            on_epoch=on_epoch,
-            show_progress=False,
-        )
-        history = read_config(path).get("metadata", {}).get("history", [])
-        for epoch, values in enumerate(history, start=1):
-            if epoch not in logged:  # epochs done by an earlier, resumed attempt
-                run.log_epoch(epoch, values)
-        checkpoint_id = file_fingerprint(path / WEIGHTS_FILE)
-        source = run.log_checkpoint(path)
-        version = run.register(source, tags={"checkpoint_id": checkpoint_id})
+            training = True
+            path = train_hypernet(
+                tasks,
+                config,
+                out_dir,
+                base_model=encoder.model_name,
+                on_epoch=on_epoch,
+                show_progress=False,
+            )
+            training = False
+            if epoch_errors:
+                raise epoch_errors[0]
+            history = read_config(path).get("metadata", {}).get("history", [])
+            for epoch, values in enumerate(history, start=1):
+                if epoch not in logged:  # epochs done by an earlier, resumed attempt
+                    run.log_epoch(epoch, values)
+            checkpoint_id = file_fingerprint(path / WEIGHTS_FILE)
+            source = run.log_checkpoint(path)
+            version = run.register(source, tags={"checkpoint_id": checkpoint_id})
+    except TRACKING_ERRORS as error:
+        if training:  # the training itself failed (e.g. a full disk): not a tracking problem
+            raise
+        if path is None:  # MLflow failed before training: train anyway, so nothing is lost
+            log.warning(
+                "MLflow at %s is unavailable (%s); training untracked", target.tracking_uri, error
+            )
+            path = train_hypernet(
+                tasks, config, out_dir, base_model=encoder.model_name, show_progress=False
+            )
+        raise TrackingUnavailableError(target, path, error) from error
     log.info("hypernet %s trained on %s: MLflow run %s", checkpoint_id, names, run.run_id)
     return CheckpointRecord(
         path=str(path),
