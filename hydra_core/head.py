@@ -22,6 +22,7 @@ from hydra_core.errors import HydraInputError
 
 LAYER_NORM_EPS = 1e-5
 _NORM_EPS = 1e-12  # F.normalize's default
+_APPLY_ROWS = 32_768  # rows per block in ProjectionHead.apply: 32 MB temporaries at 256-d
 _TENSORS = ("weight", "bias", "scale", "shift")
 
 
@@ -64,22 +65,26 @@ class ProjectionHead:
         """Project (n x in_dim) base embeddings to normalised (n x out_dim) float32.
 
         Computes :func:`head_forward` with fused kernels (bias inside the matrix product,
-        scale and shift inside the LayerNorm, normalisation in place), so a corpus of
-        100,000 documents takes three passes over its projection instead of seven.
+        scale and shift inside the LayerNorm, normalisation in place), so a corpus takes three
+        passes over its projection instead of seven; rows go in blocks, so the temporaries
+        stay small beside the result.
         """
         vectors = torch.as_tensor(embeddings, dtype=torch.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.in_dim:
             raise ValueError(
                 f"head for {self.in_dim}-d embeddings got an array of shape {tuple(vectors.shape)}"
             )
+        projected = torch.empty((vectors.shape[0], self.out_dim), dtype=torch.float32)
         with torch.inference_mode():
-            hidden = torch.addmm(self.bias, vectors, self.weight.T)
-            projected = F.layer_norm(
-                hidden, (self.out_dim,), self.scale, self.shift, eps=LAYER_NORM_EPS
-            )
-            del hidden
-            norms = torch.linalg.vector_norm(projected, dim=1, keepdim=True)
-            return projected.div_(norms.clamp_min_(_NORM_EPS)).numpy()
+            for start in range(0, vectors.shape[0], _APPLY_ROWS):
+                block = slice(start, start + _APPLY_ROWS)
+                hidden = torch.addmm(self.bias, vectors[block], self.weight.T)
+                normed = F.layer_norm(
+                    hidden, (self.out_dim,), self.scale, self.shift, eps=LAYER_NORM_EPS
+                )
+                norms = torch.linalg.vector_norm(normed, dim=1, keepdim=True)
+                torch.div(normed, norms.clamp_min_(_NORM_EPS), out=projected[block])
+        return projected.numpy()
 
     def save(self, path: Path | str) -> None:
         """Write the head as safetensors, atomically."""

@@ -15,10 +15,10 @@ from hydra_core.tasks import RetrievalTask
 
 def test_backend_comes_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(BACKEND_ENV, raising=False)
-    assert default_backend() == "torch"
-    monkeypatch.setenv(BACKEND_ENV, "OpenVINO")
     assert default_backend() == "openvino"
-    assert FrozenEncoder(cache=EmbeddingCache(tmp_path / "e.sqlite")).backend == "openvino"
+    monkeypatch.setenv(BACKEND_ENV, " Torch ")
+    assert default_backend() == "torch"
+    assert FrozenEncoder(cache=EmbeddingCache(tmp_path / "e.sqlite")).backend == "torch"
     monkeypatch.setenv(BACKEND_ENV, "tensorrt")
     with pytest.raises(HydraInputError, match="tensorrt"):
         default_backend()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from hydra_core import head as head_module
 from hydra_core.benchmarks import random_head, unit_vectors, untrained_hypernet
 from hydra_core.cards import TaskCard, find_card
 from hydra_core.encoder import FrozenEncoder
@@ -13,7 +14,11 @@ from hydra_core.head import ProjectionHead, head_forward
 from hydra_core.retriever import ConditionedRetriever
 
 
-def test_fused_head_apply_matches_head_forward() -> None:
+@pytest.mark.parametrize("rows_per_block", [128, 32_768])
+def test_fused_head_apply_matches_head_forward(
+    rows_per_block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(head_module, "_APPLY_ROWS", rows_per_block)
     head = random_head(seed=3)
     embeddings = unit_vectors(500, 384, seed=0)
     expected = head_forward(

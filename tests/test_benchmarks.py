@@ -1,0 +1,70 @@
+"""``hydra bench``: the suite runs at quick sizes and every figure is well-formed.
+
+Speed is not asserted (machines are shared and noisy); correctness of what is measured is:
+the second encode of the same texts must not run the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from typer.testing import CliRunner
+
+from hydra_core.cli import app
+
+FIGURES = {"encode", "cache", "compile", "project", "search", "new_task", "memory", "pipeline"}
+
+
+def _check_numbers(figure: str, values: dict[str, object]) -> None:
+    for key, value in values.items():
+        if isinstance(value, bool | str):
+            continue
+        assert isinstance(value, int | float), (figure, key, value)
+        assert math.isfinite(value) and value >= 0, (figure, key, value)
+
+
+def test_quick_suite_as_json() -> None:
+    result = CliRunner().invoke(app, ["bench", "--quick", "--json"])
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.stdout)
+    assert set(results) >= FIGURES
+    for figure in FIGURES:
+        _check_numbers(figure, results[figure])
+
+    encode = results["encode"]
+    assert encode["encode_ratio"] > 0
+    assert encode["torch_fp32_min_cosine_to_plain"] > 0.999
+    assert any(key.startswith("openvino_") and key.endswith("_ratio") for key in encode)
+
+    cache = results["cache"]
+    assert cache["first_encoder_calls"] >= 1
+    assert (cache["second_encoder_calls"], cache["second_texts_encoded"]) == (0, 0)
+    assert cache["second_loaded_model"] is False
+
+    assert results["compile"]["compile_ms"] > 0
+    assert results["compile"]["head_parameters"] == 256 * 384 + 3 * 256
+    assert results["project"]["project_ratio"] > 0
+    search = results["search"]
+    assert {"dense_batched_qps", "dense_single_qps", "bm25_batched_qps", "bm25_single_qps"} <= set(
+        search
+    )
+    new_task = results["new_task"]
+    assert 0 < new_task["new_task_s"] <= new_task["new_task_from_cache_s"]
+    assert new_task["texts_encoded"] > 0  # the new card's texts; the corpus came from the cache
+    memory = results["memory"]
+    for name in ("search", "new_task"):
+        assert 0 < memory[f"{name}_start_rss_mib"] <= memory[f"{name}_peak_rss_mib"]
+    assert "skipped" in results["pipeline"]
+
+
+def test_one_figure_as_text_and_unknown_figures() -> None:
+    result = CliRunner().invoke(app, ["bench", "--quick", "--only", "compile"])
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(maxsplit=1) for line in result.stdout.splitlines())
+    assert float(lines["compile.compile_ms"]) > 0
+    assert not any(name.startswith("encode.") for name in lines)
+
+    unknown = CliRunner().invoke(app, ["bench", "--only", "nosuch"])
+    assert unknown.exit_code == 2
+    assert "nosuch" in unknown.output
