@@ -6,16 +6,14 @@ already-encoded corpus costs one head generation and one matrix product.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-import torch
 
 from hydra_core.cards import TaskCard
 from hydra_core.encoder import FrozenEncoder
-from hydra_core.head import ProjectionHead
+from hydra_core.head import ProjectionHead, torch_threads
 from hydra_core.hypernet import Hypernet
 from hydra_core.rankings import exact_top_k, ranking_frame
 
@@ -72,14 +70,3 @@ class ConditionedRetriever:
                 raise ValueError("index needs doc_texts or doc_vectors")
             doc_vectors = self.encoder.encode(doc_texts, "document")
         return HeadIndex(head, self.encoder, doc_ids, doc_vectors)
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` torch intra-op threads, then restore the previous count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

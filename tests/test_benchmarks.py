@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from typer.testing import CliRunner
 
 from hydra_core.cli import app
@@ -22,6 +23,12 @@ def _check_numbers(figure: str, values: dict[str, object]) -> None:
             continue
         assert isinstance(value, int | float), (figure, key, value)
         assert math.isfinite(value) and value >= 0, (figure, key, value)
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Converted models go to a throwaway cache folder, shared by this module's tests."""
+    monkeypatch.setenv("HYDRA_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "bench-cache"))
 
 
 def test_quick_suite_as_json() -> None:
