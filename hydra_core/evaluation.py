@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 
 from hydra_core.cards import TaskCard, generic_card
@@ -79,17 +80,26 @@ def hydra_table(
 ) -> ResultsTable:
     """Hydra with the task's card, with a generic card, and with another task's card."""
     cards = {"hydra": card, "hydra-generic": generic_card(), "hydra-shuffled": shuffled}
+    doc_vectors = retriever.encoder.encode(task.doc_texts(), "document")
     return {
-        method: score_head(task, retriever.compile(method_card), retriever.encoder, split)
+        method: score_head(
+            task, retriever.compile(method_card), retriever.encoder, doc_vectors, split
+        )
         for method, method_card in cards.items()
     }
 
 
 def score_head(
-    task: RetrievalTask, head: ProjectionHead, encoder: FrozenEncoder, split: str = EVAL_SPLIT
+    task: RetrievalTask,
+    head: ProjectionHead,
+    encoder: FrozenEncoder,
+    doc_vectors: np.ndarray,
+    split: str = EVAL_SPLIT,
 ) -> dict[str, float]:
-    """Metrics of searching the task's corpus through one head (embeddings from cache)."""
-    doc_vectors = encoder.encode(task.doc_texts(), "document")
+    """Metrics of searching the task's corpus (its base ``doc_vectors``) through one head.
+
+    Callers scoring several heads read the corpus' vectors from the cache once and pass them.
+    """
     index = HeadIndex(head, encoder, task.corpus["doc_id"].to_list(), doc_vectors)
     queries = task.split_queries(split)
     ranking = index.search(queries["query_id"].to_list(), queries["text"].to_list(), FUSED_DEPTH)

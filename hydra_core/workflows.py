@@ -101,8 +101,10 @@ def evaluate_card(
         heads["supervised-head"] = supervised_head(
             task, encoder, TrainConfig(learning_rate=SUPERVISED_LEARNING_RATE), supervised_steps
         )
-    for method, head in heads.items():
-        table[method] = score_head(task, head, encoder)
+    if heads:
+        doc_vectors = encoder.encode(task.doc_texts(), "document")
+        for method, head in heads.items():
+            table[method] = score_head(task, head, encoder, doc_vectors)
     return table
 
 

@@ -58,8 +58,8 @@ def test_supervised_head_fits_its_training_labels(
     config = TrainConfig(learning_rate=1e-3, pairs_per_task=64)
     head = supervised_head(scifact_slice, encoder, config, steps=60)
     reference = encoder.encode(scifact_slice.doc_texts(), "document")
-    before = score_head(scifact_slice, base_head(reference), encoder, "train")
-    after = score_head(scifact_slice, head, encoder, "train")
+    before = score_head(scifact_slice, base_head(reference), encoder, reference, "train")
+    after = score_head(scifact_slice, head, encoder, reference, "train")
     assert after["ndcg@10"] > before["ndcg@10"]
 
 
