@@ -17,6 +17,7 @@ each run in a fresh process, so figure 7 can report each one's own peak resident
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import resource
@@ -109,25 +110,46 @@ def scifact_texts(n: int) -> list[str]:
 def benchmark_corpus(n_docs: int, n_queries: int) -> tuple[list[str], list[str]]:
     """``n_docs`` document texts and ``n_queries`` query texts from the five collections.
 
-    Real documents come first, loading collections only until there are enough; further
-    documents join halves of two real ones. Queries are the collections' real queries,
-    cycled when more are asked for than exist.
+    Queries are the collections' real queries, cycled when more are asked for than exist.
     """
-    docs: list[str] = []
     queries: list[str] = []
     for source in COLLECTIONS:
-        if len(docs) >= n_docs and len(queries) >= n_queries:
+        if len(queries) >= n_queries:
             break
-        task = load_task(source)
-        docs += [text for text in task.doc_texts() if text.strip()]
-        queries += task.queries["text"].to_list()
-    real = len(docs)
-    rng = np.random.default_rng(0)
-    for first, second in rng.integers(0, real, size=(max(0, n_docs - real), 2)):
-        head, tail = docs[first].split(), docs[second].split()
-        docs.append(" ".join(head[: len(head) // 2] + tail[len(tail) // 2 :]))
+        queries += load_task(source).queries["text"].to_list()
     cycled = [queries[i % len(queries)] for i in range(n_queries)]
-    return docs[:n_docs], cycled
+    return list(benchmark_documents(n_docs)), cycled
+
+
+def benchmark_documents(n_docs: int) -> Iterator[str]:
+    """``n_docs`` document texts, one at a time, so a caller can keep less than all of them.
+
+    Real documents come first, loading collections only until there are enough; further
+    documents join halves of two real ones.
+    """
+    docs: list[str] = []
+    for source in COLLECTIONS:
+        if len(docs) >= n_docs:
+            break
+        docs += [text for text in load_task(source).doc_texts() if text.strip()]
+    yield from docs[:n_docs]
+    rng = np.random.default_rng(0)
+    for first, second in rng.integers(0, len(docs), size=(max(0, n_docs - len(docs)), 2)):
+        head, tail = docs[first].split(), docs[second].split()
+        yield " ".join(head[: len(head) // 2] + tail[len(tail) // 2 :])
+
+
+def store_benchmark_corpus(cache_path: Path, identity: str, n_docs: int) -> list[str]:
+    """Cache random unit vectors as ``identity``'s embeddings of the benchmark documents.
+
+    Returns the documents' cache keys in order; the texts themselves stay in this process.
+    """
+    cache = EmbeddingCache(cache_path)
+    keys = [text_key(text) for text in benchmark_documents(n_docs)]
+    for start in range(0, len(keys), 10_000):
+        block = keys[start : start + 10_000]
+        cache.put_many(identity, "document", block, unit_vectors(len(block), BASE_DIM, start))
+    return keys
 
 
 def random_head(seed: int = 0) -> Any:
@@ -410,35 +432,34 @@ def search_figure(sizes: BenchSizes) -> Figure:
 def new_task_figure(sizes: BenchSizes) -> Figure:
     """6. Wall time from a new card to a searchable index over an already-encoded corpus.
 
-    The corpus' vectors are put in the embedding cache beforehand under the encoder's
-    identity, and the encoder's model is loaded (a running service). A new card's texts
-    are not cached, so compiling encodes them. ``new_task_s`` starts with the corpus
-    vectors in memory (read once from the cache beforehand, in slices of 10,000 into one
-    matrix, ``read_cache_s``); ``new_task_from_cache_s`` adds that read.
+    The corpus is encoded beforehand by another process (an ingest job, here
+    :func:`store_benchmark_corpus` in a spawned interpreter), which puts its vectors in the
+    embedding cache under the encoder's identity and hands back their cache keys. This
+    process is the running service: it holds document ids and vectors, never the texts,
+    and its model is loaded. A new card's texts are not cached, so compiling encodes them.
+    ``new_task_s`` starts with the corpus vectors in memory (read once from the cache
+    beforehand straight into one matrix, ``read_cache_s``); ``new_task_from_cache_s``
+    adds that read.
     """
     from hydra_core.cards import find_card
     from hydra_core.retriever import ConditionedRetriever
 
     start_rss = peak_rss_mib()
-    doc_texts, _ = benchmark_corpus(sizes.corpus_docs, 0)
-    doc_ids = [str(i) for i in range(len(doc_texts))]
     template = find_card("scifact", PROJECT_ROOT / "cards")
     with scratch_dir() as folder:
         encoder = FrozenEncoder(cache=EmbeddingCache(folder / "e.sqlite"), show_progress=False)
-        for start in range(0, len(doc_texts), 10_000):  # in slices: setup is not measured
-            block = doc_texts[start : start + 10_000]
-            keys = [text_key(text) for text in block]
-            vectors = unit_vectors(len(block), BASE_DIM, seed=start)
-            encoder.cache.put_many(encoder.identity, "document", keys, vectors)
+        with multiprocessing.get_context("spawn").Pool(1) as ingest:
+            doc_keys = ingest.apply(
+                store_benchmark_corpus, (encoder.cache.path, encoder.identity, sizes.corpus_docs)
+            )
+        doc_ids = [str(i) for i in range(len(doc_keys))]
         retriever = ConditionedRetriever(untrained_hypernet(), encoder)
         encoder.encode(["load the model before timing"], "query")
         started = time.perf_counter()
-        doc_vectors = np.empty((len(doc_texts), BASE_DIM), dtype=np.float32)
-        for start in range(0, len(doc_texts), 10_000):  # slices keep the read's temporaries small
-            block = doc_texts[start : start + 10_000]
-            doc_vectors[start : start + len(block)] = encoder.encode(block, "document")
+        doc_vectors, found = encoder.cache.get_matrix(encoder.identity, "document", doc_keys)
         read_seconds = time.perf_counter() - started
-        del doc_texts  # a service keeps ids and vectors; the texts were only cache keys
+        if not found.all():
+            raise RuntimeError(f"{int((~found).sum())} benchmark vectors missing from the cache")
         steps: dict[str, list[float]] = {"compile": [], "index": []}
         for repeat in range(sizes.new_task_repeats):
             card = template.model_copy(

@@ -156,13 +156,17 @@ class FrozenEncoder:
     def encode(self, texts: Sequence[str], role: Role) -> np.ndarray:
         """Return one normalised float32 row per text, computing only cache misses."""
         keys = [text_key(text) for text in texts]
-        found = self.cache.get_many(self.identity, role, keys)
-        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        vectors, found = self.cache.get_matrix(self.identity, role, keys)
+        missing_rows = np.flatnonzero(~found)
+        missing = list(dict.fromkeys(keys[row] for row in missing_rows))
         if missing:
             first_text = dict(zip(keys, texts, strict=True))
-            vectors = self._encode_uncached([first_text[k] for k in missing], role)
-            self.cache.put_many(self.identity, role, missing, vectors)
-            found.update(zip(missing, vectors, strict=True))
+            encoded = self._encode_uncached([first_text[k] for k in missing], role)
+            self.cache.put_many(self.identity, role, missing, encoded)
+            if vectors.shape[1] == 0:
+                vectors = np.zeros((len(keys), encoded.shape[1]), dtype=np.float32)
+            position = {key: row for row, key in enumerate(missing)}
+            vectors[missing_rows] = encoded[[position[keys[row]] for row in missing_rows]]
         self.stats.texts += len(texts)
         self.stats.encoded += len(missing)
         self.stats.cached += len(texts) - len(missing)
@@ -176,7 +180,7 @@ class FrozenEncoder:
         )
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+        return vectors
 
     @cached_property
     def _openvino(self) -> OpenVinoEncoder:

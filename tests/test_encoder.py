@@ -35,17 +35,28 @@ def test_encodes_normalised_vectors_and_caches_them(tmp_path: Path) -> None:
     assert (again.stats.encoded, again.stats.cached) == (0, 3)
     assert "model" not in again.__dict__
 
+    # Cached and new texts mixed, a new one repeated: only the new one is encoded, once.
+    mixed = ["wing flutter at mach two", *texts, "wing flutter at mach two"]
+    third = again.encode(mixed, "document")
+    assert (again.stats.encoded, again.stats.cached) == (1, 7)  # the repeat is not re-encoded
+    np.testing.assert_array_equal(third[1:4], first)
+    np.testing.assert_array_equal(third[0], third[4])
+    np.testing.assert_allclose(np.linalg.norm(third, axis=1), 1.0, atol=1e-5)
+
 
 def test_query_and_document_with_same_text_do_not_collide(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path / "e.sqlite")
     cache.put_many("m", "query", [text_key("same text")], np.ones((1, 4), np.float32))
     cache.put_many("m", "document", [text_key("same text")], np.zeros((1, 4), np.float32))
     assert cache.count() == 2
-    query = cache.get_many("m", "query", [text_key("same text")])
-    document = cache.get_many("m", "document", [text_key("same text")])
-    assert query[text_key("same text")].tolist() == [1, 1, 1, 1]
-    assert document[text_key("same text")].tolist() == [0, 0, 0, 0]
-    assert cache.get_many("other-model", "query", [text_key("same text")]) == {}
+    key = text_key("same text")
+    query, found = cache.get_matrix("m", "query", [key, "absent", key])
+    document, _ = cache.get_matrix("m", "document", [key])
+    assert query.tolist() == [[1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]]
+    assert found.tolist() == [True, False, True]
+    assert document.tolist() == [[0, 0, 0, 0]]
+    nothing, found = cache.get_matrix("other-model", "query", [key])
+    assert nothing.shape == (1, 0) and not found.any()
 
 
 def test_model_identity_includes_weights_and_precision(tmp_path: Path) -> None:
