@@ -51,10 +51,31 @@ def test_pairs_follow_fused_ranks_and_weigh_teacher_agreement() -> None:
             "rank_base": [2, 1, 3, None],
         }
     )
-    config = PairConfig(n_positive=2, n_negative=5, negative_from_rank=3, negative_to_rank=4)
+    config = PairConfig(
+        n_positive=2, base_teacher=None, n_negative=5, negative_from_rank=2, negative_to_rank=4
+    )
     pairs = preference_pairs(fused, config)
     weights = {(p, n): w for _, p, n, w in pairs.iter_rows()}
     assert weights == {("a", "c"): 1.0, ("a", "d"): 1.0, ("b", "c"): 1.0, ("b", "d"): 0.5}
+
+
+def test_default_negatives_are_the_base_teachers_mistakes() -> None:
+    fused = pl.DataFrame(
+        {
+            "query_id": ["q"] * 5,
+            "doc_id": ["a", "b", "c", "d", "e"],
+            "rank": [1, 2, 3, 4, 5],
+            "score": [0.5, 0.4, 0.3, 0.2, 0.1],
+            "rank_bm25": [1, 2, 9, 3, 4],
+            "rank_base": [6, 1, 2, 40, None],
+        }
+    )
+    pairs = preference_pairs(fused, PairConfig(n_positive=1, negative_from_rank=2, base_depth=30))
+    # c is the only lower-ranked document the base puts in its top 30; the base itself
+    # prefers it to a, so only BM25 agrees with the pair.
+    assert pairs.rows() == [("q", "a", "c", 0.5)]
+    with pytest.raises(ValueError, match="rank_dense"):
+        preference_pairs(fused, PairConfig(base_teacher="dense"))
 
 
 @pytest.fixture(scope="module")
