@@ -40,12 +40,14 @@ STATE_FILE = "trainer_state.safetensors"
 class TrainConfig:
     """Optimisation settings; small values make a quick run for tests.
 
-    The defaults were chosen on validation data only (held-out SciFact train queries and
-    NFCorpus dev): longer or faster training overfits the training queries.
+    The defaults were chosen on validation data only (20% of SciFact's train queries held
+    out with their train qrels, NFCorpus dev): with the base's-mistakes pairs, validation
+    NDCG@10 peaks around 750-1,000 steps at 1e-4 (SciFact +0.013-0.016, NFCorpus
+    +0.008-0.010 over the base) and falls after; 3e-4 overfits within 500 steps.
     """
 
-    epochs: int = 1
-    steps_per_epoch: int = 100
+    epochs: int = 4
+    steps_per_epoch: int = 250
     pairs_per_task: int = 128
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
