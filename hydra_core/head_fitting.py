@@ -3,13 +3,18 @@
 - **Refine** ("compile, then polish"): start from the head a card compiles to and take a
   few steps of teacher distillation on queries generated from the new task's own corpus.
 - **Supervised head**: the reference a per-task fine-tune would reach with the task's
-  training labels: pairs of a labelled document against the base's top non-relevant ones.
+  training labels: pairs of a labelled document against the base's top non-relevant ones,
+  each query weighing the same, trained for the number of steps that scores best on the
+  task's validation labels (early stopping, as a careful per-task fine-tune would).
 
 Both optimise the head's ~100K numbers with the hypernet's own losses; the base encoder
 stays frozen and nothing is written back to the hypernet.
 """
 
 from __future__ import annotations
+
+import hashlib
+import logging
 
 import numpy as np
 import polars as pl
@@ -18,15 +23,21 @@ import torch
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.head import ProjectionHead
 from hydra_core.head_generator import geometry_preserving_basis
+from hydra_core.metrics import evaluate_run
 from hydra_core.preferences import preference_pairs
-from hydra_core.rankings import exact_top_k
+from hydra_core.rankings import exact_top_k, ranking_frame, ranking_to_run
 from hydra_core.tasks import RetrievalTask
 from hydra_core.teacher_ensemble import TeacherEnsemble
 from hydra_core.trainer import TrainConfig, TrainingTask, task_loss
 from hydra_core.training_data import fused_training_rankings
 from hydra_core.training_queries import generated_queries
 
+log = logging.getLogger(__name__)
+
 SUPERVISED_NEGATIVE_DEPTH = 30
+SUPERVISED_CHECKPOINTS = (100, 200, 400, 800, 1200)
+"""Steps after which the supervised head is scored on validation labels; the best is kept."""
+VALIDATION_SPLIT = "dev"
 REFINE_QUERIES = 300
 """Generated queries a refine run distils on: enough for a few hundred steps, in seconds."""
 
@@ -62,7 +73,10 @@ def supervised_pairs(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Training queries of ``split`` and their pairs: labelled doc vs. base top non-relevant.
 
-    A pair's weight is the positive's graded label, so graded qrels count as graded.
+    A pair's weight is the positive's graded label divided by its query's number of pairs,
+    so graded qrels count as graded and every query weighs the same: NFCorpus has queries
+    with hundreds of labelled documents, which otherwise dominate (validation NDCG@10 -0.011
+    against -0.003 after 300 steps).
     """
     queries = task.split_queries(split)
     relevant = task.split_qrels(split).filter(pl.col("score") > 0)
@@ -88,20 +102,36 @@ def supervised_pairs(
         "query_id",
         pl.col("doc_id").alias("pos_doc_id"),
         "neg_doc_id",
-        pl.col("score").cast(pl.Float64).alias("weight"),
+        (pl.col("score").cast(pl.Float64) / pl.len().over("query_id")).alias("weight"),
     )
     return queries, pairs
+
+
+def is_holdout(query_id: str) -> bool:
+    """A fixed fifth of a split's queries (by a hash of the id) held out for validation."""
+    return int(hashlib.md5(query_id.encode()).hexdigest(), 16) % 5 == 0
 
 
 def supervised_head(
     task: RetrievalTask,
     encoder: FrozenEncoder,
     config: TrainConfig,
-    steps: int,
-    split: str = "train",
+    checkpoints: tuple[int, ...] = SUPERVISED_CHECKPOINTS,
 ) -> ProjectionHead:
-    """The ``supervised-head`` reference: one head fitted on the task's training labels."""
-    queries, pairs = supervised_pairs(task, encoder, split)
+    """The ``supervised-head`` reference: one head fitted on the task's training labels.
+
+    Validation labels pick how long it trains: the ``dev`` split when the task has one,
+    else a fifth of the ``train`` queries held out of training (never ``test``).
+    """
+    queries, pairs = supervised_pairs(task, encoder)
+    if VALIDATION_SPLIT in task.splits:
+        held_out, validation = task.split_queries(VALIDATION_SPLIT), VALIDATION_SPLIT
+    else:
+        held = [q for q in queries["query_id"].to_list() if is_holdout(q)]
+        held_out, validation = queries.filter(pl.col("query_id").is_in(held)), "train"
+        queries = queries.filter(~pl.col("query_id").is_in(held))
+        pairs = pairs.filter(~pl.col("query_id").is_in(held))
+    doc_ids = task.corpus["doc_id"].to_list()
     doc_vectors = encoder.encode(task.doc_texts(), "document")
     query_vectors = encoder.encode(queries["text"].to_list(), "query")
     training_task = TrainingTask.from_frames(
@@ -109,12 +139,27 @@ def supervised_head(
         torch.zeros(0),
         queries["query_id"].to_list(),
         query_vectors,
-        task.corpus["doc_id"].to_list(),
+        doc_ids,
         doc_vectors,
         pairs,
     )
-    reference = np.concatenate([doc_vectors, query_vectors])
-    return fit_head(base_head(reference, config.out_dim), training_task, steps, config)
+    held_out_vectors = encoder.encode(held_out["text"].to_list(), "query")
+    qrels = task.qrels_dict(validation)
+
+    def validation_ndcg(head: ProjectionHead) -> float:
+        indices, scores = exact_top_k(head.apply(held_out_vectors), head.apply(doc_vectors), 10)
+        ranking = ranking_frame(held_out["query_id"].to_list(), doc_ids, indices, scores)
+        return evaluate_run(ranking_to_run(ranking), qrels, ["ndcg@10"])["ndcg@10"]
+
+    head = base_head(np.concatenate([doc_vectors, query_vectors]), config.out_dim)
+    best, best_score, done = head, validation_ndcg(head), 0
+    for steps in checkpoints:
+        head, done = fit_head(head, training_task, steps - done, config), steps
+        score = validation_ndcg(head)
+        log.info("supervised-head %s: %d steps, validation NDCG@10 %.4f", task.name, steps, score)
+        if score > best_score:
+            best, best_score = head, score
+    return best
 
 
 def refine_head(

@@ -56,11 +56,22 @@ def test_supervised_head_fits_its_training_labels(
     scifact_slice: RetrievalTask, encoder: FrozenEncoder
 ) -> None:
     config = TrainConfig(learning_rate=1e-3, pairs_per_task=64)
-    head = supervised_head(scifact_slice, encoder, config, steps=60)
+    head = supervised_head(scifact_slice, encoder, config, checkpoints=(30, 60))
     reference = encoder.encode(scifact_slice.doc_texts(), "document")
     before = score_head(scifact_slice, base_head(reference), encoder, reference, "train")
     after = score_head(scifact_slice, head, encoder, reference, "train")
     assert after["ndcg@10"] > before["ndcg@10"]
+
+
+def test_supervised_pairs_weigh_every_query_the_same(
+    nfcorpus_slice: RetrievalTask, encoder: FrozenEncoder
+) -> None:
+    _, pairs = supervised_pairs(nfcorpus_slice, encoder)
+    per_query = pairs.group_by("query_id").agg(pl.col("weight").sum(), pl.len())
+    assert per_query["len"].n_unique() > 1  # queries with different numbers of labels
+    grades = nfcorpus_slice.split_qrels("train")["score"]
+    assert per_query["weight"].max() <= grades.max() + 1e-9
+    assert per_query["weight"].min() >= grades.filter(grades > 0).min() - 1e-9
 
 
 def test_refine_moves_the_head_and_keeps_its_shape(
