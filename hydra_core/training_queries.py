@@ -2,18 +2,19 @@
 
 A task's ``train`` split queries are used when it has one (only their text: the teachers,
 not the labels, decide what is relevant). A task with no training split gets queries
-generated from its own corpus: a document's title, or a window of its words with
-stopwords dropped (a keyword query). Generated queries carry the id of the document they
-came from, so a test can check that none of them is a test query.
+generated from its own corpus: a run of 5-12 consecutive words of a random document
+(title and body, as written). Chosen on validation labels, by training per-task heads on
+generated queries only (SciFact train holdout, NFCorpus dev; NDCG@10 change after 800
+steps): titles or 3-6 stopword-free words, the first generator, -0.032 / +0.004; these
+runs of words +0.006 / +0.003. Generated queries carry the id of the document they came
+from, so a test can check that none of them is a test query.
 """
 
 from __future__ import annotations
 
 import random
-import re
 
 import polars as pl
-from bm25s.stopwords import STOPWORDS_EN
 
 from hydra_core.tasks import RetrievalTask
 
@@ -22,8 +23,8 @@ TRAINING_SPLITS = ("train",)
 
 EVALUATION_SPLIT = "test"
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9\-]+")
-_STOPWORDS = frozenset(STOPWORDS_EN)
+QUERY_WORDS = (5, 12)
+"""Length range, in words, of a generated query."""
 SCHEMA = {"query_id": pl.Utf8, "text": pl.Utf8, "origin": pl.Utf8}
 
 
@@ -36,22 +37,20 @@ def generated_queries(task: RetrievalTask, n_queries: int, seed: int = 0) -> pl.
     for doc_id, title, text in rows:
         if len(queries) >= n_queries:
             break
-        query = _pseudo_query(title, text, rng)
+        query = _pseudo_query(f"{title} {text}", rng)
         if query:
             queries.append({"query_id": f"gen-{doc_id}", "text": query, "origin": "generated"})
     return pl.DataFrame(queries, schema=SCHEMA)
 
 
-def _pseudo_query(title: str, text: str, rng: random.Random) -> str:
-    """A title when the document has title and body, else a keyword window of the text."""
-    if title.strip() and text.strip() and rng.random() < 0.5:
-        return title.strip()
-    words = [w for w in _WORD.findall(f"{title} {text}") if w.lower() not in _STOPWORDS]
-    if len(words) < 3:
+def _pseudo_query(text: str, rng: random.Random) -> str:
+    """A run of ``QUERY_WORDS`` consecutive words of ``text``; empty if it is shorter."""
+    words = text.split()
+    length = rng.randint(*QUERY_WORDS)
+    if len(words) < length:
         return ""
-    length = rng.randint(3, 6)
-    start = rng.randrange(0, max(1, len(words) - length))
-    return " ".join(words[start : start + length])
+    start = rng.randrange(0, len(words) - length + 1)
+    return " ".join(words[start : start + length]).strip(" ,.;:")
 
 
 def training_queries(
