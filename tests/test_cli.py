@@ -94,10 +94,13 @@ def test_train_eval_compile_search(runner: CliRunner, tmp_path: Path, cards_dir:
 
     head_file = tmp_path / "head.safetensors"
     compiled = runner.invoke(
-        app, ["compile", "scifact", "--checkpoint", str(checkpoint), "--out", str(head_file)]
+        app,
+        ["compile", "scifact", "--checkpoint", str(checkpoint), "--out", str(head_file)]
+        + ["--refine", "2"],
     )
     assert compiled.exit_code == 0, compiled.output
     assert "compiled in" in compiled.stdout
+    assert "refined with 2 steps" in compiled.stdout
     assert ProjectionHead.load(head_file).task == "scifact"
 
     found = runner.invoke(
