@@ -188,6 +188,10 @@ def test_materialization_launched_from_the_ui_runs(dagster_ui: DagsterUI, page: 
                 )
             time.sleep(2)
         (run,) = instance.get_runs()
+        # The materialization is recorded before the run process reports its end.
+        while not run.is_finished and time.monotonic() < deadline:
+            time.sleep(1)
+            run = instance.get_run_by_id(run.run_id) or run
         assert run.status == dg.DagsterRunStatus.SUCCESS
         assert run.tags.get("dagster/partition") == "scifact"
     page.goto(f"{dagster_ui.url}/assets/task_card")
