@@ -21,11 +21,12 @@ import polars as pl
 import torch
 
 from hydra_core.encoder import FrozenEncoder
+from hydra_core.evaluation import score_ranking
 from hydra_core.head import ProjectionHead
 from hydra_core.head_generator import geometry_preserving_basis
-from hydra_core.metrics import evaluate_run
 from hydra_core.preferences import preference_pairs
-from hydra_core.rankings import exact_top_k, ranking_frame, ranking_to_run
+from hydra_core.rankings import exact_top_k
+from hydra_core.retriever import HeadIndex
 from hydra_core.tasks import RetrievalTask
 from hydra_core.teacher_ensemble import TeacherEnsemble
 from hydra_core.trainer import TrainConfig, TrainingTask, task_loss
@@ -143,13 +144,11 @@ def supervised_head(
         doc_vectors,
         pairs,
     )
-    held_out_vectors = encoder.encode(held_out["text"].to_list(), "query")
-    qrels = task.qrels_dict(validation)
 
     def validation_ndcg(head: ProjectionHead) -> float:
-        indices, scores = exact_top_k(head.apply(held_out_vectors), head.apply(doc_vectors), 10)
-        ranking = ranking_frame(held_out["query_id"].to_list(), doc_ids, indices, scores)
-        return evaluate_run(ranking_to_run(ranking), qrels, ["ndcg@10"])["ndcg@10"]
+        index = HeadIndex(head, encoder, doc_ids, doc_vectors)
+        ranking = index.search(held_out["query_id"].to_list(), held_out["text"].to_list(), 10)
+        return score_ranking(ranking, task, validation)["ndcg@10"]
 
     head = base_head(np.concatenate([doc_vectors, query_vectors]), config.out_dim)
     best, best_score, done = head, validation_ndcg(head), 0
