@@ -81,7 +81,6 @@ def evaluate_card(
     *,
     other_cards: Sequence[TaskCard],
     refine_steps: int = 0,
-    supervised: bool = True,
 ) -> ResultsTable:
     """The full table for one task: bm25, base, teacher and the three hydra variants.
 
@@ -97,7 +96,7 @@ def evaluate_card(
     if refine_steps > 0:
         compiled = retriever.compile(card)
         heads["hydra-refined"] = refine_head(compiled, task, encoder, ensemble, refine_steps)
-    if supervised and LABEL_SPLIT in task.splits:
+    if LABEL_SPLIT in task.splits:
         config = TrainConfig(learning_rate=SUPERVISED_LEARNING_RATE)
         heads["supervised-head"] = supervised_head(task, encoder, config)
     if heads:
