@@ -66,6 +66,11 @@ _Example = Annotated[
     str, StringConstraints(strict=True, min_length=1, max_length=MAX_EXAMPLE_CHARS)
 ]
 _Source = Annotated[str, StringConstraints(strict=True, max_length=MAX_SOURCE_CHARS)]
+_Split = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=MAX_NAME_CHARS, pattern=NAME_PATTERN),
+]
+EVALUATION_SPLIT = "test"
 
 
 def is_path_source(source: str) -> bool:
@@ -96,6 +101,9 @@ class TaskCard(BaseModel):
     example_queries: list[_Example] = Field(min_length=1, max_length=MAX_EXAMPLES)
     example_documents: list[_Example] = Field(min_length=1, max_length=MAX_EXAMPLES)
     source: _Source
+    labels: _Split | None = None
+    """A split whose qrels may teach (e.g. ``train``): ``hydra train --labels`` adds them as a
+    gold teacher, and ``hydra eval`` fits the ``supervised-head`` reference on them."""
     card_path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("name")
@@ -118,6 +126,18 @@ class TaskCard(BaseModel):
             raise PydanticCustomError("source_empty", "source is empty", {})
         return value
 
+    @field_validator("labels")
+    @classmethod
+    def _labels_never_test(cls, value: str | None) -> str | None:
+        """Test labels score the results; training on them would make the scores meaningless."""
+        if value == EVALUATION_SPLIT:
+            raise PydanticCustomError(
+                "labels_test",
+                "'{split}' labels are kept for evaluation; name a training split such as 'train'",
+                {"split": value},
+            )
+        return value
+
     def _content(self) -> tuple[object, ...]:
         return (
             self.name,
@@ -128,6 +148,7 @@ class TaskCard(BaseModel):
             tuple(self.example_queries),
             tuple(self.example_documents),
             self.source,
+            self.labels,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -157,7 +178,7 @@ class TaskCard(BaseModel):
 
     def to_yaml(self) -> str:
         """Card as YAML that :func:`load_card` reads back to an equal card."""
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json", exclude_none=True)
         return yaml.dump(
             data,
             Dumper=_CardDumper,

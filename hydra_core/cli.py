@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -95,19 +96,27 @@ def _all_cards() -> list[TaskCard]:
 def train(
     tasks: Annotated[list[str], typer.Option("--tasks", help="Training task cards.")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
-    epochs: Annotated[int | None, typer.Option(help="Training epochs [default: 1].")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs [default: 1; 5 with --labels].")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     labels: Annotated[
-        bool, typer.Option("--labels", help="Add train-split labels as a gold teacher.")
+        bool,
+        typer.Option(
+            "--labels",
+            help="Add the labels each card declares (its labels: split) as a gold teacher.",
+        ),
     ] = False,
 ) -> None:
     """Train one hypernet on the tasks' distilled teacher preferences."""
     from hydra_core.encoder import FrozenEncoder
-    from hydra_core.trainer import TrainConfig
+    from hydra_core.trainer import LABELLED_TRAINING, TrainConfig
     from hydra_core.workflows import train_on_cards
 
     encoder = FrozenEncoder()
-    config = TrainConfig(seed=seed) if epochs is None else TrainConfig(epochs=epochs, seed=seed)
+    config = replace(LABELLED_TRAINING if labels else TrainConfig(), seed=seed)
+    if epochs is not None:
+        config = replace(config, epochs=epochs)
     cards = [find_card(name) for name in tasks]
     hypernet = train_on_cards(cards, out, encoder, config, use_labels=labels)
     typer.echo(f"trainable parameters: {hypernet.num_trainable_parameters:,}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -25,19 +26,19 @@ from hydra_core.evaluation import score_ranking
 from hydra_core.head import ProjectionHead
 from hydra_core.head_generator import geometry_preserving_basis
 from hydra_core.preferences import preference_pairs
-from hydra_core.rankings import exact_top_k
 from hydra_core.retriever import HeadIndex
 from hydra_core.tasks import RetrievalTask
 from hydra_core.teacher_ensemble import TeacherEnsemble
 from hydra_core.trainer import TrainConfig, TrainingTask, task_loss
-from hydra_core.training_data import fused_training_rankings
+from hydra_core.training_data import fused_training_rankings, label_pairs
 from hydra_core.training_queries import generated_queries
 
 log = logging.getLogger(__name__)
 
-SUPERVISED_NEGATIVE_DEPTH = 30
 SUPERVISED_CHECKPOINTS = (100, 200, 400, 800, 1200)
 """Steps after which the supervised head is scored on validation labels; the best is kept."""
+SUPERVISED_LEARNING_RATE = 1e-4
+"""Chosen on validation (SciFact train holdout, NFCorpus dev): 1e-3 and 3e-4 overfit NFCorpus."""
 VALIDATION_SPLIT = "dev"
 REFINE_QUERIES = 300
 """Generated queries a refine run distils on: enough for a few hundred steps, in seconds."""
@@ -69,45 +70,6 @@ def base_head(reference_embeddings: np.ndarray, out_dim: int = 256) -> Projectio
     return ProjectionHead(weight, torch.zeros(out_dim), torch.ones(out_dim), torch.zeros(out_dim))
 
 
-def supervised_pairs(
-    task: RetrievalTask, encoder: FrozenEncoder, split: str = "train"
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Training queries of ``split`` and their pairs: labelled doc vs. base top non-relevant.
-
-    A pair's weight is the positive's graded label divided by its query's number of pairs,
-    so graded qrels count as graded and every query weighs the same: NFCorpus has queries
-    with hundreds of labelled documents, which otherwise dominate (validation NDCG@10 -0.011
-    against -0.003 after 300 steps).
-    """
-    queries = task.split_queries(split)
-    relevant = task.split_qrels(split).filter(pl.col("score") > 0)
-    doc_ids = task.corpus["doc_id"].to_list()
-    indices, _ = exact_top_k(
-        encoder.encode(queries["text"].to_list(), "query"),
-        encoder.encode(task.doc_texts(), "document"),
-        SUPERVISED_NEGATIVE_DEPTH,
-    )
-    retrieved = pl.DataFrame(
-        {
-            "query_id": np.repeat(queries["query_id"].to_numpy(), indices.shape[1]),
-            "neg_doc_id": np.asarray(doc_ids, dtype=object)[indices.reshape(-1)],
-        },
-        schema_overrides={"query_id": pl.Utf8, "neg_doc_id": pl.Utf8},
-    )
-    negatives = retrieved.join(
-        relevant.select("query_id", pl.col("doc_id").alias("neg_doc_id")),
-        on=["query_id", "neg_doc_id"],
-        how="anti",
-    )
-    pairs = relevant.join(negatives, on="query_id").select(
-        "query_id",
-        pl.col("doc_id").alias("pos_doc_id"),
-        "neg_doc_id",
-        (pl.col("score").cast(pl.Float64) / pl.len().over("query_id")).alias("weight"),
-    )
-    return queries, pairs
-
-
 def is_holdout(query_id: str) -> bool:
     """A fixed fifth of a split's queries (by a hash of the id) held out for validation."""
     return int(hashlib.md5(query_id.encode()).hexdigest(), 16) % 5 == 0
@@ -117,48 +79,72 @@ def supervised_head(
     task: RetrievalTask,
     encoder: FrozenEncoder,
     config: TrainConfig,
+    split: str = "train",
     checkpoints: tuple[int, ...] = SUPERVISED_CHECKPOINTS,
 ) -> ProjectionHead:
-    """The ``supervised-head`` reference: one head fitted on the task's training labels.
+    """The ``supervised-head`` reference: one head fitted on the labels of ``split``.
 
     Validation labels pick how long it trains: the ``dev`` split when the task has one,
-    else a fifth of the ``train`` queries held out of training (never ``test``).
+    else a fifth of the ``split`` queries held out of training (never ``test``); then it
+    is fitted again on all of ``split`` for that many steps, so it learns from the same
+    labels as ``hydra train --labels``.
     """
-    queries, pairs = supervised_pairs(task, encoder)
-    if VALIDATION_SPLIT in task.splits:
-        held_out, validation = task.split_queries(VALIDATION_SPLIT), VALIDATION_SPLIT
-    else:
-        held = [q for q in queries["query_id"].to_list() if is_holdout(q)]
-        held_out, validation = queries.filter(pl.col("query_id").is_in(held)), "train"
-        queries = queries.filter(~pl.col("query_id").is_in(held))
-        pairs = pairs.filter(~pl.col("query_id").is_in(held))
+    queries, pairs = label_pairs(task, encoder, split)
     doc_ids = task.corpus["doc_id"].to_list()
     doc_vectors = encoder.encode(task.doc_texts(), "document")
-    query_vectors = encoder.encode(queries["text"].to_list(), "query")
-    training_task = TrainingTask.from_frames(
-        task.name,
-        torch.zeros(0),
-        queries["query_id"].to_list(),
-        query_vectors,
-        doc_ids,
-        doc_vectors,
-        pairs,
-    )
+
+    def training_task(kept: pl.DataFrame) -> TrainingTask:
+        return TrainingTask.from_frames(
+            task.name,
+            torch.zeros(0),
+            kept["query_id"].to_list(),
+            encoder.encode(kept["text"].to_list(), "query"),
+            doc_ids,
+            doc_vectors,
+            pairs.filter(pl.col("query_id").is_in(kept["query_id"].implode())),
+        )
+
+    refit = not (VALIDATION_SPLIT in task.splits and split != VALIDATION_SPLIT)
+    if refit:
+        held = queries["query_id"].map_elements(is_holdout, return_dtype=pl.Boolean)
+        held_out, validation = queries.filter(held), split
+        fitting = queries.filter(~held)
+    else:
+        held_out, validation, fitting = (
+            task.split_queries(VALIDATION_SPLIT),
+            VALIDATION_SPLIT,
+            queries,
+        )
 
     def validation_ndcg(head: ProjectionHead) -> float:
         index = HeadIndex(head, encoder, doc_ids, doc_vectors)
         ranking = index.search(held_out["query_id"].to_list(), held_out["text"].to_list(), 10)
         return score_ranking(ranking, task, validation)["ndcg@10"]
 
-    head = base_head(np.concatenate([doc_vectors, query_vectors]), config.out_dim)
-    best, best_score, done = head, validation_ndcg(head), 0
-    for steps in checkpoints:
-        head, done = fit_head(head, training_task, steps - done, config), steps
+    initial = base_head(
+        np.concatenate([doc_vectors, encoder.encode(queries["text"].to_list(), "query")]),
+        config.out_dim,
+    )
+    best, best_steps, best_score = initial, 0, validation_ndcg(initial)
+    for steps, head in _fits(initial, training_task(fitting), checkpoints, config):
         score = validation_ndcg(head)
         log.info("supervised-head %s: %d steps, validation NDCG@10 %.4f", task.name, steps, score)
         if score > best_score:
-            best, best_score = head, score
-    return best
+            best, best_steps, best_score = head, steps, score
+    if not refit or best_steps == 0:
+        return best
+    chosen = [steps for steps in checkpoints if steps <= best_steps]
+    return list(_fits(initial, training_task(queries), chosen, config))[-1][1]
+
+
+def _fits(
+    initial: ProjectionHead, task: TrainingTask, checkpoints: Sequence[int], config: TrainConfig
+) -> Iterator[tuple[int, ProjectionHead]]:
+    """The head after each checkpoint's number of steps, trained on in segments."""
+    head, done = initial, 0
+    for steps in checkpoints:
+        head, done = fit_head(head, task, steps - done, config), steps
+        yield steps, head
 
 
 def refine_head(

@@ -32,6 +32,11 @@ METHOD_ORDER: tuple[str, ...] = (
     "hydra",
     "hydra-generic",
     "hydra-shuffled",
+    "hydra+labels",
+    "supervised-head",
+    "hydra-unseen",
+    "hydra-unseen-generic",
+    "hydra-unseen-refined",
 )
 
 _CREATE = f"""

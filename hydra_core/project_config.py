@@ -60,6 +60,11 @@ class TrainingConfig(BaseModel):
     """Fields of ``PairConfig`` (how fused rankings become preference pairs)."""
     training_queries: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of ``training_queries`` (``n_generated``, ``max_queries``, ``seed``)."""
+    labelled_train: dict[str, Any] = Field(default_factory=dict)
+    """``TrainConfig`` fields for the hypernet trained with the cards' labels (``hydra+labels``),
+    over ``LABELLED_TRAINING``."""
+    refine_steps: int = Field(default=100, ge=0)
+    """Steps of ``hydra-unseen-refined`` (refine mode on each left-out task); 0 leaves it out."""
 
 
 class ProjectConfig(BaseModel):

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import polars as pl
 
-from hydra_core.artifacts import Embeddings
+from hydra_core.artifacts import CheckpointRecord, Embeddings, task_from_frames
 from hydra_core.card_encoder import card_part_embeddings
 from hydra_core.cards import TaskCard, find_card, generic_card
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.evaluation import EVAL_SPLIT, score_ranking, shuffled_card
+from hydra_core.evaluation import EVAL_SPLIT, default_ensemble, score_ranking, shuffled_card
 from hydra_core.fingerprints import array_digest, frame_digest, text_digest
 from hydra_core.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
 from hydra_core.head import ProjectionHead
+from hydra_core.head_fitting import SUPERVISED_LEARNING_RATE, refine_head, supervised_head
 from hydra_core.hypernet import WEIGHTS_FILE, Hypernet
 from hydra_core.preferences import PairConfig, preference_pairs
 from hydra_core.rankings import exact_top_k, ranking_frame
@@ -31,7 +32,8 @@ from hydra_core.report import ResultsTable
 from hydra_core.tasks import QUERIES_SCHEMA, RetrievalTask
 from hydra_core.teacher_ensemble import FUSED_DEPTH, TEACHER_DEPTH
 from hydra_core.teachers import BM25Teacher
-from hydra_core.trainer import TrainingTask
+from hydra_core.trainer import TrainConfig, TrainingTask
+from hydra_core.training_data import LABELS_SUFFIX, label_split, label_training_task
 
 BM25 = "bm25"
 BASE = "base"
@@ -39,6 +41,11 @@ TEACHER = "teacher"
 HYDRA = "hydra"
 HYDRA_GENERIC = "hydra-generic"
 HYDRA_SHUFFLED = "hydra-shuffled"
+HYDRA_LABELS = "hydra+labels"
+SUPERVISED_HEAD = "supervised-head"
+HYDRA_UNSEEN = "hydra-unseen"
+HYDRA_UNSEEN_GENERIC = "hydra-unseen-generic"
+HYDRA_UNSEEN_REFINED = "hydra-unseen-refined"
 BASELINE_METHODS: tuple[str, ...] = (BM25, BASE, TEACHER)
 HEAD_TENSORS: tuple[str, ...] = ("weight", "bias", "scale", "shift")
 
@@ -190,6 +197,56 @@ def ablation_heads(
     return heads
 
 
+def reference_heads(
+    task: RetrievalTask,
+    card: TaskCard,
+    encoder: FrozenEncoder,
+    *,
+    labelled: CheckpointRecord,
+    unseen: CheckpointRecord,
+    refine_steps: int,
+) -> dict[str, ProjectionHead]:
+    """The rows that say what hydra's number means, beside it in the same table.
+
+    ``hydra+labels`` (the hypernet trained with the card's labels) and ``supervised-head``
+    (a head fitted on them alone) when the card declares labels; the ``hydra-unseen`` rows
+    from the hypernet trained without this task: its card, the generic card, and its card
+    refined for ``refine_steps`` on the task's own corpus.
+    """
+    heads: dict[str, ProjectionHead] = {}
+    if card.name + LABELS_SUFFIX in labelled.extra.get("label_streams", []):
+        heads[HYDRA_LABELS] = compile_head(labelled.path, card, encoder)
+    split = label_split(card, task)
+    if split is not None:
+        config = TrainConfig(learning_rate=SUPERVISED_LEARNING_RATE)
+        heads[SUPERVISED_HEAD] = supervised_head(task, encoder, config, split)
+    if unseen.path:
+        heads[HYDRA_UNSEEN] = compile_head(unseen.path, card, encoder)
+        heads[HYDRA_UNSEEN_GENERIC] = compile_head(unseen.path, generic_card(), encoder)
+        if refine_steps > 0:
+            ensemble = default_ensemble(task, encoder)
+            heads[HYDRA_UNSEEN_REFINED] = refine_head(
+                heads[HYDRA_UNSEEN], task, encoder, ensemble, refine_steps
+            )
+    return heads
+
+
+def label_streams(
+    cards: Mapping[str, TaskCard],
+    corpus: Mapping[str, pl.DataFrame],
+    queries: Mapping[str, pl.DataFrame],
+    qrels: Mapping[str, pl.DataFrame],
+    encoder: FrozenEncoder,
+) -> list[TrainingTask]:
+    """The labels streams of the cards that declare labels, from the stored task frames."""
+    streams = []
+    for name, card in sorted(cards.items()):
+        task = task_from_frames(name, card.source, corpus[name], queries[name], qrels[name])
+        if label_split(card, task) is not None:
+            streams.append(label_training_task(card, task, encoder))
+    return streams
+
+
 def head_digest(head: ProjectionHead) -> str:
     """Content hash of a head's parameters."""
     return text_digest(
@@ -234,11 +291,17 @@ def evaluate_task(
     checkpoint: Path | str,
     other_cards: Sequence[TaskCard],
     encoder: FrozenEncoder,
+    references: Mapping[str, ProjectionHead] | None = None,
     split: str = EVAL_SPLIT,
 ) -> pl.DataFrame:
-    """The whole results table of one task as long rows: baselines, hydra, ablations."""
+    """The whole results table of one task as long rows: baselines, hydra, ablations and
+    the ``references`` (see :func:`reference_heads`)."""
     table = baseline_metrics(task, teacher_rankings, fused, split)
-    heads = {HYDRA: head, **ablation_heads(load_hypernet(checkpoint), encoder, card, other_cards)}
+    heads = {
+        HYDRA: head,
+        **ablation_heads(load_hypernet(checkpoint), encoder, card, other_cards),
+        **(references or {}),
+    }
     table.update(head_metrics(task, heads, documents, queries, split))
     return metrics_frame(task.name, table, split)
 

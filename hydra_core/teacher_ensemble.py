@@ -58,11 +58,6 @@ class TeacherEnsemble:
         self,
         rankings: Mapping[str, pl.DataFrame],
         depth: int = FUSED_DEPTH,
-        extra_weights: Mapping[str, float] | None = None,
     ) -> pl.DataFrame:
-        """RRF of the given teacher rankings, with ``rank_<teacher>`` columns kept.
-
-        ``extra_weights`` weighs teachers added by the caller, such as the gold teacher.
-        """
-        weights = {**self.weights, **(extra_weights or {})}
-        return reciprocal_rank_fusion(rankings, k=self.rrf_k, weights=weights, depth=depth)
+        """RRF of the given teacher rankings, with ``rank_<teacher>`` columns kept."""
+        return reciprocal_rank_fusion(rankings, k=self.rrf_k, weights=self.weights, depth=depth)

@@ -21,7 +21,7 @@ import polars as pl
 import Stemmer
 
 from hydra_core.encoder import FrozenEncoder
-from hydra_core.rankings import exact_top_k, rank_by_score, ranking_frame
+from hydra_core.rankings import exact_top_k, ranking_frame
 
 
 @dataclass(frozen=True)
@@ -96,16 +96,3 @@ class DenseTeacher:
 
     def index(self, doc_ids: Sequence[str], doc_texts: Sequence[str]) -> DenseIndex:
         return DenseIndex(self.encoder, doc_ids, self.encoder.encode(doc_texts, "document"))
-
-
-GOLD = "gold"
-
-
-def gold_ranking(qrels: pl.DataFrame, query_ids: Sequence[str]) -> pl.DataFrame:
-    """Labelled relevant documents as one more teacher's ranking, higher grades first.
-
-    Used only with a task's training labels, switched on per task: the labels then take
-    part in the fusion like any teacher, so pairs still come from fused orderings.
-    """
-    relevant = qrels.filter(pl.col("query_id").is_in(list(query_ids)) & (pl.col("score") > 0))
-    return rank_by_score(relevant.select("query_id", "doc_id", pl.col("score").cast(pl.Float64)))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from hydra_core.fingerprints import file_fingerprint, text_digest
 from hydra_core.hypernet import WEIGHTS_FILE, read_config
 from hydra_core.stages import training_task
 from hydra_core.tracking import TrackingTarget, TrainingRun
-from hydra_core.trainer import TrainConfig, train_hypernet
+from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +70,22 @@ def train_tracked(
     code_version: str = "",
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
+    label_streams: Sequence[TrainingTask] = (),
+    register: bool = True,
 ) -> CheckpointRecord:
     """Train on the tasks named by ``pairs`` and track the training as one MLflow run.
 
     ``code_version`` names the training code: a changed trainer must not resume a folder
     trained by the old one, so it is part of the checkpoint folder's name.
+    ``label_streams`` (see ``label_training_task``) train beside the teachers' pairs;
+    ``register`` makes the checkpoint a version of the registered model (the hypernet the
+    pipeline serves), which the reference hypernets (with labels, leave-one-out) are not.
     """
     names = sorted(pairs)
     if not names:
         raise ValueError("no training tasks: the hypernet needs at least one task's pairs")
     tasks = [training_task(cards[n], encoder, documents[n], queries[n], pairs[n]) for n in names]
+    tasks += label_streams
     fingerprints = {task.name: task.fingerprint for task in tasks}
     identity = {
         "train": asdict(config),
@@ -92,6 +98,7 @@ def train_tracked(
     all_params = {
         "train": asdict(config),
         "tasks": names,
+        "label_streams": [stream.name for stream in label_streams],
         "encoder": encoder.identity,
         "fingerprints": fingerprints,
         "pairs": {task.name: task.num_pairs for task in tasks},
@@ -135,7 +142,9 @@ def train_tracked(
                     run.log_epoch(epoch, values)
             checkpoint_id = file_fingerprint(path / WEIGHTS_FILE)
             source = run.log_checkpoint(path)
-            version = run.register(source, tags={"checkpoint_id": checkpoint_id})
+            version = (
+                run.register(source, tags={"checkpoint_id": checkpoint_id}) if register else ""
+            )
     except TRACKING_ERRORS as error:
         if training:  # the training itself failed (e.g. a full disk): not a tracking problem
             raise
@@ -156,4 +165,5 @@ def train_tracked(
         tracking_uri=target.tracking_uri,
         model_name=target.registered_model,
         model_version=version,
+        extra={"label_streams": [stream.name for stream in label_streams]},
     )

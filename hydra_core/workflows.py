@@ -21,17 +21,14 @@ from hydra_core.evaluation import (
     shuffled_card,
 )
 from hydra_core.head import ProjectionHead
-from hydra_core.head_fitting import refine_head, supervised_head
+from hydra_core.head_fitting import SUPERVISED_LEARNING_RATE, refine_head, supervised_head
 from hydra_core.hypernet import Hypernet
 from hydra_core.report import ResultsTable
 from hydra_core.retriever import ConditionedRetriever
 from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
-from hydra_core.training_data import LABEL_SPLIT, prepare_training_task
+from hydra_core.training_data import label_split, label_training_task, prepare_training_task
 
 log = logging.getLogger(__name__)
-
-SUPERVISED_LEARNING_RATE = 1e-4
-"""Chosen on validation (SciFact train holdout, NFCorpus dev): 1e-3 and 3e-4 overfit NFCorpus."""
 
 
 def prepare_cards(
@@ -39,14 +36,16 @@ def prepare_cards(
 ) -> list[TrainingTask]:
     """Teacher rankings, fusion and preference pairs for each card's task.
 
-    ``use_labels`` adds each task's training labels as a gold teacher where it has them.
+    ``use_labels`` adds a labels stream for each card that declares ``labels``.
     """
     prepared = []
     for card in cards:
         task = load_card_task(card)
         log.info("preparing %s: %d documents", card.name, task.corpus.height)
         ensemble = default_ensemble(task, encoder)
-        prepared.append(prepare_training_task(card, task, encoder, ensemble, use_labels=use_labels))
+        prepared.append(prepare_training_task(card, task, encoder, ensemble))
+        if use_labels and label_split(card, task) is not None:
+            prepared.append(label_training_task(card, task, encoder))
     return prepared
 
 
@@ -81,11 +80,13 @@ def evaluate_card(
     *,
     other_cards: Sequence[TaskCard],
     refine_steps: int = 0,
+    supervised: bool = True,
 ) -> ResultsTable:
     """The full table for one task: bm25, base, teacher and the three hydra variants.
 
     With ``refine_steps`` it adds ``hydra-refined`` (the compiled head polished on the
-    task's own corpus); a task with training labels also gets ``supervised-head``.
+    task's own corpus); with ``supervised``, a card that declares ``labels`` also gets the
+    ``supervised-head`` reference fitted on them.
     """
     task = load_card_task(card)
     ensemble = default_ensemble(task, encoder)
@@ -96,9 +97,10 @@ def evaluate_card(
     if refine_steps > 0:
         compiled = retriever.compile(card)
         heads["hydra-refined"] = refine_head(compiled, task, encoder, ensemble, refine_steps)
-    if LABEL_SPLIT in task.splits:
+    split = label_split(card, task)
+    if supervised and split is not None:
         config = TrainConfig(learning_rate=SUPERVISED_LEARNING_RATE)
-        heads["supervised-head"] = supervised_head(task, encoder, config)
+        heads["supervised-head"] = supervised_head(task, encoder, config, split)
     if heads:
         doc_vectors = encoder.encode(task.doc_texts(), "document")
         for method, head in heads.items():
@@ -114,8 +116,12 @@ def leave_one_out(
     *,
     refine_steps: int = 0,
 ) -> dict[str, ResultsTable]:
-    """For each task: train on all the others, evaluate on it as an unseen task."""
-    prepared = dict(zip([card.name for card in cards], prepare_cards(cards, encoder), strict=True))
+    """For each task: train on all the others, evaluate on it as an unseen task.
+
+    Teachers only, as for any new task; the ``supervised-head`` reference is left to the
+    seen-task table, which fits the very same head.
+    """
+    prepared = {task.name: task for task in prepare_cards(cards, encoder)}
     tables: dict[str, ResultsTable] = {}
     for held_out in cards:
         seen = [card for card in cards if card.name != held_out.name]
@@ -126,6 +132,11 @@ def leave_one_out(
             config,
         )
         tables[held_out.name] = evaluate_card(
-            held_out, hypernet, encoder, other_cards=seen, refine_steps=refine_steps
+            held_out,
+            hypernet,
+            encoder,
+            other_cards=seen,
+            refine_steps=refine_steps,
+            supervised=False,
         )
     return tables

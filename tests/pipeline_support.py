@@ -68,7 +68,11 @@ def make_project(
         "tasks": list(tasks),
         "workspace": "workspace",
         "executor": {"kind": executor, "max_concurrent": 2},
-        "training": {"train": QUICK_TRAINING},
+        "training": {
+            "train": QUICK_TRAINING,
+            "labelled_train": QUICK_TRAINING,
+            "refine_steps": 5,
+        },
     }
     project.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     return project

@@ -269,6 +269,13 @@ def test_unknown_field(tmp_path: Path) -> None:
     assert "unknown field" in str(err) and "description" in str(err)
 
 
+def test_labels_name_a_training_split_never_test(tmp_path: Path) -> None:
+    assert load_card(_card_file(tmp_path, labels="train")).labels == "train"
+    assert load_card(_card_file(tmp_path, "plain.yaml")).labels is None
+    err = _fails(_card_file(tmp_path, "leak.yaml", labels="test"), "labels")
+    assert "kept for evaluation" in str(err)
+
+
 def test_card_path_cannot_be_set_in_yaml(tmp_path: Path) -> None:
     path = _write(tmp_path, _dump(VALID) + "card_path: /etc/passwd\n")
     _fails(path, "card_path")

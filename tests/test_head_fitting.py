@@ -1,47 +1,51 @@
-"""Labels as a gold teacher, the supervised-head reference, and refine mode."""
+"""Labels as a training stream, the supervised-head reference, and refine mode."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 import torch
 
+from hydra_core.cards import find_card
 from hydra_core.encoder import FrozenEncoder
+from hydra_core.errors import HydraInputError
 from hydra_core.evaluation import default_ensemble, score_head
-from hydra_core.head_fitting import base_head, refine_head, supervised_head, supervised_pairs
+from hydra_core.head_fitting import base_head, refine_head, supervised_head
 from hydra_core.tasks import RetrievalTask
-from hydra_core.teachers import gold_ranking
 from hydra_core.trainer import TrainConfig
-from hydra_core.training_data import fused_training_rankings
+from hydra_core.training_data import label_pairs, label_training_task, prepare_training_task
 
 
-def test_gold_ranking_orders_labelled_documents_by_grade(nfcorpus_slice: RetrievalTask) -> None:
-    qrels = nfcorpus_slice.split_qrels("dev")
-    query = qrels["query_id"][0]
-    ranking = gold_ranking(qrels, [query])
-    judged = qrels.filter(pl.col("query_id") == query)
-    assert ranking.height == judged.filter(pl.col("score") > 0).height
-    assert ranking["score"].to_list() == sorted(ranking["score"].to_list(), reverse=True)
-    assert ranking["rank"].to_list() == list(range(1, ranking.height + 1))
-
-
-def test_gold_teacher_puts_labelled_documents_first(
+def test_labels_become_a_stream_of_their_own_beside_the_teachers(
     scifact_slice: RetrievalTask, encoder: FrozenEncoder
 ) -> None:
-    queries = scifact_slice.split_queries("train")
-    labels = scifact_slice.split_qrels("train")
-    _, fused = fused_training_rankings(
-        queries, default_ensemble(scifact_slice, encoder), labels=labels
-    )
-    assert "rank_gold" in fused.columns
-    top = fused.filter(pl.col("rank") == 1).join(labels, on=["query_id", "doc_id"], how="semi")
-    assert top.height == queries.height
+    card = find_card("scifact").model_copy(update={"labels": "train"})
+    ensemble = default_ensemble(scifact_slice, encoder)
+    teachers = prepare_training_task(card, scifact_slice, encoder, ensemble)
+    labelled = label_training_task(card, scifact_slice, encoder)
+    assert labelled.name == "scifact+labels" and teachers.name == "scifact"
+    assert torch.equal(labelled.card_parts, teachers.card_parts)  # the same card conditions both
+    doc_ids = scifact_slice.corpus["doc_id"].to_list()
+    positives = {doc_ids[i] for i in labelled.pos_index.tolist()}
+    relevant = set(scifact_slice.split_qrels("train").filter(pl.col("score") > 0)["doc_id"])
+    assert positives <= relevant and len(positives) > 10
 
 
-def test_supervised_pairs_never_use_a_relevant_negative(
+def test_labels_the_task_lacks_are_named_in_the_error(
     scifact_slice: RetrievalTask, encoder: FrozenEncoder
 ) -> None:
-    _, pairs = supervised_pairs(scifact_slice, encoder)
+    card = find_card("scifact").model_copy(update={"labels": "dev"})  # SciFact has no dev
+    with pytest.raises(HydraInputError) as info:
+        label_training_task(card, scifact_slice, encoder)
+    assert info.value.field == "labels" and "'dev'" in str(info.value)
+    assert "train" in str(info.value)
+
+
+def test_label_pairs_never_use_a_relevant_negative(
+    scifact_slice: RetrievalTask, encoder: FrozenEncoder
+) -> None:
+    _, pairs = label_pairs(scifact_slice, encoder, "train")
     relevant = scifact_slice.split_qrels("train").select("query_id", "doc_id")
     assert pairs.height > 0
     assert pairs.join(
@@ -63,10 +67,10 @@ def test_supervised_head_fits_its_training_labels(
     assert after["ndcg@10"] > before["ndcg@10"]
 
 
-def test_supervised_pairs_weigh_every_query_the_same(
+def test_label_pairs_weigh_every_query_the_same(
     nfcorpus_slice: RetrievalTask, encoder: FrozenEncoder
 ) -> None:
-    _, pairs = supervised_pairs(nfcorpus_slice, encoder)
+    _, pairs = label_pairs(nfcorpus_slice, encoder, "train")
     per_query = pairs.group_by("query_id").agg(pl.col("weight").sum(), pl.len())
     assert per_query["len"].n_unique() > 1  # queries with different numbers of labels
     grades = nfcorpus_slice.split_qrels("train")["score"].to_numpy()

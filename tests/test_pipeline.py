@@ -27,6 +27,7 @@ from hydra_core.encoder import FrozenEncoder
 from hydra_core.evaluation import baseline_table, default_ensemble, load_card_task
 from hydra_core.project_config import ProjectConfig, load_project_config
 from hydra_core.tasks import RetrievalTask, load_task
+from hydra_core.tracking import metric_key
 from hydra_pipeline.cli import app
 from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.defs.jobs import TASK_JOB, WAVES
@@ -42,7 +43,19 @@ from hydra_pipeline.runner import (
 )
 
 TASKS = ("scifact", "nfcorpus")
-METHODS = ("bm25", "base", "teacher", "hydra", "hydra-generic", "hydra-shuffled")
+UNSEEN_METHODS = ("hydra-unseen", "hydra-unseen-generic", "hydra-unseen-refined")
+LABEL_METHODS = ("hydra+labels", "supervised-head")  # both test cards declare `labels: train`
+METHODS = (
+    "bm25",
+    "base",
+    "teacher",
+    "hydra",
+    "hydra-generic",
+    "hydra-shuffled",
+    *LABEL_METHODS,
+    *UNSEEN_METHODS,
+)
+VARIANTS = {"labels", "without-scifact", "without-nfcorpus"}  # the reference hypernets' runs
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 CHECKS = {
     "qrels": "qrels_reference_existing_ids",
@@ -70,6 +83,10 @@ class Pipeline:
         return MlflowClient(self.config.resolved_tracking_uri)
 
     def training_runs(self) -> list:
+        """MLflow runs of the served hypernet (the reference hypernets' runs have a variant)."""
+        return [run for run in self.all_training_runs() if "hydra/variant" not in run.data.tags]
+
+    def all_training_runs(self) -> list:
         client = self.mlflow()
         experiment = client.get_experiment_by_name(self.config.experiment)
         assert experiment is not None
@@ -102,7 +119,7 @@ def _materialized(instance: dg.DagsterInstance, name: str) -> set[str]:
 def test_every_asset_materialized(pipeline: Pipeline) -> None:
     graph = pipeline.defs.resolve_asset_graph()
     materializable = [key for key in graph.materializable_asset_keys]
-    assert len(materializable) == 15
+    assert len(materializable) == 17
     for key in materializable:
         if graph.get(key).is_partitioned:
             assert _materialized(pipeline.instance, key.to_user_string()) == set(TASKS), key
@@ -149,15 +166,36 @@ def test_mlflow_run_with_metrics_checkpoint_and_model(pipeline: Pipeline) -> Non
     assert [m.step for m in losses] == list(range(1, QUICK_TRAINING["epochs"] + 1))
     for task in TASKS:
         for method in METHODS:
-            assert 0 <= run.data.metrics[f"{task}/{method}/ndcg_at_10"] <= 1
+            assert 0 <= run.data.metrics[metric_key(task, method, "ndcg@10")] <= 1
     checkpoint_files = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
     assert "checkpoint/model.safetensors" in checkpoint_files
     report_files = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert report_files == {"report/results.md", "report/ndcg_at_10.png"}
     (version,) = client.search_model_versions(f"name='{pipeline.config.registered_model}'")
-    assert version.run_id == run.info.run_id
+    assert version.run_id == run.info.run_id  # the reference hypernets are not registered
     assert (version.source or "").endswith("/checkpoint")
     assert version.tags["checkpoint_id"] == checkpoint.checkpoint_id
+
+
+def test_reference_hypernets_train_with_labels_and_without_each_task(pipeline: Pipeline) -> None:
+    variants = {
+        run.data.tags["hydra/variant"]: run
+        for run in pipeline.all_training_runs()
+        if "hydra/variant" in run.data.tags
+    }
+    assert set(variants) == VARIANTS
+    assert json.loads(variants["labels"].data.params["label_streams"]) == [
+        "nfcorpus+labels",
+        "scifact+labels",
+    ]
+    assert json.loads(variants["without-scifact"].data.params["tasks"]) == ["nfcorpus"]
+    assert json.loads(variants["without-nfcorpus"].data.params["tasks"]) == ["scifact"]
+    rows = metrics_store.latest_results(pipeline.config.resolved_metrics_db)
+    ndcg = {(row["task"], row["method"]): row["ndcg@10"] for row in rows.iter_rows(named=True)}
+    for task in TASKS:  # different hypernets and heads give different rankings
+        assert ndcg[(task, "hydra-unseen")] != ndcg[(task, "hydra")] or (
+            ndcg[(task, "hydra-unseen-refined")] != ndcg[(task, "hydra-unseen")]
+        )
 
 
 def test_duckdb_holds_every_task_method_metric(pipeline: Pipeline) -> None:
@@ -227,7 +265,7 @@ def test_card_comment_edit_rebuilds_that_task_only_and_not_the_hypernet(
     ]
     assert summary.launched[0].reasons[0].startswith("task_card")
     assert pipeline.encoder.stats.encoded == encoded_before  # cached: nothing re-encoded
-    assert len(pipeline.training_runs()) == 1
+    assert len(pipeline.all_training_runs()) == 1 + len(VARIANTS)
     assert pipeline.run().launched == []
 
 
@@ -328,8 +366,9 @@ def test_sensor_adds_a_new_card_as_a_partition_with_metrics(pipeline: Pipeline) 
     assert outcome.success
     assert "cranfield" in _materialized(pipeline.instance, "task_metrics")
     rows = metrics_store.latest_long(pipeline.config.resolved_metrics_db, ["cranfield"])
-    assert set(rows["method"]) == set(METHODS)
-    assert len(pipeline.training_runs()) == 1  # compiled by the existing hypernet
+    assert set(rows["method"]) == set(METHODS) - set(LABEL_METHODS)  # its card has no labels
+    # compiled by the existing hypernet, which is also the one that never saw it
+    assert len(pipeline.all_training_runs()) == 1 + len(VARIANTS)
 
     again = task_card_sensor(dg.build_sensor_context(instance=pipeline.instance))
     assert isinstance(again, dg.SkipReason)

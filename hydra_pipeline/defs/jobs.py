@@ -1,9 +1,9 @@
 """Jobs, and the order in which ``hydra run`` materializes the graph.
 
 The graph alternates between per-task and cross-task stages: every task's data, teachers
-and pairs; then the hypernet (all training tasks at once); then every task's head and
-metrics; then the report. Those four waves are what ``hydra run`` executes in order, the
-per-task ones one run per task partition.
+and pairs; then the hypernet (all training tasks at once) and its with-labels reference;
+then every task's head, leave-one-out hypernet and metrics; then the report. Those four
+waves are what ``hydra run`` executes in order, the per-task ones one run per partition.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ TASK_DATA_ASSETS: tuple[str, ...] = (
     "fused_rankings",
     "preference_pairs",
 )
-TASK_EVAL_ASSETS: tuple[str, ...] = ("compiled_head", "task_metrics")
+TASK_EVAL_ASSETS: tuple[str, ...] = ("compiled_head", "unseen_hypernet", "task_metrics")
 HYPERNET_ASSET = "hypernet_checkpoint"
+LABELLED_ASSET = "labelled_hypernet"
 REPORT_ASSET = "results_report"
 
 
@@ -50,7 +51,7 @@ class Wave:
 
 WAVES: tuple[Wave, ...] = (
     Wave("task data", TASK_JOB, TASK_DATA_ASSETS, partitioned=True),
-    Wave("hypernet", HYPERNET_JOB, (HYPERNET_ASSET,), partitioned=False),
+    Wave("hypernet", HYPERNET_JOB, (HYPERNET_ASSET, LABELLED_ASSET), partitioned=False),
     Wave("heads and metrics", TASK_JOB, TASK_EVAL_ASSETS, partitioned=True),
     Wave("report", REPORT_JOB, (REPORT_ASSET,), partitioned=False),
 )
@@ -65,8 +66,8 @@ def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
         ),
         dg.define_asset_job(
             HYPERNET_JOB,
-            selection=dg.AssetSelection.assets(HYPERNET_ASSET),
-            description="Retrain the hypernet on the training tasks' stored pairs.",
+            selection=dg.AssetSelection.assets(HYPERNET_ASSET, LABELLED_ASSET),
+            description="Retrain the hypernet (and its with-labels reference) on stored pairs.",
         ),
         dg.define_asset_job(
             REPORT_JOB,

@@ -2,7 +2,8 @@
 
 Baselines (bm25, base, teacher) come from the stored teacher rankings, hydra from the
 compiled head, the ablations (generic card, another task's card) from the same hypernet,
-all on the stored embeddings: evaluating encodes nothing.
+the reference rows from the reference hypernets (see the training assets) and, for a card
+that declares labels, a supervised head fitted on them: one table per task.
 """
 
 # No `from __future__ import annotations` here: Dagster reads these functions' annotations
@@ -37,6 +38,8 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             "hydra_core.evaluation",
             "hydra_core.metrics",
             "hydra_core.metrics_store",
+            "hydra_core.head_fitting",
+            config={"refine_steps": config.training.refine_steps},
         ),
         automation_condition=dg.AutomationCondition.eager(),
     )
@@ -55,16 +58,27 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         query_embeddings: Embeddings,
         compiled_head: object,
         hypernet_checkpoint: CheckpointRecord,
+        labelled_hypernet: CheckpointRecord,
+        unseen_hypernet: CheckpointRecord,
     ) -> dg.Output[pl.DataFrame]:
-        """NDCG@10, MRR@10, Recall@100 of bm25, base, teacher, hydra and its ablations.
+        """NDCG@10, MRR@10, Recall@100 of bm25, base, teacher, hydra, its ablations and the
+        reference rows (with labels, supervised-head, unseen, unseen refined).
 
         The shuffled-card ablation uses another of the hypernet's training tasks' cards.
         """
         from hydra_core.metrics_store import record_metrics
         from hydra_core.report import results_text
-        from hydra_core.stages import cards_named, evaluate_task, table_from_frame
+        from hydra_core.stages import cards_named, evaluate_task, reference_heads, table_from_frame
 
         task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
+        references = reference_heads(
+            task,
+            task_card,
+            encoder.get(),
+            labelled=labelled_hypernet,
+            unseen=unseen_hypernet,
+            refine_steps=config.training.refine_steps,
+        )
         rows = evaluate_task(
             task,
             task_card,
@@ -76,6 +90,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             checkpoint=hypernet_checkpoint.path,
             other_cards=cards_named(hypernet_checkpoint.tasks),
             encoder=encoder.get(),
+            references=references,
         )
         record_metrics(
             metrics_db.database,

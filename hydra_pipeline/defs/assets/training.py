@@ -3,12 +3,16 @@
 The hypernet reads the pairs and embeddings of the configured training tasks only, so a
 card added later gets a head from the existing hypernet without a retraining: that is the
 point of Hydra. Retraining is the weekly schedule's job (or a click in the UI).
+
+Two reference hypernets give the report its comparison rows: ``labelled_hypernet`` also
+learns the labels the cards declare (``hydra+labels``), and ``unseen_hypernet`` is trained
+per task without that task (leave one out), so its card is scored as a new task's would be.
 """
 
 # No `from __future__ import annotations` here: Dagster reads these functions' annotations
 # at definition time and needs real types (a string `context` annotation is refused).
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import dagster as dg
 import polars as pl
@@ -94,6 +98,131 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             },
         )
 
+    labelled_settings = config.training.labelled_train
+    labelled_version = code_version(
+        *HYPERNET_MODULES,
+        "hydra_core.training_data",
+        config={"train": labelled_settings, "tasks": training_tasks, "model": config.encoder_model},
+    )
+
+    @dg.asset(
+        ins={
+            "task_card": per_training_task,
+            "doc_embeddings": per_training_task,
+            "query_embeddings": per_training_task,
+            "preference_pairs": per_training_task,
+            "corpus": per_training_task,
+            "queries": per_training_task,
+            "qrels": per_training_task,
+        },
+        group_name=GROUP,
+        code_version=labelled_version,
+        description="The hypernet trained with the labels the training cards declare",
+    )
+    def labelled_hypernet(
+        context: AssetExecutionContext,
+        workspace: WorkspaceResource,
+        encoder: EncoderResource,
+        tracking: TrackingResource,
+        hypernet_checkpoint: CheckpointRecord,
+        task_card: dict[str, TaskCard],
+        doc_embeddings: dict[str, Embeddings],
+        query_embeddings: dict[str, Embeddings],
+        preference_pairs: dict[str, pl.DataFrame],
+        corpus: dict[str, pl.DataFrame],
+        queries: dict[str, pl.DataFrame],
+        qrels: dict[str, pl.DataFrame],
+    ) -> dg.Output[CheckpointRecord]:
+        """The ``hydra+labels`` reference: the teachers' pairs plus each card's labels stream.
+
+        With no card declaring labels it is the hypernet itself, and no task gets the row.
+        """
+        from hydra_core.stages import label_streams
+        from hydra_core.tracked_training import train_tracked
+        from hydra_core.trainer import LABELLED_TRAINING
+
+        streams = label_streams(task_card, corpus, queries, qrels, encoder.get())
+        if not streams:
+            return dg.Output(hypernet_checkpoint, metadata={"label_streams": "none"})
+        record = train_tracked(
+            task_card,
+            doc_embeddings,
+            query_embeddings,
+            preference_pairs,
+            encoder=encoder.get(),
+            config=replace(LABELLED_TRAINING, **labelled_settings),
+            checkpoints_dir=workspace.checkpoints,
+            target=tracking.target(),
+            code_version=labelled_version,
+            tags={"dagster_run_id": context.run.run_id, "hydra/variant": "labels"},
+            label_streams=streams,
+            register=False,
+        )
+        return dg.Output(
+            record,
+            data_version=dg.DataVersion(record.checkpoint_id),
+            metadata={
+                "checkpoint": dg.MetadataValue.path(record.path),
+                "mlflow_run_id": record.mlflow_run_id,
+                "label_streams": ", ".join(stream.name for stream in streams),
+            },
+        )
+
+    @dg.asset(
+        partitions_def=TASK_PARTITIONS,
+        ins={
+            "task_card": per_training_task,
+            "doc_embeddings": per_training_task,
+            "query_embeddings": per_training_task,
+            "preference_pairs": per_training_task,
+        },
+        group_name=GROUP,
+        code_version=hypernet_version,
+    )
+    def unseen_hypernet(
+        context: AssetExecutionContext,
+        workspace: WorkspaceResource,
+        encoder: EncoderResource,
+        tracking: TrackingResource,
+        hypernet_checkpoint: CheckpointRecord,
+        task_card: dict[str, TaskCard],
+        doc_embeddings: dict[str, Embeddings],
+        query_embeddings: dict[str, Embeddings],
+        preference_pairs: dict[str, pl.DataFrame],
+    ) -> dg.Output[CheckpointRecord]:
+        """The hypernet trained without this task (leave one out), to which the task's card
+        is as new as an unseen task's: for a task that never trained, the hypernet itself.
+        An empty record when no other task trains."""
+        from hydra_core.tracked_training import train_tracked
+        from hydra_core.trainer import TrainConfig
+
+        held_out = context.partition_key
+        if held_out not in training_tasks:
+            return dg.Output(
+                hypernet_checkpoint, data_version=dg.DataVersion(hypernet_checkpoint.checkpoint_id)
+            )
+        others = [name for name in training_tasks if name != held_out]
+        if not others:  # (then the inputs are not even {task: value} maps)
+            return dg.Output(CheckpointRecord(path="", checkpoint_id="", tasks=[]))
+        record = train_tracked(
+            {name: task_card[name] for name in others},
+            {name: doc_embeddings[name] for name in others},
+            {name: query_embeddings[name] for name in others},
+            {name: preference_pairs[name] for name in others},
+            encoder=encoder.get(),
+            config=TrainConfig(**train_settings),
+            checkpoints_dir=workspace.checkpoints,
+            target=tracking.target(),
+            code_version=hypernet_version,
+            tags={"dagster_run_id": context.run.run_id, "hydra/variant": f"without-{held_out}"},
+            register=False,
+        )
+        return dg.Output(
+            record,
+            data_version=dg.DataVersion(record.checkpoint_id),
+            metadata={"checkpoint": dg.MetadataValue.path(record.path), "tasks": ", ".join(others)},
+        )
+
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
@@ -116,4 +245,4 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             },
         )
 
-    return [hypernet_checkpoint, compiled_head]
+    return [hypernet_checkpoint, labelled_hypernet, unseen_hypernet, compiled_head]
