@@ -245,6 +245,8 @@ def test_report_table_and_chart(tmp_path: Path) -> None:
     table = markdown_table(results)
     assert "| a | 0.5000 | **0.6000** |" in table
     assert "| b | **0.4000** | 0.3000 |" in table
+    assert "| mean gain over base | +0.0000 | +0.0000 |" in table
+    assert "| worst gain over base | +0.0000 | -0.1000 |" in table
     markdown, chart = write_report(results, tmp_path, checkpoint="c1", missing=["z"])
     assert "checkpoint `c1`" in markdown.read_text() and "evaluated" in markdown.read_text()
     assert chart.read_bytes().startswith(b"\x89PNG")
