@@ -53,6 +53,27 @@ def test_baselines_json_then_cached(runner: CliRunner) -> None:
     assert json.loads(second.stdout)["methods"] == lines[0]["methods"]
 
 
+def test_train_with_labels_adds_a_stream_per_card_that_declares_them(
+    runner: CliRunner, tmp_path: Path, cards_dir: Path
+) -> None:
+    checkpoint = tmp_path / "labelled"
+    args = ["train", "--labels", "--tasks", "scifact", "--tasks", "nfcorpus"]
+    trained = runner.invoke(app, [*args, "--out", str(checkpoint), "--epochs", "1"])
+    assert trained.exit_code == 0, trained.output
+    metadata = json.loads((checkpoint / "config.json").read_text())["metadata"]
+    assert metadata["tasks"] == ["scifact", "scifact+labels", "nfcorpus", "nfcorpus+labels"]
+    assert metadata["pairs"]["scifact+labels"] > 0
+
+    leaky = find_card("scifact", cards_dir).model_dump(mode="json")
+    (cards_dir / "leaky.yaml").write_text(
+        json.dumps({**leaky, "name": "leaky", "labels": "test"}), encoding="utf-8"
+    )
+    refused = runner.invoke(app, ["train", "--labels", "--tasks", "leaky", "--out", str(tmp_path)])
+    assert refused.exit_code != 0
+    assert "leaky.yaml" in str(refused.exception) and "'labels'" in str(refused.exception)
+    (cards_dir / "leaky.yaml").unlink()
+
+
 def test_train_eval_compile_search(runner: CliRunner, tmp_path: Path, cards_dir: Path) -> None:
     checkpoint = tmp_path / "ck"
     trained = runner.invoke(
