@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from hydra_core.cards import TaskCard
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.evaluation import score_ranking
 from hydra_core.head import ProjectionHead
@@ -30,7 +31,7 @@ from hydra_core.retriever import HeadIndex
 from hydra_core.tasks import RetrievalTask
 from hydra_core.teacher_ensemble import TeacherEnsemble
 from hydra_core.trainer import TrainConfig, TrainingTask, task_loss
-from hydra_core.training_data import fused_training_rankings, label_pairs
+from hydra_core.training_data import fused_training_rankings, label_pairs, label_split
 from hydra_core.training_queries import generated_queries
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,17 @@ def _fits(
     for steps in checkpoints:
         head, done = fit_head(head, task, steps - done, config), steps
         yield steps, head
+
+
+def supervised_reference(
+    card: TaskCard, task: RetrievalTask, encoder: FrozenEncoder
+) -> ProjectionHead | None:
+    """The ``supervised-head`` row of a card that declares labels; ``None`` for the others."""
+    split = label_split(card, task)
+    if split is None:
+        return None
+    config = TrainConfig(learning_rate=SUPERVISED_LEARNING_RATE)
+    return supervised_head(task, encoder, config, split)
 
 
 def refine_head(

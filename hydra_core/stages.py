@@ -24,7 +24,7 @@ from hydra_core.evaluation import EVAL_SPLIT, default_ensemble, score_ranking, s
 from hydra_core.fingerprints import array_digest, frame_digest, text_digest
 from hydra_core.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
 from hydra_core.head import ProjectionHead
-from hydra_core.head_fitting import SUPERVISED_LEARNING_RATE, refine_head, supervised_head
+from hydra_core.head_fitting import refine_head, supervised_reference
 from hydra_core.hypernet import WEIGHTS_FILE, Hypernet
 from hydra_core.preferences import PairConfig, preference_pairs
 from hydra_core.rankings import exact_top_k, ranking_frame
@@ -32,7 +32,7 @@ from hydra_core.report import ResultsTable
 from hydra_core.tasks import QUERIES_SCHEMA, RetrievalTask
 from hydra_core.teacher_ensemble import FUSED_DEPTH, TEACHER_DEPTH
 from hydra_core.teachers import BM25Teacher
-from hydra_core.trainer import TrainConfig, TrainingTask
+from hydra_core.trainer import TrainingTask
 from hydra_core.training_data import LABELS_SUFFIX, label_split, label_training_task
 
 BM25 = "bm25"
@@ -216,10 +216,9 @@ def reference_heads(
     heads: dict[str, ProjectionHead] = {}
     if card.name + LABELS_SUFFIX in labelled.extra.get("label_streams", []):
         heads[HYDRA_LABELS] = compile_head(labelled.path, card, encoder)
-    split = label_split(card, task)
-    if split is not None:
-        config = TrainConfig(learning_rate=SUPERVISED_LEARNING_RATE)
-        heads[SUPERVISED_HEAD] = supervised_head(task, encoder, config, split)
+    reference = supervised_reference(card, task, encoder)
+    if reference is not None:
+        heads[SUPERVISED_HEAD] = reference
     if unseen.path:
         heads[HYDRA_UNSEEN] = compile_head(unseen.path, card, encoder)
         heads[HYDRA_UNSEEN_GENERIC] = compile_head(unseen.path, generic_card(), encoder)

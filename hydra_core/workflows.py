@@ -21,7 +21,7 @@ from hydra_core.evaluation import (
     shuffled_card,
 )
 from hydra_core.head import ProjectionHead
-from hydra_core.head_fitting import SUPERVISED_LEARNING_RATE, refine_head, supervised_head
+from hydra_core.head_fitting import refine_head, supervised_reference
 from hydra_core.hypernet import Hypernet
 from hydra_core.report import ResultsTable
 from hydra_core.retriever import ConditionedRetriever
@@ -97,10 +97,9 @@ def evaluate_card(
     if refine_steps > 0:
         compiled = retriever.compile(card)
         heads["hydra-refined"] = refine_head(compiled, task, encoder, ensemble, refine_steps)
-    split = label_split(card, task)
-    if supervised and split is not None:
-        config = TrainConfig(learning_rate=SUPERVISED_LEARNING_RATE)
-        heads["supervised-head"] = supervised_head(task, encoder, config, split)
+    reference = supervised_reference(card, task, encoder) if supervised else None
+    if reference is not None:
+        heads["supervised-head"] = reference
     if heads:
         doc_vectors = encoder.encode(task.doc_texts(), "document")
         for method, head in heads.items():
