@@ -118,6 +118,10 @@ def train(
     if epochs is not None:
         config = replace(config, epochs=epochs)
     cards = [find_card(name) for name in tasks]
+    if labels and not any(card.labels for card in cards):
+        typer.echo(
+            "warning: no card among --tasks declares labels; training on teachers only", err=True
+        )
     hypernet = train_on_cards(cards, out, encoder, config, use_labels=labels)
     typer.echo(f"trainable parameters: {hypernet.num_trainable_parameters:,}")
     typer.echo(f"checkpoint: {out}")

@@ -73,6 +73,16 @@ def test_train_with_labels_adds_a_stream_per_card_that_declares_them(
     assert "leaky.yaml" in str(refused.exception) and "'labels'" in str(refused.exception)
     (cards_dir / "leaky.yaml").unlink()
 
+    plain = {key: value for key, value in leaky.items() if key != "labels"}
+    (cards_dir / "plain.yaml").write_text(json.dumps({**plain, "name": "plain"}), encoding="utf-8")
+    unlabelled = runner.invoke(
+        app,
+        ["train", "--labels", "--tasks", "plain", "--out", str(tmp_path / "p"), "--epochs", "1"],
+    )
+    (cards_dir / "plain.yaml").unlink()
+    assert unlabelled.exit_code == 0, unlabelled.output
+    assert "no card among --tasks declares labels" in unlabelled.stderr
+
 
 def test_train_eval_compile_search(runner: CliRunner, tmp_path: Path, cards_dir: Path) -> None:
     checkpoint = tmp_path / "ck"
