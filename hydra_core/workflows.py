@@ -30,6 +30,14 @@ from hydra_core.training_data import label_split, label_training_task, prepare_t
 
 log = logging.getLogger(__name__)
 
+UNSEEN_NAMES = {
+    "hydra": "hydra-unseen",
+    "hydra-generic": "hydra-unseen-generic",
+    "hydra-shuffled": "hydra-unseen-shuffled",
+    "hydra-refined": "hydra-unseen-refined",
+}
+"""Leave-one-out rows are named as in the pipeline's tables: the hypernet never saw the task."""
+
 
 def prepare_cards(
     cards: Sequence[TaskCard], encoder: FrozenEncoder, *, use_labels: bool = False
@@ -130,7 +138,7 @@ def leave_one_out(
             encoder,
             config,
         )
-        tables[held_out.name] = evaluate_card(
+        table = evaluate_card(
             held_out,
             hypernet,
             encoder,
@@ -138,4 +146,5 @@ def leave_one_out(
             refine_steps=refine_steps,
             supervised=False,
         )
+        tables[held_out.name] = {UNSEEN_NAMES.get(m, m): row for m, row in table.items()}
     return tables

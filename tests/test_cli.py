@@ -84,6 +84,20 @@ def test_train_with_labels_adds_a_stream_per_card_that_declares_them(
     assert "no card among --tasks declares labels" in unlabelled.stderr
 
 
+def test_leave_one_out_scores_each_task_as_unseen(runner: CliRunner, tmp_path: Path) -> None:
+    args = ["eval", "--loo", "--tasks", "scifact", "--tasks", "nfcorpus", "--refine", "3"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "loo"), "--json"])
+    assert result.exit_code == 0, result.output
+    tables = {row["task"]: row["methods"] for row in map(json.loads, result.stdout.splitlines())}
+    assert set(tables) == {"scifact", "nfcorpus"}
+    unseen = {"hydra-unseen", "hydra-unseen-generic", "hydra-unseen-shuffled"}
+    for methods in tables.values():
+        assert set(methods) == {"bm25", "base", "teacher", "hydra-unseen-refined"} | unseen
+    for held_out, trained_on in (("scifact", "nfcorpus"), ("nfcorpus", "scifact")):
+        config = json.loads((tmp_path / "loo" / f"without-{held_out}" / "config.json").read_text())
+        assert config["metadata"]["tasks"] == [trained_on]
+
+
 def test_train_eval_compile_search(runner: CliRunner, tmp_path: Path, cards_dir: Path) -> None:
     checkpoint = tmp_path / "ck"
     trained = runner.invoke(
