@@ -42,6 +42,11 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     per_training_task = dg.AssetIn(
         partition_mapping=dg.SpecificPartitionsPartitionMapping(training_tasks)
     )
+    # What every hypernet reads of each training task (a {task: value} map per name).
+    training_inputs = {
+        name: per_training_task
+        for name in ("task_card", "doc_embeddings", "query_embeddings", "preference_pairs")
+    }
     train_settings = config.training.train
     hypernet_version = code_version(
         *HYPERNET_MODULES,
@@ -49,12 +54,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     )
 
     @dg.asset(
-        ins={
-            "task_card": per_training_task,
-            "doc_embeddings": per_training_task,
-            "query_embeddings": per_training_task,
-            "preference_pairs": per_training_task,
-        },
+        ins=training_inputs,
         group_name=GROUP,
         code_version=hypernet_version,
         description="The hypernet, trained on the preference pairs of " + ", ".join(training_tasks),
@@ -107,13 +107,8 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         ins={
-            "task_card": per_training_task,
-            "doc_embeddings": per_training_task,
-            "query_embeddings": per_training_task,
-            "preference_pairs": per_training_task,
-            "corpus": per_training_task,
-            "queries": per_training_task,
-            "qrels": per_training_task,
+            **training_inputs,
+            **{name: per_training_task for name in ("corpus", "queries", "qrels")},
         },
         group_name=GROUP,
         code_version=labelled_version,
@@ -170,12 +165,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
-        ins={
-            "task_card": per_training_task,
-            "doc_embeddings": per_training_task,
-            "query_embeddings": per_training_task,
-            "preference_pairs": per_training_task,
-        },
+        ins=training_inputs,
         group_name=GROUP,
         code_version=hypernet_version,
     )
