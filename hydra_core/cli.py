@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -160,6 +160,43 @@ def evaluate(
         task_card, hypernet, encoder, other_cards=_all_cards(), refine_steps=refine
     )
     typer.echo(render(task_card.name, table))
+
+
+@app.command()
+def validate(
+    tasks: Annotated[list[str], typer.Option("--tasks", help="Training task cards.")],
+    loo: Annotated[
+        bool, typer.Option("--loo", help="One hypernet per validated task, trained without it.")
+    ] = False,
+    labels: Annotated[
+        bool, typer.Option("--labels", help="Also train on the labels the cards declare.")
+    ] = False,
+    epochs: Annotated[int, typer.Option(help="Epochs; a row per task after each.")] = 4,
+    json_output: JsonOption = False,
+) -> None:
+    """NDCG@10 change over the base on validation queries (dev, else a fifth of train).
+
+    Trains like `hydra train` (or `eval --loo`) with the validation queries held out, and
+    scores them with the task's card, the generic card and another task's card: the
+    numbers to choose a recipe on, since test splits are never looked at.
+    """
+    import json
+
+    from hydra_core.encoder import FrozenEncoder
+    from hydra_core.trainer import LABELLED_TRAINING, TrainConfig
+    from hydra_core.validation import ValidationRow, validation_curves
+
+    def show(row: ValidationRow) -> None:
+        if json_output:
+            typer.echo(json.dumps(asdict(row)))
+            return
+        gains = "  ".join(f"{method} {gain:+.4f}" for method, gain in row.gains.items())
+        typer.echo(f"{row.hypernet}  {row.steps} steps  {row.task} (base {row.base:.4f})  {gains}")
+
+    config = replace(LABELLED_TRAINING if labels else TrainConfig(), epochs=epochs)
+    cards = [find_card(name) for name in tasks]
+    encoder = FrozenEncoder()
+    validation_curves(cards, encoder, config, leave_one_out=loo, use_labels=labels, on_row=show)
 
 
 @app.command("compile")

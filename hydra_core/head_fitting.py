@@ -13,7 +13,6 @@ stays frozen and nothing is written back to the hypernet.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 
@@ -33,6 +32,7 @@ from hydra_core.teacher_ensemble import TeacherEnsemble
 from hydra_core.trainer import TrainConfig, TrainingTask, task_loss
 from hydra_core.training_data import fused_training_rankings, label_pairs, label_split
 from hydra_core.training_queries import generated_queries
+from hydra_core.validation import DEV_SPLIT, is_holdout
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ SUPERVISED_CHECKPOINTS = (100, 200, 400, 800, 1200)
 """Steps after which the supervised head is scored on validation labels; the best is kept."""
 SUPERVISED_LEARNING_RATE = 1e-4
 """Chosen on validation (SciFact train holdout, NFCorpus dev): 1e-3 and 3e-4 overfit NFCorpus."""
-VALIDATION_SPLIT = "dev"
 REFINE_QUERIES = 300
 """Generated queries a refine run distils on: enough for a few hundred steps, in seconds."""
 
@@ -69,11 +68,6 @@ def base_head(reference_embeddings: np.ndarray, out_dim: int = 256) -> Projectio
     """The head an untrained hypernet compiles every card to."""
     weight = torch.from_numpy(geometry_preserving_basis(reference_embeddings, out_dim))
     return ProjectionHead(weight, torch.zeros(out_dim), torch.ones(out_dim), torch.zeros(out_dim))
-
-
-def is_holdout(query_id: str) -> bool:
-    """A fixed fifth of a split's queries (by a hash of the id) held out for validation."""
-    return int(hashlib.md5(query_id.encode()).hexdigest(), 16) % 5 == 0
 
 
 def supervised_head(
@@ -105,15 +99,15 @@ def supervised_head(
             pairs.filter(pl.col("query_id").is_in(kept["query_id"].implode())),
         )
 
-    refit = not (VALIDATION_SPLIT in task.splits and split != VALIDATION_SPLIT)
+    refit = not (DEV_SPLIT in task.splits and split != DEV_SPLIT)
     if refit:
         held = queries["query_id"].map_elements(is_holdout, return_dtype=pl.Boolean)
         held_out, validation = queries.filter(held), split
         fitting = queries.filter(~held)
     else:
         held_out, validation, fitting = (
-            task.split_queries(VALIDATION_SPLIT),
-            VALIDATION_SPLIT,
+            task.split_queries(DEV_SPLIT),
+            DEV_SPLIT,
             queries,
         )
 

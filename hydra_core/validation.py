@@ -1,0 +1,184 @@
+"""Validation: the labels every recipe choice is made on, so no choice ever sees a test split.
+
+A task's validation queries are its ``dev`` split when it has one, else a fixed fifth of its
+``train`` queries (by a hash of the id), else it has none. :func:`split_for_validation`
+cuts a task in two: the task to train on, without those held-out queries (neither their
+text nor their labels can train), and the task to validate on, whose only qrels are theirs.
+
+:func:`validation_curves` (``hydra validate``) trains hypernets as ``hydra train`` and
+``hydra eval --loo`` do, on the training parts, and after every epoch scores the validation
+queries with the task's own card, another task's card and the generic card. The figures in
+``TrainConfig``, ``LABELLED_TRAINING`` and the README's "what was tried" come from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from hydra_core.cards import TaskCard
+from hydra_core.encoder import FrozenEncoder
+from hydra_core.errors import HydraInputError
+from hydra_core.evaluation import (
+    baseline_table,
+    default_ensemble,
+    hydra_table,
+    load_card_task,
+    shuffled_card,
+)
+from hydra_core.hypernet import Hypernet
+from hydra_core.retriever import ConditionedRetriever
+from hydra_core.tasks import RetrievalTask
+from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
+from hydra_core.training_data import label_split, label_training_task, prepare_training_task
+
+DEV_SPLIT = "dev"
+HOLDOUT_SPLIT = "train"
+VALIDATION = "validation"
+"""The one split of a validation task: its held-out judgments under a single name."""
+
+
+def is_holdout(query_id: str) -> bool:
+    """A fixed fifth of a split's queries (by a hash of the id) held out for validation."""
+    return int(hashlib.md5(query_id.encode()).hexdigest(), 16) % 5 == 0
+
+
+def split_for_validation(task: RetrievalTask) -> tuple[RetrievalTask, RetrievalTask | None]:
+    """(the task to train on, the task to validate on, ``None`` without validation labels)."""
+    if DEV_SPLIT in task.splits:
+        return task, _with_qrels(task, {VALIDATION: task.split_qrels(DEV_SPLIT)})
+    if HOLDOUT_SPLIT not in task.splits:
+        return task, None
+    qrels = task.split_qrels(HOLDOUT_SPLIT)
+    held = qrels["query_id"].map_elements(is_holdout, return_dtype=pl.Boolean)
+    training = _with_qrels(task, {**task.qrels, HOLDOUT_SPLIT: qrels.filter(~held)})
+    return training, _with_qrels(task, {VALIDATION: qrels.filter(held)})
+
+
+def _with_qrels(task: RetrievalTask, qrels: dict[str, pl.DataFrame]) -> RetrievalTask:
+    return RetrievalTask(task.name, task.source, task.corpus, task.queries, qrels)
+
+
+@dataclass(frozen=True)
+class ValidationRow:
+    """One validation task's NDCG@10 after ``steps`` training steps of one hypernet."""
+
+    hypernet: str
+    """``all`` (trained on every task) or ``without-<task>`` (leave one out)."""
+    steps: int
+    task: str
+    base: float
+    gains: dict[str, float]
+    """NDCG@10 change over the frozen base: ``hydra``, ``hydra-generic``, ``hydra-shuffled``."""
+
+
+def validation_curves(
+    cards: Sequence[TaskCard],
+    encoder: FrozenEncoder,
+    config: TrainConfig,
+    *,
+    leave_one_out: bool = False,
+    use_labels: bool = False,
+    on_row: Callable[[ValidationRow], None] | None = None,
+) -> list[ValidationRow]:
+    """Validation NDCG@10 after every epoch: one hypernet on all tasks, or one per left-out task.
+
+    ``use_labels`` adds the labels streams of cards that declare labels (their held-out
+    queries excluded), as ``hydra train --labels`` does.
+    """
+    tasks = {card.name: split_for_validation(load_card_task(card)) for card in cards}
+    held = {name: task for name, (_, task) in tasks.items() if task is not None}
+    if not held:
+        names = ", ".join(card.name for card in cards)
+        raise HydraInputError(f"none of {names} has dev or train qrels to validate on")
+    streams = {
+        card.name: _streams(card, tasks[card.name][0], encoder, use_labels) for card in cards
+    }
+    base = {name: _base_ndcg(task, encoder) for name, task in held.items()}
+    validated = [card for card in cards if card.name in held]
+    if leave_one_out:
+        if len(cards) < 2:
+            raise HydraInputError("leave-one-out validation needs at least two tasks")
+        runs = [
+            (f"without-{card.name}", [c for c in cards if c.name != card.name], [card])
+            for card in validated
+        ]
+    else:
+        runs = [("all", list(cards), validated)]
+    rows: list[ValidationRow] = []
+    for label, training_cards, evaluated in runs:
+        with tempfile.TemporaryDirectory(prefix=f"hydra-validate-{label}-") as out:
+            scorer = _EpochScorer(
+                hypernet=label,
+                checkpoint=Path(out),
+                evaluated=evaluated,
+                shuffle_pool=training_cards if leave_one_out else list(cards),
+                held=held,
+                base=base,
+                encoder=encoder,
+                steps_per_epoch=config.steps_per_epoch,
+                on_row=on_row,
+            )
+            training = [stream for card in training_cards for stream in streams[card.name]]
+            train_hypernet(training, config, out, base_model=encoder.model_name, on_epoch=scorer)
+            rows.extend(scorer.rows)
+    return rows
+
+
+@dataclass
+class _EpochScorer:
+    """Scores the validation tasks on the checkpoint training writes after each epoch."""
+
+    hypernet: str
+    checkpoint: Path
+    evaluated: list[TaskCard]
+    shuffle_pool: list[TaskCard]
+    held: dict[str, RetrievalTask]
+    base: dict[str, float]
+    encoder: FrozenEncoder
+    steps_per_epoch: int
+    on_row: Callable[[ValidationRow], None] | None
+    rows: list[ValidationRow] = field(default_factory=list)
+
+    def __call__(self, epoch: int, _: dict[str, float]) -> None:
+        retriever = ConditionedRetriever(Hypernet.load(self.checkpoint), self.encoder)
+        for card in self.evaluated:
+            shuffled = shuffled_card(card, self.shuffle_pool)
+            task = self.held[card.name]
+            table = hydra_table(task, card, retriever, shuffled=shuffled, split=VALIDATION)
+            base = self.base[card.name]
+            row = ValidationRow(
+                hypernet=self.hypernet,
+                steps=epoch * self.steps_per_epoch,
+                task=card.name,
+                base=base,
+                gains={method: scores["ndcg@10"] - base for method, scores in table.items()},
+            )
+            self.rows.append(row)
+            if self.on_row is not None:
+                self.on_row(row)
+
+
+def _streams(
+    card: TaskCard, task: RetrievalTask, encoder: FrozenEncoder, use_labels: bool
+) -> list[TrainingTask]:
+    streams = [prepare_training_task(card, task, encoder, default_ensemble(task, encoder))]
+    if use_labels and card.labels == DEV_SPLIT:
+        raise HydraInputError(
+            "labels: dev is the validation split; validation cannot also train on it",
+            path=card.card_path,
+            field="labels",
+        )
+    if use_labels and label_split(card, task) is not None:
+        streams.append(label_training_task(card, task, encoder))
+    return streams
+
+
+def _base_ndcg(task: RetrievalTask, encoder: FrozenEncoder) -> float:
+    table = baseline_table(task, default_ensemble(task, encoder), VALIDATION)
+    return table["base"]["ndcg@10"]

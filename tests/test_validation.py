@@ -1,0 +1,103 @@
+"""Validation splits on real slices: held-out queries never train, and `hydra validate` runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from hydra_core.artifacts import save_beir_folder
+from hydra_core.cards import find_card, write_card
+from hydra_core.cli import app
+from hydra_core.tasks import RetrievalTask
+from hydra_core.training_queries import training_queries
+from hydra_core.validation import VALIDATION, is_holdout, split_for_validation
+
+
+def test_a_task_without_dev_holds_out_a_fifth_of_its_train_queries(
+    scifact_slice: RetrievalTask,
+) -> None:
+    training, validation = split_for_validation(scifact_slice)
+    assert validation is not None and validation.splits == [VALIDATION]
+    held = set(validation.split_qrels(VALIDATION)["query_id"])
+    kept = set(training.split_qrels("train")["query_id"])
+    everything = set(scifact_slice.split_qrels("train")["query_id"])
+    assert held and kept and held.isdisjoint(kept) and held | kept == everything
+    assert all(is_holdout(query_id) for query_id in held)
+    assert training.split_qrels("test").equals(scifact_slice.split_qrels("test"))
+    trained_on = set(training_queries(training)["query_id"])
+    assert trained_on and trained_on.isdisjoint(held)
+
+
+def test_a_task_with_dev_validates_on_dev_and_trains_on_everything_else(
+    nfcorpus_slice: RetrievalTask,
+) -> None:
+    training, validation = split_for_validation(nfcorpus_slice)
+    assert training is nfcorpus_slice
+    assert validation is not None
+    assert validation.split_qrels(VALIDATION).equals(nfcorpus_slice.split_qrels("dev"))
+    dev = nfcorpus_slice.split_queries("dev")["query_id"].implode()
+    assert training_queries(training).filter(pl.col("query_id").is_in(dev)).is_empty()
+
+
+def test_a_task_with_only_test_qrels_has_no_validation(scifact_slice: RetrievalTask) -> None:
+    test_only = RetrievalTask(
+        "t", "", scifact_slice.corpus, scifact_slice.queries, {"test": scifact_slice.qrels["test"]}
+    )
+    assert split_for_validation(test_only) == (test_only, None)
+
+
+@pytest.fixture()
+def runner(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scifact_slice: RetrievalTask,
+    nfcorpus_slice: RetrievalTask,
+) -> CliRunner:
+    for name, task in (("scifact", scifact_slice), ("nfcorpus", nfcorpus_slice)):
+        save_beir_folder(task, tmp_path / "data" / name)
+        card = find_card(name).model_copy(update={"source": f"./data/{name}"})
+        write_card(card, tmp_path / f"{name}.yaml")
+    monkeypatch.setenv("HYDRA_CARDS_DIR", str(tmp_path))
+    monkeypatch.setenv("HYDRA_WORKSPACE", str(tmp_path / "workspace"))
+    return CliRunner()
+
+
+def test_validate_prints_a_row_per_task_and_epoch(runner: CliRunner) -> None:
+    tasks = ["--tasks", "scifact", "--tasks", "nfcorpus"]
+    seen = runner.invoke(app, ["validate", *tasks, "--epochs", "2", "--json"])
+    assert seen.exit_code == 0, seen.output
+    rows = [json.loads(line) for line in seen.stdout.splitlines()]
+    assert [(r["hypernet"], r["steps"], r["task"]) for r in rows] == [
+        ("all", 250, "scifact"),
+        ("all", 250, "nfcorpus"),
+        ("all", 500, "scifact"),
+        ("all", 500, "nfcorpus"),
+    ]
+    for row in rows:
+        assert 0 < row["base"] <= 1
+        assert set(row["gains"]) == {"hydra", "hydra-generic", "hydra-shuffled"}
+        assert all(-1 < gain < 1 for gain in row["gains"].values())
+    assert rows[0]["gains"] != rows[2]["gains"], "a second epoch changes the hypernet"
+
+    loo = runner.invoke(app, ["validate", *tasks, "--loo", "--epochs", "1", "--json"])
+    assert loo.exit_code == 0, loo.output
+    unseen = [json.loads(line) for line in loo.stdout.splitlines()]
+    assert [(r["hypernet"], r["task"]) for r in unseen] == [
+        ("without-scifact", "scifact"),
+        ("without-nfcorpus", "nfcorpus"),
+    ]
+
+
+def test_validate_refuses_labels_from_the_validation_split(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    card = find_card("nfcorpus", tmp_path).model_copy(update={"labels": "dev"})
+    write_card(card, tmp_path / "nfcorpus.yaml")
+    refused = runner.invoke(app, ["validate", "--tasks", "nfcorpus", "--labels", "--epochs", "1"])
+    assert refused.exit_code != 0
+    assert "nfcorpus.yaml" in str(refused.exception)
+    assert "'labels'" in str(refused.exception)
