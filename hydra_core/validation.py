@@ -7,8 +7,8 @@ text nor their labels can train), and the task to validate on, whose only qrels 
 
 :func:`validation_curves` (``hydra validate``) trains hypernets as ``hydra train`` and
 ``hydra eval --loo`` do, on the training parts, and after every epoch scores the validation
-queries with the task's own card, another task's card and the generic card. The figures in
-``TrainConfig``, ``LABELLED_TRAINING`` and the README's "what was tried" come from it.
+queries with the task's own card, another task's card and the generic card: the curve a
+recipe change (steps, pairs, teachers, losses) is judged on.
 """
 
 from __future__ import annotations
