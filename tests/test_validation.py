@@ -92,6 +92,22 @@ def test_validate_prints_a_row_per_task_and_epoch(runner: CliRunner) -> None:
     ]
 
 
+def test_validate_refuses_tasks_with_nothing_to_validate_on(
+    runner: CliRunner, tmp_path: Path, scifact_slice: RetrievalTask
+) -> None:
+    test_only = RetrievalTask(
+        "t", "", scifact_slice.corpus, scifact_slice.queries, {"test": scifact_slice.qrels["test"]}
+    )
+    save_beir_folder(test_only, tmp_path / "data" / "testonly")
+    card = find_card("scifact", tmp_path).model_copy(
+        update={"name": "testonly", "source": "./data/testonly", "labels": None}
+    )
+    write_card(card, tmp_path / "testonly.yaml")
+    refused = runner.invoke(app, ["validate", "--tasks", "testonly"])
+    assert refused.exit_code != 0
+    assert "none of testonly has dev or train qrels" in str(refused.exception)
+
+
 def test_validate_refuses_labels_from_the_validation_split(
     runner: CliRunner, tmp_path: Path
 ) -> None:
