@@ -38,6 +38,8 @@ METHOD_ORDER: tuple[str, ...] = (
     "hydra-unseen-generic",
     "hydra-unseen-refined",
 )
+METHOD_RANK: dict[str, int] = {method: i for i, method in enumerate(METHOD_ORDER)}
+"""Each method's place in tables; a method not in ``METHOD_ORDER`` goes after them all."""
 
 _CREATE = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -182,10 +184,9 @@ def latest_results(database: str, tasks: Sequence[str] | None = None) -> pl.Data
     )
     metrics = [m for m in METRIC_NAMES if m in wide.columns]
     metrics += [c for c in wide.columns if "@" in c and c not in metrics]
-    order = {method: i for i, method in enumerate(METHOD_ORDER)}
     return (
         wide.with_columns(
-            pl.col("method").replace_strict(order, default=len(order)).alias("_order")
+            pl.col("method").replace_strict(METHOD_RANK, default=len(METHOD_RANK)).alias("_order")
         )
         .sort("task", "_order", "method")
         .select("task", "method", "split", *metrics, "run_id", "checkpoint", "created_at")

@@ -15,7 +15,7 @@ import polars as pl
 from hydra_core.artifacts import CheckpointRecord
 from hydra_core.atomic import atomic_path, write_text_atomic
 from hydra_core.metrics import METRIC_NAMES
-from hydra_core.metrics_store import METHOD_ORDER, latest_long, latest_results
+from hydra_core.metrics_store import METHOD_RANK, latest_long, latest_results
 from hydra_core.tracking import TrackingTarget, log_report, log_task_metrics
 
 HEADLINE_METRIC = "ndcg@10"
@@ -26,9 +26,8 @@ CHART_FILE = "ndcg_at_10.png"
 
 def _methods(results: pl.DataFrame) -> list[str]:
     """Methods in the store's order (baselines, hydra, ablations, references), then others."""
-    order = {method: i for i, method in enumerate(METHOD_ORDER)}
     present = results["method"].unique(maintain_order=True).to_list()
-    return sorted(present, key=lambda method: order.get(method, len(order)))
+    return sorted(present, key=lambda method: METHOD_RANK.get(method, len(METHOD_RANK)))
 
 
 def headline_table(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> pl.DataFrame:

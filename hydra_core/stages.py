@@ -26,6 +26,7 @@ from hydra_core.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
 from hydra_core.head import ProjectionHead
 from hydra_core.head_fitting import refine_head, supervised_reference
 from hydra_core.hypernet import WEIGHTS_FILE, Hypernet
+from hydra_core.metrics_store import METHOD_RANK
 from hydra_core.preferences import PairConfig, preference_pairs
 from hydra_core.rankings import exact_top_k, ranking_frame
 from hydra_core.report import ResultsTable
@@ -206,19 +207,16 @@ def reference_heads(
     unseen: CheckpointRecord,
     refine_steps: int,
 ) -> dict[str, ProjectionHead]:
-    """The rows that say what hydra's number means, beside it in the same table.
+    """The hypernet-made rows that say what hydra's number means, beside it in its table.
 
-    ``hydra+labels`` (the hypernet trained with the card's labels) and ``supervised-head``
-    (a head fitted on them alone) when the card declares labels; the ``hydra-unseen`` rows
-    from the hypernet trained without this task: its card, the generic card, and its card
-    refined for ``refine_steps`` on the task's own corpus.
+    ``hydra+labels`` (the hypernet trained with the card's labels) when the card declares
+    labels; the ``hydra-unseen`` rows from the hypernet trained without this task: its card,
+    the generic card, and its card refined for ``refine_steps`` on the task's own corpus.
+    (``supervised-head`` needs no hypernet: see :func:`supervised_metrics`.)
     """
     heads: dict[str, ProjectionHead] = {}
     if card.name + LABELS_SUFFIX in labelled.extra.get("label_streams", []):
         heads[HYDRA_LABELS] = compile_head(labelled.path, card, encoder)
-    reference = supervised_reference(card, task, encoder)
-    if reference is not None:
-        heads[SUPERVISED_HEAD] = reference
     if unseen.path:
         heads[HYDRA_UNSEEN] = compile_head(unseen.path, card, encoder)
         heads[HYDRA_UNSEEN_GENERIC] = compile_head(unseen.path, generic_card(), encoder)
@@ -228,6 +226,22 @@ def reference_heads(
                 heads[HYDRA_UNSEEN], task, encoder, ensemble, refine_steps
             )
     return heads
+
+
+def supervised_metrics(
+    task: RetrievalTask,
+    card: TaskCard,
+    encoder: FrozenEncoder,
+    documents: Embeddings,
+    queries: Embeddings,
+    split: str = EVAL_SPLIT,
+) -> pl.DataFrame:
+    """The ``supervised-head`` rows: a head fitted on the card's labels alone, scored on
+    ``split``; no rows for a card that declares no labels. It depends on the task's data
+    and card only, so a retrained hypernet does not refit it."""
+    reference = supervised_reference(card, task, encoder)
+    heads = {} if reference is None else {SUPERVISED_HEAD: reference}
+    return metrics_frame(task.name, head_metrics(task, heads, documents, queries, split), split)
 
 
 def label_streams(
@@ -291,10 +305,12 @@ def evaluate_task(
     other_cards: Sequence[TaskCard],
     encoder: FrozenEncoder,
     references: Mapping[str, ProjectionHead] | None = None,
+    scored: pl.DataFrame | None = None,
     split: str = EVAL_SPLIT,
 ) -> pl.DataFrame:
-    """The whole results table of one task as long rows: baselines, hydra, ablations and
-    the ``references`` (see :func:`reference_heads`)."""
+    """The whole results table of one task as long rows, in the store's method order:
+    baselines, hydra, ablations, the ``references`` (see :func:`reference_heads`) and rows
+    ``scored`` elsewhere (see :func:`supervised_metrics`)."""
     table = baseline_metrics(task, teacher_rankings, fused, split)
     heads = {
         HYDRA: head,
@@ -302,7 +318,11 @@ def evaluate_task(
         **(references or {}),
     }
     table.update(head_metrics(task, heads, documents, queries, split))
-    return metrics_frame(task.name, table, split)
+    if scored is not None:
+        table.update(table_from_frame(scored))
+    rank = len(METHOD_RANK)
+    ordered = dict(sorted(table.items(), key=lambda item: METHOD_RANK.get(item[0], rank)))
+    return metrics_frame(task.name, ordered, split)
 
 
 def metrics_frame(task: str, table: ResultsTable, split: str = EVAL_SPLIT) -> pl.DataFrame:

@@ -119,7 +119,7 @@ def _materialized(instance: dg.DagsterInstance, name: str) -> set[str]:
 def test_every_asset_materialized(pipeline: Pipeline) -> None:
     graph = pipeline.defs.resolve_asset_graph()
     materializable = [key for key in graph.materializable_asset_keys]
-    assert len(materializable) == 17
+    assert len(materializable) == 18
     for key in materializable:
         if graph.get(key).is_partitioned:
             assert _materialized(pipeline.instance, key.to_user_string()) == set(TASKS), key
@@ -196,6 +196,25 @@ def test_reference_hypernets_train_with_labels_and_without_each_task(pipeline: P
         assert ndcg[(task, "hydra-unseen")] != ndcg[(task, "hydra")] or (
             ndcg[(task, "hydra-unseen-refined")] != ndcg[(task, "hydra-unseen")]
         )
+
+
+def test_supervised_reference_depends_on_task_data_only(pipeline: Pipeline) -> None:
+    """So a retrained hypernet (weekly schedule, new config) does not refit it."""
+    graph = pipeline.defs.resolve_asset_graph()
+    upstream = {
+        key.to_user_string() for key in graph.get(dg.AssetKey("supervised_metrics")).parent_keys
+    }
+    assert upstream == {
+        "task_card",
+        "corpus",
+        "queries",
+        "qrels",
+        "doc_embeddings",
+        "query_embeddings",
+    }
+    assert "supervised_metrics" in {
+        key.to_user_string() for key in graph.get(dg.AssetKey("task_metrics")).parent_keys
+    }
 
 
 def test_duckdb_holds_every_task_method_metric(pipeline: Pipeline) -> None:

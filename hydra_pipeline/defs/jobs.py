@@ -1,9 +1,10 @@
 """Jobs, and the order in which ``hydra run`` materializes the graph.
 
-The graph alternates between per-task and cross-task stages: every task's data, teachers
-and pairs; then the hypernet (all training tasks at once) and its with-labels reference;
-then every task's head, leave-one-out hypernet and metrics; then the report. Those four
-waves are what ``hydra run`` executes in order, the per-task ones one run per partition.
+The graph alternates between per-task and cross-task stages: every task's data, teachers,
+pairs and supervised reference; then the hypernet (all training tasks at once) and its
+with-labels reference; then every task's head, leave-one-out hypernet and metrics; then the
+report. Those four waves are what ``hydra run`` executes in order, the per-task ones one
+run per partition.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ TASK_DATA_ASSETS: tuple[str, ...] = (
     "dense_rankings",
     "fused_rankings",
     "preference_pairs",
+    "supervised_metrics",
 )
 TASK_EVAL_ASSETS: tuple[str, ...] = ("compiled_head", "unseen_hypernet", "task_metrics")
 HYPERNET_ASSET = "hypernet_checkpoint"

@@ -3,7 +3,8 @@
 Baselines (bm25, base, teacher) come from the stored teacher rankings, hydra from the
 compiled head, the ablations (generic card, another task's card) from the same hypernet,
 the reference rows from the reference hypernets (see the training assets) and, for a card
-that declares labels, a supervised head fitted on them: one table per task.
+that declares labels, a supervised head fitted on them (its own asset, which depends on the
+task's data only): one table per task.
 """
 
 # No `from __future__ import annotations` here: Dagster reads these functions' annotations
@@ -30,6 +31,30 @@ GROUP = "evaluation"
 
 
 def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        partitions_def=TASK_PARTITIONS,
+        group_name=GROUP,
+        code_version=code_version("hydra_core.stages", "hydra_core.head_fitting"),
+    )
+    def supervised_metrics(
+        context: AssetExecutionContext,
+        encoder: EncoderResource,
+        task_card: TaskCard,
+        corpus: pl.DataFrame,
+        queries: pl.DataFrame,
+        qrels: pl.DataFrame,
+        doc_embeddings: Embeddings,
+        query_embeddings: Embeddings,
+    ) -> dg.Output[pl.DataFrame]:
+        """The supervised-head reference: a head fitted on the card's labels, scored on the
+        test split (no rows when the card declares no labels). Apart from task_metrics so
+        that a retrained hypernet does not refit it."""
+        from hydra_core.stages import supervised_metrics as fit_and_score
+
+        task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
+        rows = fit_and_score(task, task_card, encoder.get(), doc_embeddings, query_embeddings)
+        return frame_output(rows)
+
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
@@ -60,6 +85,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         hypernet_checkpoint: CheckpointRecord,
         labelled_hypernet: CheckpointRecord,
         unseen_hypernet: CheckpointRecord,
+        supervised_metrics: pl.DataFrame,
     ) -> dg.Output[pl.DataFrame]:
         """NDCG@10, MRR@10, Recall@100 of bm25, base, teacher, hydra, its ablations and the
         reference rows (with labels, supervised-head, unseen, unseen refined).
@@ -91,6 +117,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             other_cards=cards_named(hypernet_checkpoint.tasks),
             encoder=encoder.get(),
             references=references,
+            scored=supervised_metrics,
         )
         record_metrics(
             metrics_db.database,
@@ -102,4 +129,4 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         table = results_text(context.partition_key, table_from_frame(rows))
         return frame_output(rows, results=dg.MetadataValue.md(f"```\n{table}\n```"))
 
-    return [task_metrics]
+    return [supervised_metrics, task_metrics]
