@@ -34,7 +34,12 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version("hydra_core.stages", "hydra_core.head_fitting"),
+        code_version=code_version(
+            "hydra_core.stages",
+            "hydra_core.head_fitting",
+            "hydra_core.training_data",
+            "hydra_core.validation",
+        ),
     )
     def supervised_metrics(
         context: AssetExecutionContext,
