@@ -17,7 +17,6 @@ import logging
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import polars as pl
 import torch
 
 from hydra_core.cards import TaskCard
@@ -32,7 +31,7 @@ from hydra_core.teacher_ensemble import TeacherEnsemble
 from hydra_core.trainer import TrainConfig, TrainingTask, task_loss
 from hydra_core.training_data import fused_training_rankings, label_pairs, label_split
 from hydra_core.training_queries import generated_queries
-from hydra_core.validation import DEV_SPLIT, is_holdout
+from hydra_core.validation import VALIDATION, split_for_validation
 
 log = logging.getLogger(__name__)
 
@@ -79,46 +78,39 @@ def supervised_head(
 ) -> ProjectionHead:
     """The ``supervised-head`` reference: one head fitted on the labels of ``split``.
 
-    Validation labels pick how long it trains: the ``dev`` split when the task has one,
-    else a fifth of the ``split`` queries held out of training (never ``test``); then it
-    is fitted again on all of ``split`` for that many steps, so it learns from the same
-    labels as ``hydra train --labels``.
+    Validation labels pick how long it trains (:func:`split_for_validation`: the ``dev``
+    split, else a fifth of ``split`` held out of training; never ``test``); with a held-out
+    fifth it is then fitted again on all of ``split`` for that many steps, so it learns
+    from the same labels as ``hydra train --labels``.
     """
-    queries, pairs = label_pairs(task, encoder, split)
+    fitting, validation = split_for_validation(task, split)
+    if validation is None:
+        raise ValueError(f"task {task.name!r} has no {split!r} labels to fit a head on")
     doc_ids = task.corpus["doc_id"].to_list()
     doc_vectors = encoder.encode(task.doc_texts(), "document")
 
-    def training_task(kept: pl.DataFrame) -> TrainingTask:
+    def training_task(labelled: RetrievalTask) -> TrainingTask:
+        queries, pairs = label_pairs(labelled, encoder, split)
         return TrainingTask.from_frames(
             task.name,
             torch.zeros(0),
-            kept["query_id"].to_list(),
-            encoder.encode(kept["text"].to_list(), "query"),
+            queries["query_id"].to_list(),
+            encoder.encode(queries["text"].to_list(), "query"),
             doc_ids,
             doc_vectors,
-            pairs.filter(pl.col("query_id").is_in(kept["query_id"].implode())),
+            pairs,
         )
 
-    refit = not (DEV_SPLIT in task.splits and split != DEV_SPLIT)
-    if refit:
-        held = queries["query_id"].map_elements(is_holdout, return_dtype=pl.Boolean)
-        held_out, validation = queries.filter(held), split
-        fitting = queries.filter(~held)
-    else:
-        held_out, validation, fitting = (
-            task.split_queries(DEV_SPLIT),
-            DEV_SPLIT,
-            queries,
-        )
+    held_out = validation.split_queries(VALIDATION)
 
     def validation_ndcg(head: ProjectionHead) -> float:
         index = HeadIndex(head, encoder, doc_ids, doc_vectors)
         ranking = index.search(held_out["query_id"].to_list(), held_out["text"].to_list(), 10)
-        return score_ranking(ranking, task, validation)["ndcg@10"]
+        return score_ranking(ranking, validation, VALIDATION)["ndcg@10"]
 
+    split_texts = task.split_queries(split)["text"].to_list()
     initial = base_head(
-        np.concatenate([doc_vectors, encoder.encode(queries["text"].to_list(), "query")]),
-        config.out_dim,
+        np.concatenate([doc_vectors, encoder.encode(split_texts, "query")]), config.out_dim
     )
     best, best_steps, best_score = initial, 0, validation_ndcg(initial)
     for steps, head in _fits(initial, training_task(fitting), checkpoints, config):
@@ -126,10 +118,10 @@ def supervised_head(
         log.info("supervised-head %s: %d steps, validation NDCG@10 %.4f", task.name, steps, score)
         if score > best_score:
             best, best_steps, best_score = head, steps, score
-    if not refit or best_steps == 0:
+    if fitting is task or best_steps == 0:
         return best
     chosen = [steps for steps in checkpoints if steps <= best_steps]
-    return list(_fits(initial, training_task(queries), chosen, config))[-1][1]
+    return list(_fits(initial, training_task(task), chosen, config))[-1][1]
 
 
 def _fits(

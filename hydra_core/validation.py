@@ -34,6 +34,8 @@ from hydra_core.evaluation import (
 from hydra_core.hypernet import Hypernet
 from hydra_core.retriever import ConditionedRetriever
 from hydra_core.tasks import RetrievalTask
+from hydra_core.teacher_ensemble import TeacherEnsemble
+from hydra_core.teachers import DenseTeacher
 from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
 from hydra_core.training_data import label_split, label_training_task, prepare_training_task
 
@@ -48,15 +50,21 @@ def is_holdout(query_id: str) -> bool:
     return int(hashlib.md5(query_id.encode()).hexdigest(), 16) % 5 == 0
 
 
-def split_for_validation(task: RetrievalTask) -> tuple[RetrievalTask, RetrievalTask | None]:
-    """(the task to train on, the task to validate on, ``None`` without validation labels)."""
-    if DEV_SPLIT in task.splits:
+def split_for_validation(
+    task: RetrievalTask, labels: str = HOLDOUT_SPLIT
+) -> tuple[RetrievalTask, RetrievalTask | None]:
+    """(the task to train on, the task to validate on, ``None`` without validation labels).
+
+    ``labels`` is the split that trains: ``dev`` validates unless it is that split, else
+    a fifth of ``labels`` is held out of it.
+    """
+    if DEV_SPLIT in task.splits and labels != DEV_SPLIT:
         return task, _with_qrels(task, {VALIDATION: task.split_qrels(DEV_SPLIT)})
-    if HOLDOUT_SPLIT not in task.splits:
+    if labels not in task.splits:
         return task, None
-    qrels = task.split_qrels(HOLDOUT_SPLIT)
+    qrels = task.split_qrels(labels)
     held = qrels["query_id"].map_elements(is_holdout, return_dtype=pl.Boolean)
-    training = _with_qrels(task, {**task.qrels, HOLDOUT_SPLIT: qrels.filter(~held)})
+    training = _with_qrels(task, {**task.qrels, labels: qrels.filter(~held)})
     return training, _with_qrels(task, {VALIDATION: qrels.filter(held)})
 
 
@@ -180,5 +188,7 @@ def _streams(
 
 
 def _base_ndcg(task: RetrievalTask, encoder: FrozenEncoder) -> float:
-    table = baseline_table(task, default_ensemble(task, encoder), VALIDATION)
-    return table["base"]["ndcg@10"]
+    """The frozen base alone (no BM25 index: the training ensemble already built one)."""
+    doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
+    base_only = TeacherEnsemble(doc_ids, texts, dense=[DenseTeacher(encoder, name="base")])
+    return baseline_table(task, base_only, VALIDATION)["base"]["ndcg@10"]

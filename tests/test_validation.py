@@ -42,6 +42,14 @@ def test_a_task_with_dev_validates_on_dev_and_trains_on_everything_else(
     dev = nfcorpus_slice.split_queries("dev")["query_id"].implode()
     assert training_queries(training).filter(pl.col("query_id").is_in(dev)).is_empty()
 
+    # When dev itself is what trains (the supervised head of a `labels: dev` card), a fifth
+    # of dev validates and the rest trains.
+    dev_training, dev_validation = split_for_validation(nfcorpus_slice, labels="dev")
+    assert dev_validation is not None
+    held = set(dev_validation.split_qrels(VALIDATION)["query_id"])
+    kept = set(dev_training.split_qrels("dev")["query_id"])
+    assert held and held.isdisjoint(kept) and all(is_holdout(query_id) for query_id in held)
+
 
 def test_a_task_with_only_test_qrels_has_no_validation(scifact_slice: RetrievalTask) -> None:
     test_only = RetrievalTask(
