@@ -206,10 +206,10 @@ def compile_card(
     out: Annotated[Path, typer.Option("--out", help="Head file to write (.safetensors).")],
     refine: RefineOption = 0,
 ) -> None:
-    """Compile a task card into a projection head file."""
+    """Compile a task card into its retriever file: head and fusion parameters."""
     from hydra_core.encoder import FrozenEncoder
     from hydra_core.evaluation import default_ensemble, load_card_task
-    from hydra_core.head_fitting import refine_head
+    from hydra_core.head_fitting import refine_retriever
     from hydra_core.hypernet import Hypernet
     from hydra_core.retriever import ConditionedRetriever
 
@@ -217,19 +217,24 @@ def compile_card(
     retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
     task_card = find_card(card)
     started = time.perf_counter()
-    head = retriever.compile(task_card)
+    compiled = retriever.compile(task_card)
     elapsed = time.perf_counter() - started
     if refine > 0:
         started = time.perf_counter()
         task = load_card_task(task_card)
-        head = refine_head(head, task, encoder, default_ensemble(task, encoder), refine)
+        ensemble = default_ensemble(task, encoder)
+        compiled = refine_retriever(compiled, task, encoder, ensemble, refine)
         typer.echo(
             f"refined with {refine} steps on generated queries from the task's corpus "
             f"in {time.perf_counter() - started:.1f} s (teachers indexed and ranking included)"
         )
-    head.save(out)
+    compiled.save(out)
+    head_parameters = compiled.head.num_parameters if compiled.head is not None else 0
+    fusion = compiled.fusion
     typer.echo(
-        f"{out}: {head.num_parameters:,} head parameters, compiled in {elapsed * 1e3:.1f} ms"
+        f"{out}: {head_parameters:,} head parameters, lexical weight "
+        f"{fusion.lexical_weight:.3f}, feedback {fusion.feedback:.3f}, "
+        f"compiled in {elapsed * 1e3:.1f} ms"
     )
 
 
@@ -240,18 +245,24 @@ def search(
     card: Annotated[str, typer.Option(help="Task card file or name.")],
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
 ) -> None:
-    """Search a task's corpus through the head compiled from its card."""
+    """Search a task's corpus with the retriever compiled from its card."""
     from hydra_core.encoder import FrozenEncoder
     from hydra_core.evaluation import load_card_task
     from hydra_core.hypernet import Hypernet
-    from hydra_core.retriever import ConditionedRetriever
+    from hydra_core.retriever import ConditionedRetriever, RetrieverIndex
+    from hydra_core.teachers import BM25Teacher
 
     encoder = FrozenEncoder()
     retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
     task_card = find_card(card)
     task = load_card_task(task_card)
-    index = retriever.index(
-        retriever.compile(task_card), task.corpus["doc_id"].to_list(), task.doc_texts()
+    doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
+    index = RetrieverIndex(
+        retriever.compile(task_card),
+        doc_ids,
+        encoder.encode(texts, "document"),
+        BM25Teacher().index(doc_ids, texts),
+        encoder,
     )
     ranking = index.search(["query"], [query], k)
     titles = dict(zip(task.corpus["doc_id"], task.doc_texts(), strict=True))

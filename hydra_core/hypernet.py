@@ -20,8 +20,10 @@ from torch import nn
 from hydra_core.atomic import atomic_path, write_text_atomic
 from hydra_core.card_encoder import TaskCardEncoder, card_part_embeddings
 from hydra_core.cards import TaskCard
+from hydra_core.compiled_retriever import CompiledRetriever
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
+from hydra_core.fusion_generator import FusionGenerator, FusionWeights
 from hydra_core.head import ProjectionHead
 from hydra_core.head_generator import (
     HeadParameters,
@@ -31,11 +33,11 @@ from hydra_core.head_generator import (
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-FORMAT = "hydra-hypernet/1"
+FORMAT = "hydra-hypernet/2"
 
 
 class Hypernet(nn.Module):
-    """TaskCardEncoder followed by ProjectionHeadGenerator."""
+    """TaskCardEncoder, then a ProjectionHeadGenerator and a FusionGenerator on its output."""
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class Hypernet(nn.Module):
         self.generator = ProjectionHeadGenerator(
             cond_dim=cond_dim, in_dim=in_dim, out_dim=out_dim, rank=rank
         )
+        self.fusion = FusionGenerator(cond_dim=cond_dim)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -72,17 +75,22 @@ class Hypernet(nn.Module):
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def forward(self, card_parts: torch.Tensor) -> HeadParameters:
-        """(batch x parts x in_dim) card part embeddings -> batched head parameters."""
-        return self.generator(self.card_encoder(card_parts))
+    def forward(self, card_parts: torch.Tensor) -> tuple[HeadParameters, FusionWeights]:
+        """(batch x parts x in_dim) card part embeddings -> batched head and fusion."""
+        cond = self.card_encoder(card_parts)
+        return self.generator(cond), self.fusion(cond)
 
-    def generate_head(self, card: TaskCard, encoder: FrozenEncoder) -> ProjectionHead:
-        """Generate the head for one card."""
+    def compile_card(self, card: TaskCard, encoder: FrozenEncoder) -> CompiledRetriever:
+        """Compile one card into its whole retriever: head and fusion parameters."""
         self.check_encoder(encoder)
         parts = card_part_embeddings(card, encoder)
         with torch.inference_mode():
-            params = self(parts.unsqueeze(0))
-        return ProjectionHead(*(tensor[0].clone() for tensor in params), task=card.name)
+            head, fusion = self(parts.unsqueeze(0))
+        return CompiledRetriever(
+            head=ProjectionHead(*(tensor[0].clone() for tensor in head), task=card.name),
+            fusion=self.fusion.parameters_for(fusion),
+            task=card.name,
+        )
 
     def check_encoder(self, encoder: FrozenEncoder) -> None:
         if encoder.model_name != self.base_model:

@@ -60,6 +60,18 @@ class BM25Index:
         )
         return ranking_frame(query_ids, self.doc_ids, np.asarray(indices), np.asarray(scores))
 
+    def scores(self, query_texts: Sequence[str]) -> np.ndarray:
+        """(queries x docs) BM25 score of every document, for fusing with a dense channel."""
+        tokens = self.tokenizer.tokenize(
+            list(query_texts), update_vocab=False, return_as="string", show_progress=False
+        )
+        scores = np.zeros((len(query_texts), len(self.doc_ids)), dtype=np.float32)
+        for row, query in enumerate(cast(list[list[str]], tokens)):
+            known = self.retriever.get_tokens_ids(query)
+            if known:
+                scores[row] = self.retriever.get_scores_from_ids(known)
+        return scores
+
 
 class BM25Teacher:
     """Builds :class:`BM25Index` objects with pinned parameters."""

@@ -218,7 +218,7 @@ def train_hypernet(
                 torch.randint(task.num_pairs, (config.pairs_per_task,), generator=generator)
                 for task in tasks
             ]
-            outputs = hypernet(card_parts)
+            outputs, _ = hypernet(card_parts)
             loss = torch.zeros(())
             for i, (task, batch) in enumerate(zip(tasks, batches, strict=True)):
                 pairwise, infonce = task_loss(

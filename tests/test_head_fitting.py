@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from hydra_core.cards import find_card
+from hydra_core.compiled_retriever import DENSE_ONLY, CompiledRetriever
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.evaluation import default_ensemble, score_head
+from hydra_core.evaluation import default_ensemble, retriever_table
 from hydra_core.head_fitting import base_head, refine_head, supervised_head
 from hydra_core.tasks import RetrievalTask
 from hydra_core.trainer import TrainConfig
@@ -62,9 +63,12 @@ def test_supervised_head_fits_its_training_labels(
     config = TrainConfig(learning_rate=1e-3, pairs_per_task=64)
     head = supervised_head(scifact_slice, encoder, config, checkpoints=(30, 60))
     reference = encoder.encode(scifact_slice.doc_texts(), "document")
-    before = score_head(scifact_slice, base_head(reference), encoder, reference, "train")
-    after = score_head(scifact_slice, head, encoder, reference, "train")
-    assert after["ndcg@10"] > before["ndcg@10"]
+    rows = {
+        "before": CompiledRetriever(base_head(reference), DENSE_ONLY),
+        "after": CompiledRetriever(head, DENSE_ONLY),
+    }
+    table = retriever_table(scifact_slice, rows, reference, None, "train", encoder=encoder)
+    assert table["after"]["ndcg@10"] > table["before"]["ndcg@10"]
 
 
 def test_label_pairs_weigh_every_query_the_same(

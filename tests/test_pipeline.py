@@ -43,13 +43,20 @@ from hydra_pipeline.runner import (
 )
 
 TASKS = ("scifact", "nfcorpus")
-UNSEEN_METHODS = ("hydra-unseen", "hydra-unseen-generic", "hydra-unseen-refined")
+UNSEEN_METHODS = (
+    "hydra-unseen",
+    "hydra-unseen-dense",
+    "hydra-unseen-generic",
+    "hydra-unseen-refined",
+)
 LABEL_METHODS = ("hydra+labels", "supervised-head")  # both test cards declare `labels: train`
 METHODS = (
     "bm25",
     "base",
     "teacher",
+    "hybrid",
     "hydra",
+    "hydra-dense",
     "hydra-generic",
     "hydra-shuffled",
     *LABEL_METHODS,
@@ -136,7 +143,7 @@ def test_every_asset_materialized(pipeline: Pipeline) -> None:
     # every stored value is a plain file in the workspace
     assets = pipeline.config.workspace / "assets"
     assert (assets / "doc_embeddings" / "scifact.npy").is_file()
-    assert (assets / "compiled_head" / "nfcorpus.safetensors").is_file()
+    assert (assets / "compiled_retriever" / "nfcorpus.safetensors").is_file()
     assert pl.read_parquet(assets / "corpus" / "scifact.parquet").height == 200
 
 
@@ -316,7 +323,7 @@ def test_schedule_and_automation_definitions(pipeline: Pipeline) -> None:
     sensor = pipeline.defs.resolve_sensor_def("task_card_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     graph = pipeline.defs.resolve_asset_graph()
-    for name in ("compiled_head", "task_metrics", "results_report"):
+    for name in ("compiled_retriever", "task_metrics", "results_report"):
         assert graph.get(dg.AssetKey(name)).automation_condition is not None
     assert graph.get(dg.AssetKey("hypernet_checkpoint")).automation_condition is None
 

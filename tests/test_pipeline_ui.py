@@ -164,7 +164,7 @@ def test_ui_shows_the_hydra_asset_graph(dagster_ui: DagsterUI, page: Page) -> No
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     page.goto(f"{dagster_ui.url}/locations/hydra_pipeline.definitions/asset-groups/training")
     page.get_by_text("List", exact=True).click()
-    names = ("hypernet_checkpoint", "labelled_hypernet", "unseen_hypernet", "compiled_head")
+    names = ("hypernet_checkpoint", "labelled_hypernet", "unseen_hypernet", "compiled_retriever")
     for name in names:
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
 

@@ -25,7 +25,7 @@ from hydra_pipeline.defs.resources import EncoderResource, MetricsDbResource
 from hydra_pipeline.defs.versions import code_version
 
 if TYPE_CHECKING:
-    from hydra_core.head import ProjectionHead  # torch: imported by the body, not at load
+    from hydra_core.compiled_retriever import CompiledRetriever  # torch: body only
 
 GROUP = "evaluation"
 
@@ -69,6 +69,12 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             "hydra_core.metrics",
             "hydra_core.metrics_store",
             "hydra_core.head_fitting",
+            "hydra_core.retriever",
+            "hydra_core.compiled_retriever",
+            "hydra_core.score_fusion",
+            "hydra_core.rankings",
+            "hydra_core.head",
+            "hydra_core.teachers",
             config={"refine_steps": config.training.refine_steps},
         ),
         automation_condition=dg.AutomationCondition.eager(),
@@ -86,7 +92,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         fused_rankings: pl.DataFrame,
         doc_embeddings: Embeddings,
         query_embeddings: Embeddings,
-        compiled_head: object,
+        compiled_retriever: object,
         hypernet_checkpoint: CheckpointRecord,
         labelled_hypernet: CheckpointRecord,
         unseen_hypernet: CheckpointRecord,
@@ -99,10 +105,15 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         """
         from hydra_core.metrics_store import record_metrics
         from hydra_core.report import results_text
-        from hydra_core.stages import cards_named, evaluate_task, reference_heads, table_from_frame
+        from hydra_core.stages import (
+            cards_named,
+            evaluate_task,
+            reference_retrievers,
+            table_from_frame,
+        )
 
         task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
-        references = reference_heads(
+        references = reference_retrievers(
             task,
             task_card,
             encoder.get(),
@@ -117,7 +128,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             fused=fused_rankings,
             documents=doc_embeddings,
             queries=query_embeddings,
-            head=cast("ProjectionHead", compiled_head),
+            compiled=cast("CompiledRetriever", compiled_retriever),
             checkpoint=hypernet_checkpoint.path,
             other_cards=cards_named(hypernet_checkpoint.tasks),
             encoder=encoder.get(),

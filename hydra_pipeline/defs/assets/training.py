@@ -34,7 +34,9 @@ HYPERNET_MODULES = (
     "hydra_core.losses",
     "hydra_core.head",
     "hydra_core.tracked_training",
+    "hydra_core.fusion_generator",
 )
+RETRIEVER_MODULES = ("hydra_core.compiled_retriever", "hydra_core.score_fusion")
 
 
 def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
@@ -216,23 +218,23 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version(*HYPERNET_MODULES),
+        code_version=code_version(*HYPERNET_MODULES, *RETRIEVER_MODULES),
         automation_condition=dg.AutomationCondition.eager(),
     )
-    def compiled_head(
+    def compiled_retriever(
         encoder: EncoderResource, hypernet_checkpoint: CheckpointRecord, task_card: TaskCard
     ) -> dg.Output:
-        """The task's projection head, generated from its card by the hypernet."""
-        from hydra_core.stages import compile_head, head_digest
+        """The task's whole retriever (head and fusion), compiled from its card."""
+        from hydra_core.stages import compile_card, retriever_digest
 
-        head = compile_head(hypernet_checkpoint.path, task_card, encoder.get())
+        compiled = compile_card(hypernet_checkpoint.path, task_card, encoder.get())
         return dg.Output(
-            head,
-            data_version=dg.DataVersion(head_digest(head)),
+            compiled,
+            data_version=dg.DataVersion(retriever_digest(compiled)),
             metadata={
-                "parameters": head.num_parameters,
+                **compiled.fusion.to_dict(),
                 "checkpoint": hypernet_checkpoint.checkpoint_id,
             },
         )
 
-    return [hypernet_checkpoint, labelled_hypernet, unseen_hypernet, compiled_head]
+    return [hypernet_checkpoint, labelled_hypernet, unseen_hypernet, compiled_retriever]

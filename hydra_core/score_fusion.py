@@ -1,0 +1,138 @@
+"""Score fusion: how a compiled retriever mixes its lexical and dense channels.
+
+Per query, the candidates are the union of each channel's top ``candidate_depth``. Each
+channel's scores are z-normalised over those candidates (BM25 scores and cosines live on
+unrelated scales, and their spread changes from query to query), then mixed with the
+card's lexical weight: ``w * z(bm25) + (1 - w) * z(cos)``. With ``feedback > 0`` the dense
+query first moves towards the mean of the first pass's top ``feedback_depth`` documents
+(Rocchio pseudo-relevance feedback in the head's space), and the mix is computed again.
+
+Chosen on validation queries (SciFact's held-out fifth of train, NFCorpus dev), with the
+frozen base as the dense channel: z over the union of both top-100s, lexical weight 0.4
+(0.3 to 0.5 are within 0.001 on both); feedback 0.5 from the top 3 adds +0.000 on SciFact
+and +0.008 on NFCorpus there (1.0 +0.011 on NFCorpus but -0.010 on SciFact; depth 5 or 10
+no better).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hydra_core.errors import HydraInputError
+
+_QUERY_CHUNK = 256
+_STD_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class FusionParameters:
+    """What a card decides about mixing the channels (see the module docstring)."""
+
+    lexical_weight: float
+    feedback: float = 0.0
+    feedback_depth: int = 3
+    candidate_depth: int = 100
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.lexical_weight <= 1.0 or math.isnan(self.lexical_weight):
+            raise HydraInputError(f"lexical_weight must be in [0, 1], got {self.lexical_weight}")
+        if not 0.0 <= self.feedback <= 100.0:
+            raise HydraInputError(f"feedback must be in [0, 100], got {self.feedback}")
+        for name in ("feedback_depth", "candidate_depth"):
+            value = getattr(self, name)
+            if not 1 <= value <= 10_000:
+                raise HydraInputError(f"{name} must be in [1, 10000], got {value}")
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FusionParameters:
+        """Parameters read from a file; an unknown or mistyped field is a clear error."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise HydraInputError(f"unknown fusion field(s) {unknown}; known: {sorted(known)}")
+        try:
+            return cls(
+                lexical_weight=float(values["lexical_weight"]),
+                feedback=float(values.get("feedback", 0.0)),
+                feedback_depth=int(values.get("feedback_depth", 3)),
+                candidate_depth=int(values.get("candidate_depth", 100)),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise HydraInputError(f"bad fusion parameters ({error!r})") from None
+
+
+def candidate_mask(lexical: torch.Tensor, dense: torch.Tensor, depth: int) -> torch.Tensor:
+    """(queries x docs) True where a document is in either channel's top ``depth``."""
+    depth = min(depth, lexical.shape[1])
+    mask = torch.zeros_like(lexical, dtype=torch.bool)
+    for scores in (lexical, dense):
+        mask.scatter_(1, torch.topk(scores, depth, dim=1).indices, True)
+    return mask
+
+
+def zscore(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scores standardised per row over the masked entries (the candidates)."""
+    weight = mask.to(scores.dtype)
+    count = weight.sum(1, keepdim=True).clamp_min(1.0)
+    mean = (scores * weight).sum(1, keepdim=True) / count
+    var = (((scores - mean) * weight) ** 2).sum(1, keepdim=True) / count
+    return (scores - mean) / var.sqrt().clamp_min(_STD_EPS)
+
+
+def mix(lexical: torch.Tensor, dense: torch.Tensor, weight: float, depth: int) -> torch.Tensor:
+    """Fused scores; ``-inf`` outside the candidates so they are never ranked."""
+    mask = candidate_mask(lexical, dense, depth)
+    fused = weight * zscore(lexical, mask) + (1.0 - weight) * zscore(dense, mask)
+    return fused.masked_fill(~mask, float("-inf"))
+
+
+def fused_top_k(
+    lexical_scores: np.ndarray,
+    query_vectors: np.ndarray,
+    doc_vectors: np.ndarray,
+    params: FusionParameters,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and fused scores of the k best documents per query.
+
+    ``lexical_scores`` is (queries x docs) BM25; ``query_vectors`` and ``doc_vectors`` are
+    normalised vectors in one space (the head's, or the base's). Queries go in chunks, so
+    memory stays at chunk x docs.
+    """
+    docs = torch.as_tensor(doc_vectors, dtype=torch.float32)
+    k = min(k, docs.shape[0])
+    indices, scores = [], []
+    with torch.inference_mode():
+        for start in range(0, query_vectors.shape[0], _QUERY_CHUNK):
+            rows = slice(start, start + _QUERY_CHUNK)
+            lexical = torch.as_tensor(lexical_scores[rows], dtype=torch.float32)
+            queries = torch.as_tensor(query_vectors[rows], dtype=torch.float32)
+            fused = mix(lexical, queries @ docs.T, params.lexical_weight, params.candidate_depth)
+            if params.feedback > 0:
+                queries = rocchio(queries, docs, fused, params.feedback, params.feedback_depth)
+                fused = mix(
+                    lexical, queries @ docs.T, params.lexical_weight, params.candidate_depth
+                )
+            top = torch.topk(fused, k, dim=1)
+            indices.append(top.indices.numpy())
+            scores.append(top.values.numpy())
+    if not indices:
+        return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
+    return np.concatenate(indices), np.concatenate(scores)
+
+
+def rocchio(
+    queries: torch.Tensor, docs: torch.Tensor, first_pass: torch.Tensor, weight: float, depth: int
+) -> torch.Tensor:
+    """Queries moved towards the mean of their first pass's top ``depth`` documents."""
+    top = torch.topk(first_pass, min(depth, docs.shape[0]), dim=1).indices
+    return F.normalize(queries + weight * docs[top].mean(1), dim=1)
