@@ -79,13 +79,19 @@ def candidate_mask(lexical: torch.Tensor, dense: torch.Tensor, depth: int) -> to
     return mask
 
 
-def zscore(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Scores standardised per row over the masked entries (the candidates)."""
+def moments(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row mean and standard deviation of the masked entries (the candidates)."""
     weight = mask.to(scores.dtype)
     count = weight.sum(1, keepdim=True).clamp_min(1.0)
     mean = (scores * weight).sum(1, keepdim=True) / count
     var = (((scores - mean) * weight) ** 2).sum(1, keepdim=True) / count
-    return (scores - mean) / var.sqrt().clamp_min(_STD_EPS)
+    return mean, var.sqrt().clamp_min(_STD_EPS)
+
+
+def zscore(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scores standardised per row over the masked entries (the candidates)."""
+    mean, std = moments(scores, mask)
+    return (scores - mean) / std
 
 
 def mix(lexical: torch.Tensor, dense: torch.Tensor, weight: float, depth: int) -> torch.Tensor:
@@ -128,6 +134,42 @@ def fused_top_k(
     if not indices:
         return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
     return np.concatenate(indices), np.concatenate(scores)
+
+
+@dataclass(frozen=True)
+class FusionFeatures:
+    """What training needs to score pairs the way a compiled retriever fuses them.
+
+    The lexical channel is fixed, so each pair's BM25 z-score margin is computed once; the
+    dense channel changes with the head, so its per-query scale (the frozen base's standard
+    deviation over the candidates) and the Rocchio feedback documents (the validated prior's
+    first-pass top) are kept to fuse the head's cosines the same way.
+    """
+
+    lexical_margin: torch.Tensor  # per pair: z(bm25, positive) - z(bm25, negative)
+    dense_scale: torch.Tensor  # per query
+    feedback_rows: torch.Tensor  # (queries x feedback_depth) document rows
+
+
+def fusion_features(
+    lexical_scores: np.ndarray,
+    base_scores: np.ndarray,
+    pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    prior: FusionParameters,
+) -> FusionFeatures:
+    """Features of ``pairs`` (query, positive, negative rows) over (queries x docs) scores."""
+    lexical = torch.as_tensor(lexical_scores, dtype=torch.float32)
+    dense = torch.as_tensor(base_scores, dtype=torch.float32)
+    mask = candidate_mask(lexical, dense, prior.candidate_depth)
+    z_lexical = zscore(lexical, mask)
+    _, dense_std = moments(dense, mask)
+    first = mix(lexical, dense, prior.lexical_weight, prior.candidate_depth)
+    query, positive, negative = pairs
+    return FusionFeatures(
+        lexical_margin=z_lexical[query, positive] - z_lexical[query, negative],
+        dense_scale=dense_std[:, 0],
+        feedback_rows=torch.topk(first, min(prior.feedback_depth, first.shape[1]), dim=1).indices,
+    )
 
 
 def rocchio(

@@ -22,18 +22,24 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from hydra_core.atomic import atomic_path
+from hydra_core.fusion_generator import FusionWeights
 from hydra_core.head import head_forward
 from hydra_core.hypernet import Hypernet, initial_hypernet
 from hydra_core.losses import in_batch_infonce, weighted_pairwise_loss
+from hydra_core.score_fusion import FusionFeatures
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.safetensors"
+FUSED_TEMPERATURE = 1.0
+"""Pair temperature on fused margins, in candidate standard deviations: a cosine margin over
+its per-query spread (about 0.05) lands where ``pair_temperature`` puts a bare one."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ class TrainingTask:
     neg_index: torch.Tensor
     weight: torch.Tensor
     fingerprint: dict[str, str] = field(default_factory=dict)
+    fusion: FusionFeatures | None = None
+    """Set on streams whose pairs are scored fused with BM25 and teach the card's fusion."""
 
     @classmethod
     def from_frames(
@@ -143,21 +151,43 @@ def task_loss(
     task: TrainingTask,
     batch: torch.Tensor,
     config: TrainConfig,
+    fusion: FusionWeights | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pairwise and InfoNCE losses of one task's head on one batch of its pairs."""
+    """Pairwise and InfoNCE losses of one task's head on one batch of its pairs.
+
+    With ``fusion`` (the card's generated weights) and a stream that carries
+    :class:`FusionFeatures`, the pairwise loss scores each pair as the compiled retriever
+    does, BM25 and head fused, so the head and the fusion learn together.
+    """
     weight, bias, scale, shift = hypernet_output
 
     def project(vectors: torch.Tensor) -> torch.Tensor:
         return head_forward(vectors, weight, bias, scale, shift)
 
-    queries = project(task.query_vectors[task.query_index[batch]])
+    query_rows = task.query_index[batch]
+    queries = project(task.query_vectors[query_rows])
     positives = project(task.doc_vectors[task.pos_index[batch]])
     negatives = project(task.doc_vectors[task.neg_index[batch]])
-    pos_scores = (queries * positives).sum(-1)
-    neg_scores = (queries * negatives).sum(-1)
-    pairwise = weighted_pairwise_loss(
-        pos_scores, neg_scores, task.weight[batch], config.pair_temperature
-    )
+    if fusion is not None and task.fusion is not None:
+        features = task.fusion
+        feedback_rows = features.feedback_rows[query_rows]
+        feedback = project(task.doc_vectors[feedback_rows.reshape(-1)])
+        centroid = feedback.reshape(*feedback_rows.shape, -1).mean(1)
+        moved = F.normalize(queries + fusion.feedback * centroid, dim=-1)
+        dense_margin = ((moved * positives).sum(-1) - (moved * negatives).sum(-1)) / (
+            features.dense_scale[query_rows]
+        )
+        lexical = fusion.lexical_weight
+        margin = lexical * features.lexical_margin[batch] + (1 - lexical) * dense_margin
+        pairwise = weighted_pairwise_loss(
+            margin, torch.zeros_like(margin), task.weight[batch], FUSED_TEMPERATURE
+        )
+    else:
+        pos_scores = (queries * positives).sum(-1)
+        neg_scores = (queries * negatives).sum(-1)
+        pairwise = weighted_pairwise_loss(
+            pos_scores, neg_scores, task.weight[batch], config.pair_temperature
+        )
     infonce = in_batch_infonce(
         queries, positives, negatives, task.query_index[batch], config.nce_temperature
     )
@@ -218,11 +248,15 @@ def train_hypernet(
                 torch.randint(task.num_pairs, (config.pairs_per_task,), generator=generator)
                 for task in tasks
             ]
-            outputs, _ = hypernet(card_parts)
+            outputs, fusion = hypernet(card_parts)
             loss = torch.zeros(())
             for i, (task, batch) in enumerate(zip(tasks, batches, strict=True)):
                 pairwise, infonce = task_loss(
-                    tuple(tensor[i] for tensor in outputs), task, batch, config
+                    tuple(tensor[i] for tensor in outputs),
+                    task,
+                    batch,
+                    config,
+                    FusionWeights(*(tensor[i] for tensor in fusion)),
                 )
                 loss = loss + pairwise + config.nce_weight * infonce
                 totals["pairwise"] += pairwise.item() / len(tasks)

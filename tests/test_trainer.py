@@ -11,10 +11,13 @@ from safetensors.torch import load_file
 from hydra_core.cards import find_card
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.evaluation import default_ensemble
+from hydra_core.fusion_generator import DEFAULT_FUSION
+from hydra_core.hypernet import Hypernet
 from hydra_core.preferences import PairConfig, preference_pairs
+from hydra_core.retriever import ConditionedRetriever
 from hydra_core.tasks import RetrievalTask, load_task
 from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
-from hydra_core.training_data import prepare_training_task
+from hydra_core.training_data import label_training_task, prepare_training_task
 from hydra_core.training_queries import training_queries
 
 TINY = TrainConfig(epochs=2, steps_per_epoch=4, pairs_per_task=32)
@@ -160,3 +163,24 @@ def test_only_the_hypernet_trains(prepared: list[TrainingTask], tmp_path: Path) 
     model_keys = {k.removeprefix("model.") for k in state if k.startswith("model.")}
     assert model_keys == set(_weights(tmp_path / "run"))
     assert all(k.startswith(("card_encoder.", "generator.")) for k in model_keys)
+
+
+def test_labels_teach_the_card_its_fusion_and_teachers_do_not(
+    scifact_slice: RetrievalTask, encoder: FrozenEncoder, tmp_path: Path
+) -> None:
+    card = find_card("scifact")
+    teachers = prepare_training_task(
+        card, scifact_slice, encoder, default_ensemble(scifact_slice, encoder)
+    )
+    labels = label_training_task(card, scifact_slice, encoder)
+    assert teachers.fusion is None and labels.fusion is not None
+    assert labels.fusion.lexical_margin.shape == (labels.num_pairs,)
+    fused = {}
+    for name, streams in (("teachers", [teachers]), ("labels", [teachers, labels])):
+        train_hypernet(streams, TINY, tmp_path / name, base_model=encoder.model_name)
+        compiled = ConditionedRetriever(Hypernet.load(tmp_path / name), encoder).compile(card)
+        fused[name] = compiled.fusion
+    assert fused["teachers"].lexical_weight == pytest.approx(DEFAULT_FUSION.lexical_weight)
+    assert fused["teachers"].feedback == pytest.approx(DEFAULT_FUSION.feedback)
+    moved = abs(fused["labels"].lexical_weight - DEFAULT_FUSION.lexical_weight)
+    assert moved + abs(fused["labels"].feedback - DEFAULT_FUSION.feedback) > 1e-4
