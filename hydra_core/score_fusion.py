@@ -70,35 +70,48 @@ class FusionParameters:
             raise HydraInputError(f"bad fusion parameters ({error!r})") from None
 
 
-def candidate_mask(lexical: torch.Tensor, dense: torch.Tensor, depth: int) -> torch.Tensor:
-    """(queries x docs) True where a document is in either channel's top ``depth``."""
+def candidates(
+    lexical: torch.Tensor, dense: torch.Tensor, depth: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's candidates: the union of both channels' top ``depth`` documents.
+
+    Returns (queries x 2 depth) document indices and a mask that is False on the second
+    copy of a document both channels retrieved, so every candidate counts once.
+    """
     depth = min(depth, lexical.shape[1])
-    mask = torch.zeros_like(lexical, dtype=torch.bool)
-    for scores in (lexical, dense):
-        mask.scatter_(1, torch.topk(scores, depth, dim=1).indices, True)
-    return mask
+    both = torch.cat(
+        [torch.topk(lexical, depth, dim=1).indices, torch.topk(dense, depth, dim=1).indices], 1
+    )
+    ordered, _ = torch.sort(both, dim=1)
+    valid = torch.ones_like(ordered, dtype=torch.bool)
+    valid[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    return ordered, valid
 
 
-def moments(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row mean and standard deviation of the masked entries (the candidates)."""
-    weight = mask.to(scores.dtype)
+def moments(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row mean and standard deviation of the valid entries, as (rows x 1) columns."""
+    weight = valid.to(values.dtype)
     count = weight.sum(1, keepdim=True).clamp_min(1.0)
-    mean = (scores * weight).sum(1, keepdim=True) / count
-    var = (((scores - mean) * weight) ** 2).sum(1, keepdim=True) / count
+    mean = (values * weight).sum(1, keepdim=True) / count
+    var = (((values - mean) * weight) ** 2).sum(1, keepdim=True) / count
     return mean, var.sqrt().clamp_min(_STD_EPS)
 
 
-def zscore(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Scores standardised per row over the masked entries (the candidates)."""
-    mean, std = moments(scores, mask)
-    return (scores - mean) / std
+def zscore(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Values standardised per row over the valid entries."""
+    mean, std = moments(values, valid)
+    return (values - mean) / std
 
 
-def mix(lexical: torch.Tensor, dense: torch.Tensor, weight: float, depth: int) -> torch.Tensor:
-    """Fused scores; ``-inf`` outside the candidates so they are never ranked."""
-    mask = candidate_mask(lexical, dense, depth)
-    fused = weight * zscore(lexical, mask) + (1.0 - weight) * zscore(dense, mask)
-    return fused.masked_fill(~mask, float("-inf"))
+def mix(
+    lexical: torch.Tensor, dense: torch.Tensor, weight: float, depth: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(candidate document indices, fused scores): ``-inf`` on repeated candidates."""
+    docs, valid = candidates(lexical, dense, depth)
+    fused = weight * zscore(lexical.gather(1, docs), valid) + (1.0 - weight) * zscore(
+        dense.gather(1, docs), valid
+    )
+    return docs, fused.masked_fill(~valid, float("-inf"))
 
 
 def fused_top_k(
@@ -112,24 +125,23 @@ def fused_top_k(
 
     ``lexical_scores`` is (queries x docs) BM25; ``query_vectors`` and ``doc_vectors`` are
     normalised vectors in one space (the head's, or the base's). Queries go in chunks, so
-    memory stays at chunk x docs.
+    memory stays at chunk x docs; fusion itself works on the candidates only.
     """
-    docs = torch.as_tensor(doc_vectors, dtype=torch.float32)
-    k = min(k, docs.shape[0])
+    all_docs = torch.as_tensor(doc_vectors, dtype=torch.float32)
     indices, scores = [], []
     with torch.inference_mode():
         for start in range(0, query_vectors.shape[0], _QUERY_CHUNK):
             rows = slice(start, start + _QUERY_CHUNK)
             lexical = torch.as_tensor(lexical_scores[rows], dtype=torch.float32)
             queries = torch.as_tensor(query_vectors[rows], dtype=torch.float32)
-            fused = mix(lexical, queries @ docs.T, params.lexical_weight, params.candidate_depth)
+            weight, depth = params.lexical_weight, params.candidate_depth
+            docs, fused = mix(lexical, queries @ all_docs.T, weight, depth)
             if params.feedback > 0:
-                queries = rocchio(queries, docs, fused, params.feedback, params.feedback_depth)
-                fused = mix(
-                    lexical, queries @ docs.T, params.lexical_weight, params.candidate_depth
-                )
-            top = torch.topk(fused, k, dim=1)
-            indices.append(top.indices.numpy())
+                top = docs.gather(1, torch.topk(fused, params.feedback_depth, dim=1).indices)
+                queries = rocchio(queries, all_docs[top], params.feedback)
+                docs, fused = mix(lexical, queries @ all_docs.T, weight, depth)
+            top = torch.topk(fused, min(k, fused.shape[1]), dim=1)
+            indices.append(docs.gather(1, top.indices).numpy())
             scores.append(top.values.numpy())
     if not indices:
         return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
@@ -160,21 +172,20 @@ def fusion_features(
     """Features of ``pairs`` (query, positive, negative rows) over (queries x docs) scores."""
     lexical = torch.as_tensor(lexical_scores, dtype=torch.float32)
     dense = torch.as_tensor(base_scores, dtype=torch.float32)
-    mask = candidate_mask(lexical, dense, prior.candidate_depth)
-    z_lexical = zscore(lexical, mask)
-    _, dense_std = moments(dense, mask)
-    first = mix(lexical, dense, prior.lexical_weight, prior.candidate_depth)
+    docs, valid = candidates(lexical, dense, prior.candidate_depth)
+    lexical_mean, lexical_std = moments(lexical.gather(1, docs), valid)
+    _, dense_std = moments(dense.gather(1, docs), valid)
+    z_lexical = (lexical - lexical_mean) / lexical_std
+    first_docs, first = mix(lexical, dense, prior.lexical_weight, prior.candidate_depth)
+    feedback = torch.topk(first, min(prior.feedback_depth, first.shape[1]), dim=1).indices
     query, positive, negative = pairs
     return FusionFeatures(
         lexical_margin=z_lexical[query, positive] - z_lexical[query, negative],
         dense_scale=dense_std[:, 0],
-        feedback_rows=torch.topk(first, min(prior.feedback_depth, first.shape[1]), dim=1).indices,
+        feedback_rows=first_docs.gather(1, feedback),
     )
 
 
-def rocchio(
-    queries: torch.Tensor, docs: torch.Tensor, first_pass: torch.Tensor, weight: float, depth: int
-) -> torch.Tensor:
-    """Queries moved towards the mean of their first pass's top ``depth`` documents."""
-    top = torch.topk(first_pass, min(depth, docs.shape[0]), dim=1).indices
-    return F.normalize(queries + weight * docs[top].mean(1), dim=1)
+def rocchio(queries: torch.Tensor, feedback_docs: torch.Tensor, weight: float) -> torch.Tensor:
+    """Queries moved towards the mean of their (queries x depth x dim) feedback documents."""
+    return F.normalize(queries + weight * feedback_docs.mean(1), dim=1)

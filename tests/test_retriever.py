@@ -22,7 +22,7 @@ from hydra_core.fusion_generator import DEFAULT_FUSION
 from hydra_core.hypernet import Hypernet, initial_hypernet
 from hydra_core.rankings import exact_top_k
 from hydra_core.retriever import ConditionedRetriever, RetrieverIndex
-from hydra_core.score_fusion import FusionParameters, candidate_mask, fused_top_k, zscore
+from hydra_core.score_fusion import FusionParameters, candidates, fused_top_k, zscore
 from hydra_core.tasks import RetrievalTask
 from hydra_core.teachers import BM25Index, BM25Teacher
 
@@ -38,17 +38,18 @@ def hypernet(corpus: tuple[np.ndarray, BM25Index]) -> Hypernet:
     return initial_hypernet("all-MiniLM-L6-v2", corpus[0])
 
 
-def test_zscore_standardises_over_the_candidates_only() -> None:
+def test_zscore_standardises_over_the_valid_entries_only() -> None:
     scores = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
-    mask = torch.tensor([[True, True, True, False]])
-    z = zscore(scores, mask)
+    valid = torch.tensor([[True, True, True, False]])
+    z = zscore(scores, valid)
     torch.testing.assert_close(z[0, :3], torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-4, rtol=0)
 
 
-def test_candidates_are_the_union_of_each_channel_top_k() -> None:
+def test_candidates_are_the_union_of_each_channel_top_k_once() -> None:
     lexical = torch.tensor([[5.0, 4.0, 0.0, 0.0, 0.0]])
-    dense = torch.tensor([[0.0, 0.1, 0.9, 0.8, 0.2]])
-    assert candidate_mask(lexical, dense, 2).tolist() == [[True, True, True, True, False]]
+    dense = torch.tensor([[0.0, 4.5, 0.9, 0.1, 0.2]])
+    docs, valid = candidates(lexical, dense, 2)
+    assert sorted(docs[valid].tolist()) == [0, 1, 2]
 
 
 def test_weights_zero_and_one_rank_like_each_channel_alone() -> None:
