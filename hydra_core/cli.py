@@ -13,7 +13,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from hydra_core.cards import TaskCard, find_card, load_cards
@@ -43,17 +42,21 @@ def main() -> None:
 
 
 def run() -> None:
-    """Console entry point: bad input ends with its one-line message, not a traceback."""
+    """Console entry point: each command's exit status, and one line instead of a traceback.
+
+    Typer's standalone mode turns ``typer.Exit(n)`` and usage errors into status ``n``; bad
+    input (``HydraInputError``) and failed file operations (read-only or full disk) end here
+    with a line that names the file.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except HydraInputError as error:
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(2) from None
-    except click.exceptions.Abort:
-        raise SystemExit(130) from None
-    except click.ClickException as error:
-        error.show()
-        raise SystemExit(error.exit_code) from None
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        typer.echo(f"error: {where}{error.strerror or error}", err=True)
+        raise SystemExit(1) from None
 
 
 @app.command()

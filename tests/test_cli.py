@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from hydra_core.cli import app
 from hydra_core.head import ProjectionHead
 from hydra_core.tasks import RetrievalTask
 
+HYDRA = Path(sys.executable).with_name("hydra")
 METHODS = {"bm25", "base", "teacher", "hydra", "hydra-generic", "hydra-shuffled"}
 
 
@@ -30,6 +34,18 @@ def cards_dir(
         card = find_card(name).model_copy(update={"source": f"./data/{name}"})
         write_card(card, root / f"{name}.yaml")
     return root
+
+
+def hydra(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed console script as a user runs it: its real exit status and streams."""
+    return subprocess.run(
+        [str(HYDRA), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 @pytest.fixture()
@@ -169,3 +185,18 @@ def test_unknown_card_is_a_clear_error(runner: CliRunner) -> None:
     result = runner.invoke(app, ["baselines", "no-such-task"])
     assert result.exit_code != 0
     assert "unknown task card 'no-such-task'" in str(result.exception)
+
+
+def test_failures_exit_with_a_non_zero_status(tmp_path: Path) -> None:
+    empty = {"HYDRA_WORKSPACE": str(tmp_path / "empty")}
+    no_store = hydra("metrics", env=empty)
+    assert no_store.returncode == 1, no_store.stderr
+    assert no_store.stderr.startswith("error: no metrics database at ")
+    no_config = hydra("metrics", env={"HYDRA_CONFIG": str(tmp_path / "nonexistent.yaml")})
+    assert no_config.returncode == 2, no_config.stderr
+    assert "nonexistent.yaml: project config file not found" in no_config.stderr
+    unknown = hydra("run", "--tasks", "nosuch", env=empty)
+    assert unknown.returncode == 2, unknown.stderr
+    assert "unknown task card 'nosuch'" in unknown.stderr
+    assert hydra("no-such-command").returncode == 2
+    assert hydra("--help").returncode == 0
