@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer._click import Context as ClickContext  # typer's own copy of click
+from typer.core import TyperCommand
 
 from hydra_core.cards import TaskCard, find_card, load_cards
 from hydra_core.errors import HydraInputError
@@ -22,8 +24,56 @@ from hydra_core.settings import load_settings
 
 app = typer.Typer(help="Hydra: per-task retrieval heads compiled from task cards.")
 
+TASKS_FLAG = "--tasks"
+
+
+def task_names(values: list[str] | None) -> list[str] | None:
+    """Every spelling of several tasks as one list: ``a b``, ``a,b`` or ``a`` then ``b``."""
+    if values is None:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if not names:
+        raise typer.BadParameter(f"no task named in {' '.join(values)!r}")
+    return names
+
+
+def spread_tasks(args: list[str]) -> list[str]:
+    """``--tasks a b c`` as ``--tasks a --tasks b --tasks c``, the form click parses.
+
+    Click gives an option one value per occurrence; the names after ``--tasks`` up to the
+    next option (or ``--``) would otherwise be stray arguments.
+    """
+    spread: list[str] = []
+    after_tasks = False
+    for position, arg in enumerate(args):
+        if arg == "--":
+            return spread + args[position:]
+        if arg.startswith("-"):
+            after_tasks = arg == TASKS_FLAG or arg.startswith(f"{TASKS_FLAG}=")
+            spread.append(arg)
+            continue
+        if after_tasks and spread[-1] != TASKS_FLAG:
+            spread.append(TASKS_FLAG)
+        spread.append(arg)
+    return spread
+
+
+class TaskListCommand(TyperCommand):
+    """A command with a ``--tasks`` option that takes several names at once."""
+
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_tasks(args))
+
+
+def tasks_option(help: str) -> typer.models.OptionInfo:
+    """``--tasks``: one or more task card names or files, spelled any of the three ways."""
+    spellings = "--tasks a b, --tasks a,b or --tasks a --tasks b"
+    return typer.Option(TASKS_FLAG, callback=task_names, help=f"{help} ({spellings}).")
+
+
 TasksArgument = Annotated[
-    list[str], typer.Argument(help="Task card names (e.g. scifact) or card files.")
+    list[str],
+    typer.Argument(callback=task_names, help="Task card names (e.g. scifact) or card files."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per task per line.")]
 
@@ -95,9 +145,9 @@ def _all_cards() -> list[TaskCard]:
     return load_cards(load_settings().cards_dir)
 
 
-@app.command()
+@app.command(cls=TaskListCommand)
 def train(
-    tasks: Annotated[list[str], typer.Option("--tasks", help="Training task cards.")],
+    tasks: Annotated[list[str], tasks_option("Training task cards")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
     epochs: Annotated[
         int | None, typer.Option(help="Training epochs [default: 1; 5 with --labels].")
@@ -130,12 +180,12 @@ def train(
     typer.echo(f"checkpoint: {out}")
 
 
-@app.command("eval")
+@app.command("eval", cls=TaskListCommand)
 def evaluate(
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint to evaluate.")] = None,
     card: Annotated[str | None, typer.Option(help="Task card file or name.")] = None,
     loo: Annotated[bool, typer.Option("--loo", help="Leave-one-task-out over --tasks.")] = False,
-    tasks: Annotated[list[str] | None, typer.Option("--tasks", help="Tasks for --loo.")] = None,
+    tasks: Annotated[list[str] | None, tasks_option("Tasks for --loo")] = None,
     out: Annotated[Path | None, typer.Option(help="Where --loo writes checkpoints.")] = None,
     refine: RefineOption = 0,
     json_output: JsonOption = False,
@@ -165,9 +215,9 @@ def evaluate(
     typer.echo(render(task_card.name, table))
 
 
-@app.command()
+@app.command(cls=TaskListCommand)
 def validate(
-    tasks: Annotated[list[str], typer.Option("--tasks", help="Training task cards.")],
+    tasks: Annotated[list[str], tasks_option("Training task cards")],
     loo: Annotated[
         bool, typer.Option("--loo", help="One hypernet per validated task, trained without it.")
     ] = False,
