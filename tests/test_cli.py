@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -15,6 +16,7 @@ from hydra_core.artifacts import save_beir_folder
 from hydra_core.cards import find_card, write_card
 from hydra_core.cli import app
 from hydra_core.head import ProjectionHead
+from hydra_core.metrics_store import latest_long, record_metrics
 from hydra_core.tasks import RetrievalTask
 
 HYDRA = Path(sys.executable).with_name("hydra")
@@ -200,3 +202,32 @@ def test_failures_exit_with_a_non_zero_status(tmp_path: Path) -> None:
     assert "unknown task card 'nosuch'" in unknown.stderr
     assert hydra("no-such-command").returncode == 2
     assert hydra("--help").returncode == 0
+
+
+def test_metrics_sql_cannot_touch_files_and_the_store_survives_it(tmp_path: Path) -> None:
+    workspace = tmp_path / "workspace"
+    store = workspace / "metrics.duckdb"
+    rows = {"task": ["a"], "method": ["base"], "split": ["test"], "metric": ["ndcg@10"]}
+    record_metrics(str(store), pl.DataFrame({**rows, "value": [0.5]}), run_id="r", checkpoint="c")
+    before = latest_long(str(store))
+    env = {"HYDRA_WORKSPACE": str(workspace)}
+    outside = tmp_path / "outside.csv"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for SQL", encoding="utf-8")
+    refused = {
+        f"COPY (select 1) TO '{store}' (FORMAT csv)": "file system operations are disabled",
+        f"COPY (select 1) TO '{outside}'": "file system operations are disabled",
+        f"select * from read_text('{secret}')": "file system operations are disabled",
+        "INSTALL httpfs": "file system operations are disabled",
+        "SET enable_external_access = true": "the configuration has been locked",
+        "DROP TABLE metrics": "read-only",
+    }
+    for sql, reason in refused.items():
+        result = hydra("metrics", sql, env=env)
+        assert result.returncode == 2, (sql, result.stdout, result.stderr)
+        assert result.stderr.startswith("error: ") and reason in result.stderr, result.stderr
+        assert "not for SQL" not in result.stdout
+    assert not outside.exists()
+    assert latest_long(str(store)).equals(before)
+    counted = hydra("metrics", "select count(*) as n from metrics", "--format", "csv", env=env)
+    assert counted.returncode == 0 and counted.stdout.splitlines() == ["n", "1"]
