@@ -294,6 +294,13 @@ def search(
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
 ) -> None:
     """Search a task's corpus through the head compiled from its card."""
+    if k < 1:
+        raise typer.BadParameter(f"{k} results: ask for at least 1", param_hint="'-k'")
+    if not query.strip():
+        raise typer.BadParameter(
+            f"{query!r} is empty: give the text to search for", param_hint="QUERY"
+        )
+
     from hydra_core.encoder import FrozenEncoder
     from hydra_core.evaluation import load_card_task
     from hydra_core.hypernet import Hypernet

@@ -231,3 +231,13 @@ def test_metrics_sql_cannot_touch_files_and_the_store_survives_it(tmp_path: Path
     assert latest_long(str(store)).equals(before)
     counted = hydra("metrics", "select count(*) as n from metrics", "--format", "csv", env=env)
     assert counted.returncode == 0 and counted.stdout.splitlines() == ["n", "1"]
+
+
+def test_search_refuses_fewer_than_one_result_and_an_empty_query(tmp_path: Path) -> None:
+    search = ("search", "--checkpoint", str(tmp_path), "--card", "scifact")
+    for k in ("-1", "0"):
+        refused = hydra(*search, "-k", k, "cancer")
+        assert refused.returncode == 2 and f"{k} results: ask for at least 1" in refused.stderr
+    for query in ("", "   "):
+        refused = hydra(*search, query)
+        assert refused.returncode == 2 and f"{query!r} is empty" in refused.stderr
