@@ -13,8 +13,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+from typer._click import Context as ClickContext  # typer's own copy of click
+from typer.core import TyperCommand
 
 from hydra_core.cards import TaskCard, find_card, load_cards
 from hydra_core.errors import HydraInputError
@@ -23,8 +24,56 @@ from hydra_core.settings import load_settings
 
 app = typer.Typer(help="Hydra: per-task retrieval heads compiled from task cards.")
 
+TASKS_FLAG = "--tasks"
+
+
+def task_names(values: list[str] | None) -> list[str] | None:
+    """Every spelling of several tasks as one list: ``a b``, ``a,b`` or ``a`` then ``b``."""
+    if values is None:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if not names:
+        raise typer.BadParameter(f"no task named in {' '.join(values)!r}")
+    return names
+
+
+def spread_tasks(args: list[str]) -> list[str]:
+    """``--tasks a b c`` as ``--tasks a --tasks b --tasks c``, the form click parses.
+
+    Click gives an option one value per occurrence; the names after ``--tasks`` up to the
+    next option (or ``--``) would otherwise be stray arguments.
+    """
+    spread: list[str] = []
+    after_tasks = False
+    for position, arg in enumerate(args):
+        if arg == "--":
+            return spread + args[position:]
+        if arg.startswith("-"):
+            after_tasks = arg == TASKS_FLAG or arg.startswith(f"{TASKS_FLAG}=")
+            spread.append(arg)
+            continue
+        if after_tasks and spread[-1] != TASKS_FLAG:
+            spread.append(TASKS_FLAG)
+        spread.append(arg)
+    return spread
+
+
+class TaskListCommand(TyperCommand):
+    """A command with a ``--tasks`` option that takes several names at once."""
+
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_tasks(args))
+
+
+def tasks_option(help: str) -> typer.models.OptionInfo:
+    """``--tasks``: one or more task card names or files, spelled any of the three ways."""
+    spellings = "--tasks a b, --tasks a,b or --tasks a --tasks b"
+    return typer.Option(TASKS_FLAG, callback=task_names, help=f"{help} ({spellings}).")
+
+
 TasksArgument = Annotated[
-    list[str], typer.Argument(help="Task card names (e.g. scifact) or card files.")
+    list[str],
+    typer.Argument(callback=task_names, help="Task card names (e.g. scifact) or card files."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per task per line.")]
 
@@ -43,17 +92,21 @@ def main() -> None:
 
 
 def run() -> None:
-    """Console entry point: bad input ends with its one-line message, not a traceback."""
+    """Console entry point: each command's exit status, and one line instead of a traceback.
+
+    Typer's standalone mode turns ``typer.Exit(n)`` and usage errors into status ``n``; bad
+    input (``HydraInputError``) and failed file operations (read-only or full disk) end here
+    with a line that names the file.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except HydraInputError as error:
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(2) from None
-    except click.exceptions.Abort:
-        raise SystemExit(130) from None
-    except click.ClickException as error:
-        error.show()
-        raise SystemExit(error.exit_code) from None
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        typer.echo(f"error: {where}{error.strerror or error}", err=True)
+        raise SystemExit(1) from None
 
 
 @app.command()
@@ -92,9 +145,9 @@ def _all_cards() -> list[TaskCard]:
     return load_cards(load_settings().cards_dir)
 
 
-@app.command()
+@app.command(cls=TaskListCommand)
 def train(
-    tasks: Annotated[list[str], typer.Option("--tasks", help="Training task cards.")],
+    tasks: Annotated[list[str], tasks_option("Training task cards")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
     epochs: Annotated[
         int | None, typer.Option(help="Training epochs [default: 1; 5 with --labels].")
@@ -127,12 +180,12 @@ def train(
     typer.echo(f"checkpoint: {out}")
 
 
-@app.command("eval")
+@app.command("eval", cls=TaskListCommand)
 def evaluate(
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint to evaluate.")] = None,
     card: Annotated[str | None, typer.Option(help="Task card file or name.")] = None,
     loo: Annotated[bool, typer.Option("--loo", help="Leave-one-task-out over --tasks.")] = False,
-    tasks: Annotated[list[str] | None, typer.Option("--tasks", help="Tasks for --loo.")] = None,
+    tasks: Annotated[list[str] | None, tasks_option("Tasks for --loo")] = None,
     out: Annotated[Path | None, typer.Option(help="Where --loo writes checkpoints.")] = None,
     refine: RefineOption = 0,
     json_output: JsonOption = False,
@@ -162,9 +215,9 @@ def evaluate(
     typer.echo(render(task_card.name, table))
 
 
-@app.command()
+@app.command(cls=TaskListCommand)
 def validate(
-    tasks: Annotated[list[str], typer.Option("--tasks", help="Training task cards.")],
+    tasks: Annotated[list[str], tasks_option("Training task cards")],
     loo: Annotated[
         bool, typer.Option("--loo", help="One hypernet per validated task, trained without it.")
     ] = False,
@@ -246,6 +299,13 @@ def search(
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
 ) -> None:
     """Search a task's corpus with the retriever compiled from its card."""
+    if k < 1:
+        raise typer.BadParameter(f"{k} results: ask for at least 1", param_hint="'-k'")
+    if not query.strip():
+        raise typer.BadParameter(
+            f"{query!r} is empty: give the text to search for", param_hint="QUERY"
+        )
+
     from hydra_core.encoder import FrozenEncoder
     from hydra_core.evaluation import load_card_task
     from hydra_core.hypernet import Hypernet

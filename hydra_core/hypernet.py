@@ -34,6 +34,9 @@ from hydra_core.head_generator import (
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "hydra-hypernet/2"
+MAX_IN_DIM = 8192
+"""Widest base encoder a checkpoint may name (common ones are 384 to 4096)."""
+MAX_COND_DIM = 1024
 
 
 class Hypernet(nn.Module):
@@ -117,10 +120,10 @@ class Hypernet(nn.Module):
         try:
             model = cls(
                 base_model=str(config["base_model"]),
-                in_dim=int(config["in_dim"]),
-                out_dim=int(config["out_dim"]),
-                cond_dim=int(config["cond_dim"]),
-                rank=int(config["rank"]),
+                in_dim=config["in_dim"],
+                out_dim=config["out_dim"],
+                cond_dim=config["cond_dim"],
+                rank=config["rank"],
                 metadata=dict(config.get("metadata") or {}),
             )
         except (KeyError, TypeError, ValueError) as error:
@@ -155,7 +158,33 @@ def read_config(directory: Path) -> dict[str, Any]:
         raise HydraInputError(f"unreadable checkpoint config ({error})", path=path) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise HydraInputError(f"not a Hydra hypernet checkpoint (format != {FORMAT})", path=path)
+    _check_sizes(config, path)
     return config
+
+
+def _check_sizes(config: dict[str, Any], path: Path) -> None:
+    """Each size an integer the architecture can use, checked before anything is allocated.
+
+    A ``rank`` of -5 fails deep inside torch and one of 2,000,000,000 asks for terabytes.
+    """
+    limits = (
+        ("in_dim", MAX_IN_DIM, "the base encoder's width"),
+        ("out_dim", "in_dim", "the head projects the base embeddings down"),
+        ("cond_dim", MAX_COND_DIM, "the card's conditioning vector"),
+        ("rank", "out_dim", "the rank of the head's weight delta"),
+    )
+    for field, upper, meaning in limits:
+        if field not in config:
+            raise HydraInputError("missing", path=path, field=field)
+        bound = config[upper] if isinstance(upper, str) else upper
+        value = config[field]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
+            limit = f"{upper} ({bound})" if isinstance(upper, str) else str(bound)
+            raise HydraInputError(
+                f"{value!r} is not an integer from 1 to {limit}: {meaning}",
+                path=path,
+                field=field,
+            )
 
 
 def initial_hypernet(

@@ -161,8 +161,15 @@ def record_metrics(
 
 
 def query(database: str, sql: str) -> pl.DataFrame:
-    """Run any SQL on the store (read-only) and return the result as a frame."""
+    """Run any SQL on the store and return the result as a frame; the store survives any query.
+
+    The store is opened read-only, and the SQL reaches nothing outside it: external access
+    (files, network, extensions) is off and the configuration locked before it runs, so
+    ``COPY ... TO`` a file, ``read_text('/etc/passwd')`` or ``INSTALL`` fail.
+    """
     with connect(database, read_only=True) as db:
+        db.execute("SET enable_external_access = false")
+        db.execute("SET lock_configuration = true")
         relation = db.sql(sql)
         return relation.pl() if relation is not None else pl.DataFrame()
 

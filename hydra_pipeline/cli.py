@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from hydra_core.cli import app
+from hydra_core.cli import TaskListCommand, app, tasks_option
 from hydra_core.cli import run as core_run
 from hydra_core.errors import HydraInputError
 from hydra_core.project_config import ProjectConfig, load_project_config
@@ -63,12 +63,9 @@ def _quiet_libraries() -> None:
     logging.getLogger("hydra_core.trainer").setLevel(logging.INFO)  # per-epoch losses
 
 
-@app.command("run")
+@app.command("run", cls=TaskListCommand)
 def run_command(
-    tasks: Annotated[
-        str | None,
-        typer.Option("--tasks", help="Comma-separated task names (default: hydra.yaml's tasks)."),
-    ] = None,
+    tasks: Annotated[list[str] | None, tasks_option("Tasks to run (default: hydra.yaml's)")] = None,
     executor: Annotated[
         ExecutorChoice | None,
         typer.Option("--executor", help="in_process, or multiprocess (partitions in parallel)."),
@@ -82,11 +79,10 @@ def run_command(
     _quiet_libraries()
     config = _load_config(config_path)
     updates: dict[str, object] = {}
-    if tasks:
-        updates["tasks"] = [name.strip() for name in tasks.split(",") if name.strip()]
+    if tasks is not None:
+        updates["tasks"] = tasks
         if config.training_tasks is not None:
-            kept = [t for t in config.training_tasks if t in updates["tasks"]]  # type: ignore[operator]
-            updates["training_tasks"] = kept
+            updates["training_tasks"] = [t for t in config.training_tasks if t in tasks]
     if executor is not None:
         updates["executor"] = config.executor.model_copy(update={"kind": executor.value})
     config = config.model_copy(update=updates)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -12,8 +16,10 @@ from hydra_core.artifacts import save_beir_folder
 from hydra_core.cards import find_card, write_card
 from hydra_core.cli import app
 from hydra_core.head import ProjectionHead
+from hydra_core.metrics_store import latest_long, record_metrics
 from hydra_core.tasks import RetrievalTask
 
+HYDRA = Path(sys.executable).with_name("hydra")
 METHODS = {"bm25", "base", "teacher", "hydra", "hydra-generic", "hydra-shuffled"}
 
 
@@ -30,6 +36,18 @@ def cards_dir(
         card = find_card(name).model_copy(update={"source": f"./data/{name}"})
         write_card(card, root / f"{name}.yaml")
     return root
+
+
+def hydra(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed console script as a user runs it: its real exit status and streams."""
+    return subprocess.run(
+        [str(HYDRA), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 @pytest.fixture()
@@ -169,3 +187,57 @@ def test_unknown_card_is_a_clear_error(runner: CliRunner) -> None:
     result = runner.invoke(app, ["baselines", "no-such-task"])
     assert result.exit_code != 0
     assert "unknown task card 'no-such-task'" in str(result.exception)
+
+
+def test_failures_exit_with_a_non_zero_status(tmp_path: Path) -> None:
+    empty = {"HYDRA_WORKSPACE": str(tmp_path / "empty")}
+    no_store = hydra("metrics", env=empty)
+    assert no_store.returncode == 1, no_store.stderr
+    assert no_store.stderr.startswith("error: no metrics database at ")
+    no_config = hydra("metrics", env={"HYDRA_CONFIG": str(tmp_path / "nonexistent.yaml")})
+    assert no_config.returncode == 2, no_config.stderr
+    assert "nonexistent.yaml: project config file not found" in no_config.stderr
+    unknown = hydra("run", "--tasks", "nosuch", env=empty)
+    assert unknown.returncode == 2, unknown.stderr
+    assert "unknown task card 'nosuch'" in unknown.stderr
+    assert hydra("no-such-command").returncode == 2
+    assert hydra("--help").returncode == 0
+
+
+def test_metrics_sql_cannot_touch_files_and_the_store_survives_it(tmp_path: Path) -> None:
+    workspace = tmp_path / "workspace"
+    store = workspace / "metrics.duckdb"
+    rows = {"task": ["a"], "method": ["base"], "split": ["test"], "metric": ["ndcg@10"]}
+    record_metrics(str(store), pl.DataFrame({**rows, "value": [0.5]}), run_id="r", checkpoint="c")
+    before = latest_long(str(store))
+    env = {"HYDRA_WORKSPACE": str(workspace)}
+    outside = tmp_path / "outside.csv"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for SQL", encoding="utf-8")
+    refused = {
+        f"COPY (select 1) TO '{store}' (FORMAT csv)": "file system operations are disabled",
+        f"COPY (select 1) TO '{outside}'": "file system operations are disabled",
+        f"select * from read_text('{secret}')": "file system operations are disabled",
+        "INSTALL httpfs": "file system operations are disabled",
+        "SET enable_external_access = true": "the configuration has been locked",
+        "DROP TABLE metrics": "read-only",
+    }
+    for sql, reason in refused.items():
+        result = hydra("metrics", sql, env=env)
+        assert result.returncode == 2, (sql, result.stdout, result.stderr)
+        assert result.stderr.startswith("error: ") and reason in result.stderr, result.stderr
+        assert "not for SQL" not in result.stdout
+    assert not outside.exists()
+    assert latest_long(str(store)).equals(before)
+    counted = hydra("metrics", "select count(*) as n from metrics", "--format", "csv", env=env)
+    assert counted.returncode == 0 and counted.stdout.splitlines() == ["n", "1"]
+
+
+def test_search_refuses_fewer_than_one_result_and_an_empty_query(tmp_path: Path) -> None:
+    search = ("search", "--checkpoint", str(tmp_path), "--card", "scifact")
+    for k in ("-1", "0"):
+        refused = hydra(*search, "-k", k, "cancer")
+        assert refused.returncode == 2 and f"{k} results: ask for at least 1" in refused.stderr
+    for query in ("", "   "):
+        refused = hydra(*search, query)
+        assert refused.returncode == 2 and f"{query!r} is empty" in refused.stderr

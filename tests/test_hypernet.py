@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,34 @@ def test_a_checkpoint_for_another_dimension_is_refused(hypernet: Hypernet, tmp_p
     (tmp_path / "ck" / "config.json").write_text(config.replace('"in_dim": 384', '"in_dim": 768'))
     with pytest.raises(HydraInputError, match="do not fit"):
         Hypernet.load(tmp_path / "ck")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("rank", -5, "-5 is not an integer from 1 to out_dim (256)"),
+        ("rank", 2_000_000_000, "2000000000 is not an integer from 1 to out_dim (256)"),
+        ("rank", "96", "'96' is not an integer"),
+        ("out_dim", 385, "385 is not an integer from 1 to in_dim (384)"),
+        ("in_dim", 10**6, "1000000 is not an integer from 1 to 8192"),
+        ("cond_dim", True, "True is not an integer from 1 to 1024"),
+        ("cond_dim", None, "missing"),
+    ],
+)
+def test_out_of_bounds_sizes_in_a_checkpoint_config_are_refused_before_allocating(
+    tmp_path: Path, field: str, value: object, problem: str
+) -> None:
+    Hypernet(base_model="all-MiniLM-L6-v2").save(tmp_path)
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    if value is None:
+        del config[field]
+    else:
+        config[field] = value
+    path.write_text(json.dumps(config))
+    with pytest.raises(HydraInputError) as refused:
+        Hypernet.load(tmp_path)
+    assert str(refused.value).startswith(f"{path} (field {field!r}): {problem}")
 
 
 def test_trained_cards_give_different_heads(encoder: FrozenEncoder, reference: np.ndarray) -> None:
