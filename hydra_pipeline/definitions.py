@@ -11,7 +11,7 @@ from __future__ import annotations
 import dagster as dg
 
 from hydra_core.project_config import ProjectConfig, load_project_config
-from hydra_pipeline.defs import asset_checks, schedules
+from hydra_pipeline.defs import asset_checks, schedules, sensors
 from hydra_pipeline.defs.assets import (
     data,
     embeddings,
@@ -25,7 +25,6 @@ from hydra_pipeline.defs.io_manager import HydraIOManager
 from hydra_pipeline.defs.jobs import build_jobs
 from hydra_pipeline.defs.progress import hydra_progress
 from hydra_pipeline.defs.resources import build_resources
-from hydra_pipeline.defs.sensors import automation_sensor, task_card_sensor
 
 
 def build_executor(config: ProjectConfig) -> dg.ExecutorDefinition:
@@ -68,7 +67,7 @@ def build_definitions(config: ProjectConfig | None = None) -> dg.Definitions:
         asset_checks=asset_checks.build(config),
         jobs=build_jobs(),
         schedules=schedules.build(config),
-        sensors=[task_card_sensor, automation_sensor],
+        sensors=sensors.build(config),
         resources={
             **build_resources(config),
             "io_manager": HydraIOManager(root=str(config.workspace / "assets")),

@@ -32,7 +32,6 @@ from hydra_pipeline.cli import app
 from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.defs.jobs import TASK_JOB, WAVES
 from hydra_pipeline.defs.resources import _encoder
-from hydra_pipeline.defs.sensors import task_card_sensor
 from hydra_pipeline.planning import PlannedRun
 from hydra_pipeline.runner import (
     RunSummary,
@@ -363,11 +362,17 @@ def test_cli_run_prints_results_and_locations(pipeline: Pipeline) -> None:
     assert f"DuckDB:      {pipeline.config.resolved_metrics_db}" in result.stdout
 
 
-def test_sensor_adds_a_new_card_as_a_partition_with_metrics(pipeline: Pipeline) -> None:
-    """A new card gets its partition, its data and a head from the existing hypernet."""
+def test_sensor_adds_a_new_task_as_a_partition_with_metrics(pipeline: Pipeline) -> None:
+    """A task added to the list (its card in the folder, its name in ``tasks``) gets its
+    partition, its data and a head from the existing hypernet: the training tasks stay."""
     cranfield = load_task("cranfield").head(80, 8)  # test split only: generated queries
     pipeline.project.add_task(cranfield, "cranfield")
-    context = dg.build_sensor_context(instance=pipeline.instance, definitions=pipeline.defs)
+    config = pipeline.config.model_copy(
+        update={"tasks": [*TASKS, "cranfield"], "training_tasks": list(TASKS)}
+    )
+    defs = build_definitions(config)
+    task_card_sensor = defs.resolve_sensor_def("task_card_sensor")
+    context = dg.build_sensor_context(instance=pipeline.instance, definitions=defs)
     result = task_card_sensor(context)
     assert isinstance(result, dg.SensorResult)
     (added,) = result.dynamic_partitions_requests or []
@@ -382,7 +387,7 @@ def test_sensor_adds_a_new_card_as_a_partition_with_metrics(pipeline: Pipeline) 
     pipeline.instance.add_dynamic_partitions("task", list(added.partition_keys))
     for event in result.asset_events:
         pipeline.instance.report_runless_asset_event(event)
-    job = pipeline.defs.resolve_job_def(TASK_JOB)
+    job = defs.resolve_job_def(TASK_JOB)
     outcome = job.execute_in_process(
         instance=pipeline.instance,
         partition_key=request.partition_key,

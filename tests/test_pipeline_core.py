@@ -1,5 +1,5 @@
 """The plain-library pieces under the pipeline: config, fingerprints, storage, metrics store,
-report, data checks. Fast: no model, no Dagster run."""
+report, data checks, what the card sensor asks for. Fast: no model, no pipeline run."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+from pipeline_support import make_project
 
 from hydra_core import metrics_store
 from hydra_core.artifacts import (
@@ -37,6 +39,7 @@ from hydra_core.results_report import markdown_table, write_report
 from hydra_core.stages import dangling_qrels, leaked_test_queries
 from hydra_core.tasks import RetrievalTask, load_beir_folder
 from hydra_core.tracking import flatten_params, metric_key
+from hydra_pipeline.definitions import build_definitions
 
 # ------------------------------------------------------------------------------ config
 
@@ -277,3 +280,38 @@ def test_mlflow_names() -> None:
         "train.epochs": "2",
         "tasks": '["a"]',
     }
+
+
+# ------------------------------------------------------------------------------ card sensor
+
+
+def test_card_sensor_follows_the_configured_tasks(
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+    scifact_slice: RetrievalTask,
+    nfcorpus_slice: RetrievalTask,
+) -> None:
+    """A card in the folder whose task is not in the list starts nothing, first tick included."""
+    tasks = {"scifact": scifact_slice.head(20, 5), "nfcorpus": nfcorpus_slice.head(20, 5)}
+    project = make_project(tmp_path, tasks)
+    for key, value in project.env(tmp_path / "cache").items():
+        clean_env.setenv(key, value)
+    clean_env.setenv("HYDRA_TASKS", "nfcorpus")  # scifact's card stays in the folder
+    defs = build_definitions(load_project_config())
+    sensor = defs.resolve_sensor_def("task_card_sensor")
+    assert f"{project.cards_dir}" in (sensor.description or "")
+    assert "nfcorpus" in (sensor.description or "") and "scifact" not in (sensor.description or "")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert isinstance(result, dg.SensorResult)
+        (added,) = result.dynamic_partitions_requests or []
+        assert isinstance(added, dg.AddDynamicPartitionsRequest)
+        assert list(added.partition_keys) == ["nfcorpus"]
+        assert [request.partition_key for request in result.run_requests or []] == ["nfcorpus"]
+        assert {event.partition for event in result.asset_events} == {"nfcorpus"}
+
+        instance.add_dynamic_partitions("task", list(added.partition_keys))  # as the daemon does
+        for event in result.asset_events:
+            instance.report_runless_asset_event(event)
+        again = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert isinstance(again, dg.SkipReason)

@@ -2,18 +2,27 @@
 
 ``assets/<asset>/<task>.<ext>`` for per-task assets and ``assets/<asset>.<ext>`` for the
 others, in the formats of :mod:`hydra_core.artifacts` (parquet, ``.npy``, safetensors,
-JSON), so any stored result can be opened without Dagster. An asset that reads several
-partitions (the hypernet reads every training task) gets a ``{task: value}`` dict.
+JSON), so any stored result can be opened without Dagster. An input declared as a mapping
+(``dict[str, Embeddings]``: the hypernets read every training task) gets a ``{task: value}``
+dict however many partitions it reads, one training task included.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 import dagster as dg
 
 from hydra_core.artifacts import load_value, save_value
+
+
+def _declared_as_mapping(context: dg.InputContext) -> bool:
+    """Whether the input's annotation is a mapping (``dict[str, X]``), i.e. one per partition."""
+    declared = context.dagster_type.typing_type
+    origin = get_origin(declared) or declared
+    return isinstance(origin, type) and issubclass(origin, Mapping)
 
 
 class HydraIOManager(dg.ConfigurableIOManager):
@@ -37,10 +46,6 @@ class HydraIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             return load_value(self._base(key, None))
         partitions = context.asset_partition_keys
-        if (
-            context.has_partition_key
-            and len(partitions) == 1
-            and partitions[0] == (context.partition_key)
-        ):
+        if len(partitions) == 1 and not _declared_as_mapping(context):
             return load_value(self._base(key, partitions[0]))
         return {partition: load_value(self._base(key, partition)) for partition in partitions}

@@ -1,9 +1,11 @@
 """Sensors: new or edited task cards, and automation of what follows a retrain.
 
-``task_card_sensor`` scans the cards folder. A new card adds a task partition; a new or
-changed card (or dataset) is recorded as an observation and gets a run of its task's
-assets, up to its metrics when a hypernet exists: a new task gets a head from the current
-hypernet, no retraining. A card that does not load is reported and retried next tick.
+``task_card_sensor`` watches the cards of the configured tasks (``tasks`` of ``hydra.yaml``,
+or ``HYDRA_TASKS``) in the cards folder, and only those: a card of a task not in the list
+starts nothing. A configured task without a partition gets one; a new or changed card (or
+dataset) is recorded as an observation and gets a run of its task's assets, up to its
+metrics when a hypernet exists: a new task gets a head from the current hypernet, no
+retraining. A card that does not load is reported and retried next tick.
 
 ``hydra_automation`` runs the eager conditions of heads, metrics and the report, so a
 retrained hypernet (the schedule, or a click in the UI) refreshes everything after it.
@@ -14,8 +16,9 @@ retrained hypernet (the schedule, or a click in the UI) refreshes everything aft
 
 import dagster as dg
 
+from hydra_core.project_config import ProjectConfig
 from hydra_core.settings import load_settings
-from hydra_pipeline.defs.assets.sources import changed_observations, scan_cards
+from hydra_pipeline.defs.assets.sources import changed_observations, task_states
 from hydra_pipeline.defs.jobs import (
     HYPERNET_ASSET,
     REPORT_ASSET,
@@ -28,47 +31,56 @@ from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 CARD_SENSOR = "task_card_sensor"
 
 
-@dg.sensor(
-    name=CARD_SENSOR,
-    job_name=TASK_JOB,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds a partition for a new card and materializes a new or changed card's task.",
-)
-def task_card_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    states, problems = scan_cards(load_settings().cards_dir)
-    for path, problem in problems.items():
-        context.log.warning(f"skipping card {path}: {problem}")
-    observations = changed_observations(context.instance, states)
-    if not observations:
-        return dg.SkipReason(f"{len(states)} cards, none new or changed")
-    existing = set(context.instance.get_dynamic_partitions(TASK_PARTITIONS.name or "task"))
-    new = sorted(set(states) - existing)
-    changed = sorted({event.partition for event in observations if event.partition})
-    has_hypernet = (
-        context.instance.get_latest_materialization_event(dg.AssetKey(HYPERNET_ASSET)) is not None
-    )
-    selection = [dg.AssetKey(name) for name in TASK_DATA_ASSETS]
-    if has_hypernet:
-        selection += [dg.AssetKey(name) for name in TASK_EVAL_ASSETS]
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=f"{name}:{states[name].card_version}:{states[name].data_version}",
-                partition_key=name,
-                asset_selection=selection,
-                tags={"hydra/trigger": "new card" if name in new else "changed card"},
-            )
-            for name in changed
-        ],
-        dynamic_partitions_requests=[TASK_PARTITIONS.build_add_request(new)] if new else [],
-        asset_events=observations,
-    )
+def build(config: ProjectConfig) -> list[dg.SensorDefinition]:
+    tasks = list(config.tasks)
+    cards_dir = load_settings().cards_dir
 
+    @dg.sensor(
+        name=CARD_SENSOR,
+        job_name=TASK_JOB,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            f"Watches the cards of {', '.join(tasks)} (the configured tasks: hydra.yaml or "
+            f"HYDRA_TASKS) in {cards_dir}: a new one gets its partition, a new or changed "
+            "card or dataset a run of its task. Other cards in the folder are ignored."
+        ),
+    )
+    def task_card_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        states, problems = task_states(tasks, cards_dir)
+        for problem in problems.values():
+            context.log.warning(f"skipping: {problem}")
+        observations = changed_observations(context.instance, states)
+        if not observations:
+            return dg.SkipReason(f"{len(states)} cards of {len(tasks)} tasks, none new or changed")
+        existing = set(context.instance.get_dynamic_partitions(TASK_PARTITIONS.name or "task"))
+        new = sorted(set(states) - existing)
+        changed = sorted({event.partition for event in observations if event.partition})
+        has_hypernet = (
+            context.instance.get_latest_materialization_event(dg.AssetKey(HYPERNET_ASSET))
+            is not None
+        )
+        selection = [dg.AssetKey(name) for name in TASK_DATA_ASSETS]
+        if has_hypernet:
+            selection += [dg.AssetKey(name) for name in TASK_EVAL_ASSETS]
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"{name}:{states[name].card_version}:{states[name].data_version}",
+                    partition_key=name,
+                    asset_selection=selection,
+                    tags={"hydra/trigger": "new card" if name in new else "changed card"},
+                )
+                for name in changed
+            ],
+            dynamic_partitions_requests=[TASK_PARTITIONS.build_add_request(new)] if new else [],
+            asset_events=observations,
+        )
 
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "hydra_automation",
-    target=dg.AssetSelection.assets(*TASK_EVAL_ASSETS, REPORT_ASSET),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Refreshes heads, metrics and the report after their inputs change.",
-)
+    automation_sensor = dg.AutomationConditionSensorDefinition(
+        "hydra_automation",
+        target=dg.AssetSelection.assets(*TASK_EVAL_ASSETS, REPORT_ASSET),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Refreshes heads, metrics and the report after their inputs change.",
+    )
+    return [task_card_sensor, automation_sensor]

@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 from dagster import OpExecutionContext
 
-from hydra_core.cards import CARD_SUFFIXES, TaskCard, find_card, load_card
+from hydra_core.cards import TaskCard, find_card
 from hydra_core.errors import HydraInputError
 from hydra_core.fingerprints import card_source_fingerprint, file_fingerprint
 from hydra_core.settings import load_settings
@@ -54,29 +54,26 @@ def card_state(card: TaskCard) -> CardState:
     )
 
 
-def scan_cards(cards_dir: Path) -> tuple[dict[str, CardState], dict[Path, str]]:
-    """Every readable card in the folder by name, and the problems of unreadable ones.
+def task_states(
+    names: Iterable[str], cards_dir: Path
+) -> tuple[dict[str, CardState], dict[str, str]]:
+    """The card of each named task, and the problem of each one that does not load.
 
-    A broken card (half-saved, invalid) must not stop the others: it is reported and
-    looked at again on the next scan.
+    A broken card (half-saved, invalid) must not stop the others: the sensor reports it and
+    looks at it again on its next tick.
     """
     states: dict[str, CardState] = {}
-    problems: dict[Path, str] = {}
-    files = sorted(
-        p
-        for p in (cards_dir.iterdir() if cards_dir.is_dir() else [])
-        if p.suffix.lower() in CARD_SUFFIXES and p.is_file() and not p.name.startswith(".")
-    )
-    for path in files:
+    problems: dict[str, str] = {}
+    for name in names:
         try:
-            card = load_card(path)
+            card = find_card(name, cards_dir)
         except HydraInputError as exc:
-            problems[path] = str(exc)
+            problems[name] = str(exc)
             continue
-        if card.name in states:
-            problems[path] = f"duplicate task name {card.name!r} (also {states[card.name].path})"
+        if card.name != name:
+            problems[name] = f"task {name!r} resolves to a card named {card.name!r}"
             continue
-        states[card.name] = card_state(card)
+        states[name] = card_state(card)
     return states, problems
 
 
@@ -116,20 +113,13 @@ def changed_observations(
     return events
 
 
-def _partition_states(context: OpExecutionContext) -> dict[str, CardState]:
-    cards_dir = load_settings().cards_dir
-    states: dict[str, CardState] = {}
-    for name in context.instance.get_dynamic_partitions(TASK_PARTITIONS.name or "task"):
-        try:
-            states[name] = card_state(find_card(name, cards_dir))
-        except HydraInputError as exc:
-            context.log.warning(f"task {name}: {exc}")
-    return states
-
-
 def _observe(context: OpExecutionContext, key: dg.AssetKey) -> dg.DataVersionsByPartition:
     """The current fingerprint of ``key`` for every task partition (the UI's Observe)."""
-    versions = {name: state.versions()[key] for name, state in _partition_states(context).items()}
+    partitions = context.instance.get_dynamic_partitions(TASK_PARTITIONS.name or "task")
+    states, problems = task_states(partitions, load_settings().cards_dir)
+    for problem in problems.values():
+        context.log.warning(problem)
+    versions = {name: state.versions()[key] for name, state in states.items()}
     return dg.DataVersionsByPartition({name: dg.DataVersion(v) for name, v in versions.items()})
 
 

@@ -194,7 +194,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
                 hypernet_checkpoint, data_version=dg.DataVersion(hypernet_checkpoint.checkpoint_id)
             )
         others = [name for name in training_tasks if name != held_out]
-        if not others:  # (then the inputs are not even {task: value} maps)
+        if not others:
             return dg.Output(CheckpointRecord(path="", checkpoint_id="", tasks=[]))
         record = train_tracked(
             {name: task_card[name] for name in others},
