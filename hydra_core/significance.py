@@ -122,7 +122,9 @@ def paired_test(
     )
 
 
-def paired_tests(task: str, table: ResultsTable, metric: str = METRIC) -> list[PairedTest]:
+def paired_tests(
+    task: str, table: Mapping[str, Mapping[str, float]], metric: str = METRIC
+) -> list[PairedTest]:
     """Each target in ``table`` against each reference in it (rows with per-query values)."""
     values = {
         method: {query_id: row[metric] for query_id, row in scores.per_query.items()}
@@ -138,7 +140,9 @@ def paired_tests(task: str, table: ResultsTable, metric: str = METRIC) -> list[P
     ]
 
 
-def per_query_frame(task: str, table: ResultsTable, split: str) -> pl.DataFrame:
+def per_query_frame(
+    task: str, table: Mapping[str, Mapping[str, float]], split: str
+) -> pl.DataFrame:
     """A table's per-query values as long rows: task, method, split, query_id, metric, value.
 
     Rows without per-query values (a table read back from mean rows) have none.

@@ -14,7 +14,7 @@ import pytrec_eval
 from hydra_core.evaluation import EVAL_SPLIT, score_ranking
 from hydra_core.metrics import METRIC_NAMES, Scores, evaluate_run
 from hydra_core.rankings import rank_by_score, ranking_to_run
-from hydra_core.report import results_json, results_text
+from hydra_core.report import ResultsTable, results_json, results_text
 from hydra_core.significance import (
     paired_test,
     paired_tests,
@@ -126,7 +126,7 @@ def test_queries_are_paired_by_id_and_disjoint_ids_refused() -> None:
 def test_significance_in_json_and_text(
     nfcorpus_slice: RetrievalTask, bm25: pl.DataFrame, oracle: pl.DataFrame
 ) -> None:
-    table = {
+    table: ResultsTable = {
         "base": score_ranking(bm25, nfcorpus_slice),
         "hydra": score_ranking(oracle, nfcorpus_slice),
     }
