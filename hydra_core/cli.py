@@ -19,7 +19,7 @@ from typer.core import TyperCommand
 
 from hydra_core.cards import TaskCard, find_card, load_cards
 from hydra_core.errors import HydraInputError
-from hydra_core.report import results_json, results_text
+from hydra_core.report import ResultsTable, results_json, results_text
 from hydra_core.settings import load_settings
 
 app = typer.Typer(help="Hydra: per-task retrieval heads compiled from task cards.")
@@ -190,13 +190,18 @@ def evaluate(
     refine: RefineOption = 0,
     json_output: JsonOption = False,
 ) -> None:
-    """Test-split table for bm25, base, teacher, hydra, hydra-generic, hydra-shuffled."""
+    """Test-split table for bm25, base, teacher, hydra, hydra-generic, hydra-shuffled,
+    with a paired significance test of hydra against each reference."""
     from hydra_core.encoder import FrozenEncoder
     from hydra_core.hypernet import Hypernet
+    from hydra_core.significance import paired_tests
     from hydra_core.workflows import evaluate_card, leave_one_out
 
+    def render(name: str, table: ResultsTable) -> str:
+        tests = paired_tests(name, table)
+        return (results_json if json_output else results_text)(name, table, tests)
+
     encoder = FrozenEncoder()
-    render = results_json if json_output else results_text
     if loo:
         cards = [find_card(name) for name in tasks or []]
         if len(cards) < 2:

@@ -21,7 +21,7 @@ from hydra_core.artifacts import Embeddings
 from hydra_core.cards import TaskCard, generic_card
 from hydra_core.compiled_retriever import HYBRID_FUSION, CompiledRetriever
 from hydra_core.encoder import FrozenEncoder
-from hydra_core.metrics import METRIC_NAMES, evaluate_run
+from hydra_core.metrics import METRIC_NAMES, Scores, evaluate_run
 from hydra_core.rankings import ranking_to_run
 from hydra_core.report import ResultsTable
 from hydra_core.retriever import ConditionedRetriever, RetrieverIndex
@@ -48,10 +48,12 @@ def default_ensemble(task: RetrievalTask, encoder: FrozenEncoder) -> TeacherEnse
     )
 
 
-def score_ranking(
-    ranking: pl.DataFrame, task: RetrievalTask, split: str = EVAL_SPLIT
-) -> dict[str, float]:
-    """NDCG@10, MRR@10 and Recall@100 of a ranking frame against a split's qrels."""
+def score_ranking(ranking: pl.DataFrame, task: RetrievalTask, split: str = EVAL_SPLIT) -> Scores:
+    """NDCG@10, MRR@10 and Recall@100 of a ranking frame against a split's qrels.
+
+    Every row of a results table comes from here, so each keeps its per-query values
+    (``Scores.per_query``) for the paired significance tests and the ``per_query`` store.
+    """
     top = ranking.filter(pl.col("rank") <= FUSED_DEPTH)
     return evaluate_run(ranking_to_run(top), task.qrels_dict(split), METRIC_NAMES)
 
@@ -62,7 +64,9 @@ def baseline_table(
     """Each teacher alone and their RRF fusion (``teacher``) on ``split``."""
     queries = task.split_queries(split)
     rankings = ensemble.rank(queries["query_id"].to_list(), queries["text"].to_list())
-    table = {name: score_ranking(frame, task, split) for name, frame in rankings.items()}
+    table: ResultsTable = {
+        name: score_ranking(frame, task, split) for name, frame in rankings.items()
+    }
     table["teacher"] = score_ranking(ensemble.fuse(rankings), task, split)
     return table
 

@@ -13,6 +13,7 @@ import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
@@ -40,6 +41,7 @@ from hydra_core.preferences import PairConfig, preference_pairs
 from hydra_core.rankings import exact_top_k, ranking_frame
 from hydra_core.report import ResultsTable
 from hydra_core.retriever import ConditionedRetriever
+from hydra_core.significance import per_query_frame, table_from_per_query
 from hydra_core.tasks import QUERIES_SCHEMA, RetrievalTask
 from hydra_core.teacher_ensemble import FUSED_DEPTH, TEACHER_DEPTH
 from hydra_core.teachers import BM25Teacher
@@ -139,7 +141,7 @@ def baseline_metrics(
     split: str = EVAL_SPLIT,
 ) -> ResultsTable:
     """Each teacher alone and the fused ``teacher``, scored on ``split``."""
-    table = {
+    table: ResultsTable = {
         name: score_ranking(_evaluation_only(frame, task, split), task, split)
         for name, frame in rankings.items()
     }
@@ -232,14 +234,16 @@ def supervised_metrics(
     queries: Embeddings,
     split: str = EVAL_SPLIT,
 ) -> pl.DataFrame:
-    """The ``supervised-head`` rows: a head fitted on the card's labels alone, scored on
-    ``split``; no rows for a card that declares no labels. It depends on the task's data
-    and card only, so a retrained hypernet does not refit it."""
+    """The ``supervised-head`` per-query rows: a head fitted on the card's labels alone,
+    scored on ``split``; no rows for a card that declares no labels. It depends on the
+    task's data and card only, so a retrained hypernet does not refit it."""
     reference = supervised_reference(card, task, encoder)
     if reference is None:
-        return metrics_frame(task.name, {}, split)
+        return per_query_frame(task.name, {}, split)
     rows = {SUPERVISED_HEAD: CompiledRetriever(head=reference, fusion=DENSE_ONLY)}
-    return metrics_frame(task.name, retriever_metrics(task, rows, documents, queries, split), split)
+    return per_query_frame(
+        task.name, retriever_metrics(task, rows, documents, queries, split), split
+    )
 
 
 def label_streams(
@@ -292,6 +296,13 @@ def training_task(
     return task
 
 
+class TaskEvaluation(NamedTuple):
+    """One task's evaluation: the mean rows and the per-query rows they average."""
+
+    metrics: pl.DataFrame
+    per_query: pl.DataFrame
+
+
 def evaluate_task(
     task: RetrievalTask,
     card: TaskCard,
@@ -307,10 +318,10 @@ def evaluate_task(
     references: Mapping[str, CompiledRetriever] | None = None,
     scored: pl.DataFrame | None = None,
     split: str = EVAL_SPLIT,
-) -> pl.DataFrame:
+) -> TaskEvaluation:
     """The whole results table of one task as long rows, in the store's method order:
     baselines, hybrid, hydra and its head alone, the ablations, the ``references`` (see
-    :func:`reference_retrievers`) and rows ``scored`` elsewhere (see
+    :func:`reference_retrievers`) and the per-query rows ``scored`` elsewhere (see
     :func:`supervised_metrics`)."""
     table = baseline_metrics(task, teacher_rankings, fused, split)
     retriever = ConditionedRetriever(load_hypernet(checkpoint), encoder)
@@ -327,10 +338,12 @@ def evaluate_task(
     }
     table.update(retriever_metrics(task, rows, documents, queries, split))
     if scored is not None:
-        table.update(table_from_frame(scored))
+        table.update(table_from_per_query(scored))
     rank = len(METHOD_RANK)
     ordered = dict(sorted(table.items(), key=lambda item: METHOD_RANK.get(item[0], rank)))
-    return metrics_frame(task.name, ordered, split)
+    return TaskEvaluation(
+        metrics_frame(task.name, ordered, split), per_query_frame(task.name, ordered, split)
+    )
 
 
 def metrics_frame(task: str, table: ResultsTable, split: str = EVAL_SPLIT) -> pl.DataFrame:

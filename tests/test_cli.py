@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -58,6 +59,20 @@ def runner(cards_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     return CliRunner()
 
 
+def _assert_significance(result: dict[str, Any], method: str, task: RetrievalTask) -> None:
+    """``method`` tested against base and teacher over every judged test query."""
+    tests = result["significance"]
+    assert set(tests) == {method} and set(tests[method]) == {"base", "teacher"}
+    methods = result["methods"]
+    for reference, test in tests[method].items():
+        assert test["metric"] == "ndcg@10"
+        assert test["queries"] == len(task.qrels_dict("test"))
+        difference = methods[method]["ndcg@10"] - methods[reference]["ndcg@10"]
+        assert test["delta"] == pytest.approx(difference, abs=1e-12)
+        assert 0.0 < test["p_value"] <= 1.0
+        assert test["significant"] == (test["p_value"] < 0.05)
+
+
 def test_baselines_json_then_cached(runner: CliRunner) -> None:
     first = runner.invoke(app, ["baselines", "scifact", "nfcorpus", "--json"])
     assert first.exit_code == 0, first.output
@@ -102,7 +117,13 @@ def test_train_with_labels_adds_a_stream_per_card_that_declares_them(
     assert "no card among --tasks declares labels" in unlabelled.stderr
 
 
-def test_leave_one_out_scores_each_task_as_unseen(runner: CliRunner, tmp_path: Path) -> None:
+def test_leave_one_out_scores_each_task_as_unseen(
+    runner: CliRunner,
+    tmp_path: Path,
+    scifact_slice: RetrievalTask,
+    nfcorpus_slice: RetrievalTask,
+) -> None:
+    slices = {"scifact": scifact_slice, "nfcorpus": nfcorpus_slice}
     args = ["eval", "--loo", "--tasks", "scifact", "--tasks", "nfcorpus", "--refine", "3"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "loo"), "--json"])
     assert result.exit_code == 0, result.output
@@ -111,12 +132,16 @@ def test_leave_one_out_scores_each_task_as_unseen(runner: CliRunner, tmp_path: P
     unseen = {"hydra-unseen", "hydra-unseen-generic", "hydra-unseen-shuffled"}
     for methods in tables.values():
         assert set(methods) == {"bm25", "base", "teacher", "hydra-unseen-refined"} | unseen
+    for row in map(json.loads, result.stdout.splitlines()):
+        _assert_significance(row, "hydra-unseen", slices[row["task"]])
     for held_out, trained_on in (("scifact", "nfcorpus"), ("nfcorpus", "scifact")):
         config = json.loads((tmp_path / "loo" / f"without-{held_out}" / "config.json").read_text())
         assert config["metadata"]["tasks"] == [trained_on]
 
 
-def test_train_eval_compile_search(runner: CliRunner, tmp_path: Path, cards_dir: Path) -> None:
+def test_train_eval_compile_search(
+    runner: CliRunner, tmp_path: Path, cards_dir: Path, nfcorpus_slice: RetrievalTask
+) -> None:
     checkpoint = tmp_path / "ck"
     trained = runner.invoke(
         app,
@@ -136,9 +161,10 @@ def test_train_eval_compile_search(runner: CliRunner, tmp_path: Path, cards_dir:
     assert "trainable parameters:" in trained.stdout
     assert (checkpoint / "model.safetensors").is_file()
 
-    evaluated = runner.invoke(
-        app,
+    # The installed console script, as a user runs it (environment from the runner fixture).
+    evaluated = subprocess.run(
         [
+            str(Path(sys.executable).with_name("hydra")),
             "eval",
             "--checkpoint",
             str(checkpoint),
@@ -148,12 +174,16 @@ def test_train_eval_compile_search(runner: CliRunner, tmp_path: Path, cards_dir:
             "3",
             "--json",
         ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    assert evaluated.exit_code == 0, evaluated.output
+    assert evaluated.returncode == 0, evaluated.stderr
     result = json.loads(evaluated.stdout)
     assert result["task"] == "nfcorpus"
     # nfcorpus has training labels, so the supervised reference is reported too.
     assert set(result["methods"]) == METHODS | {"hydra-refined", "supervised-head"}
+    _assert_significance(result, "hydra", nfcorpus_slice)
 
     head_file = tmp_path / "head.safetensors"
     compiled = runner.invoke(

@@ -238,6 +238,21 @@ def test_duckdb_holds_every_task_method_metric(pipeline: Pipeline) -> None:
     expected = {"run_id", "checkpoint", "task", "method", "split", "metric", "value", "created_at"}
     assert expected <= set(rows.columns)
 
+    # Each evaluation's per-query rows, stored with it: every query of every method, and
+    # their means are the metrics rows.
+    per_query = metrics_store.latest_per_query(database)
+    key = ["task", "method", "metric"]
+    assert (
+        per_query.select(*key, "evaluation_id")
+        .unique()
+        .sort(key)
+        .equals(rows.select(*key, "evaluation_id").sort(key))
+    )
+    queries = per_query.group_by("task", "method", "metric").agg(pl.col("query_id").n_unique())
+    assert set(queries["query_id"]) == {20}  # the slices' 20 test queries, each judged
+    means = per_query.group_by(key).agg(pl.col("value").mean()).join(rows, on=key)
+    assert means["value"].to_list() == pytest.approx(means["value_right"].to_list(), abs=1e-12)
+
 
 def test_baselines_equal_the_in_memory_path(pipeline: Pipeline) -> None:
     """Stored rankings, fused and scored by the pipeline, give exactly `hydra baselines`."""
@@ -260,8 +275,12 @@ def test_report_files(pipeline: Pipeline) -> None:
     report = pipeline.config.workspace / "reports" / "results.md"
     text = report.read_text()
     assert "| task | bm25 | base | teacher | hydra | hydra-generic | hydra-shuffled |" in text
+    significance = text.split("## Significance")[1].split("## All metrics")[0]
     for task in TASKS:
         assert f"\n| {task} | " in text
+        for method in ("hydra", "hydra-unseen"):  # tested against base and teacher
+            assert f"\n| {task} | {method} | " in significance
+    assert "| task | method | vs base | vs teacher |" in significance
     chart = report.with_name("ndcg_at_10.png").read_bytes()
     assert chart.startswith(b"\x89PNG") and len(chart) > 5_000
 
