@@ -221,7 +221,16 @@ def _from_file(info: ValidationInfo) -> bool:
 def load_card(path: Path | str) -> TaskCard:
     """Read, parse and validate one card file; every problem names the file and field."""
     card_file = Path(path).expanduser().absolute()
-    raw = _read_card_bytes(card_file)
+    return parse_card(_read_card_bytes(card_file), card_file)
+
+
+def parse_card(raw: bytes, card_file: Path) -> TaskCard:
+    """Parse and validate a card's bytes as if read from ``card_file``, which need not exist.
+
+    For cards that arrive without a file (``PUT /tasks/{name}`` of ``hydra serve``): a
+    relative source resolves against ``card_file``'s folder, and errors carry the line and
+    field. The caller bounds the size (:data:`MAX_CARD_FILE_BYTES`).
+    """
     text = _decode_utf8(raw, card_file)
     node, data = _parse_yaml(text, card_file)
     if not isinstance(data, dict):

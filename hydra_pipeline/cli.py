@@ -1,9 +1,9 @@
-"""The ``hydra`` command: the core commands plus ``run``, ``metrics`` and ``ui``.
+"""The ``hydra`` command: the core commands plus ``run``, ``metrics``, ``ui`` and ``serve``.
 
 ``run`` materializes the Dagster graph in-process; ``metrics`` queries the DuckDB store;
-``ui`` serves the Dagster UI and daemon on the same workspace. Dagster, MLflow and the
-pipeline are imported inside these commands, so ``hydra baselines`` and friends start as
-fast as before.
+``ui`` serves the Dagster UI and daemon on the same workspace; ``serve`` puts the stored
+results behind a search API. Dagster, MLflow and the pipeline are imported inside these
+commands, so ``hydra baselines`` and friends start as fast as before.
 """
 
 from __future__ import annotations
@@ -222,6 +222,27 @@ def ui_command(
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace_file)]
     command += ["-h", host, "-p", str(port)]
     os.execv(sys.executable, command)
+
+
+@app.command("serve")
+def serve_command(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="Compile the cards folder's cards with this hypernet instead of serving "
+            "what `hydra run` stored.",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the search API.")] = 8000,
+    config_path: ConfigOption = None,
+) -> None:
+    """Serve every configured task behind one HTTP search API (docs at /docs)."""
+    from hydra_pipeline.serve import serve
+
+    _quiet_libraries()
+    serve(_load_config(config_path), checkpoint=checkpoint, host=host, port=port, echo=_err)
 
 
 def main() -> None:
