@@ -69,16 +69,25 @@ class RetrieverIndex:
             if self.encoder is None:
                 raise ValueError("search needs query_vectors or an encoder")
             query_vectors = self.encoder.encode(query_texts, "query")
+        indices, scores = self.top_k(query_texts, k, query_vectors, lexical_scores)
+        frame = ranking_frame(query_ids, self.doc_ids, indices, scores)
+        return frame.filter(pl.col("score").is_finite())
+
+    def top_k(
+        self,
+        query_texts: Sequence[str],
+        k: int,
+        query_vectors: np.ndarray,
+        lexical_scores: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(queries x k) document rows and scores, best first (``-inf``: fewer candidates)."""
         head, fusion = self.retriever.head, self.retriever.fusion
         queries = query_vectors if head is None else head.apply(query_vectors)
         if fusion.lexical_weight == 0 and fusion.feedback == 0:
-            indices, scores = exact_top_k(queries, self.doc_vectors, k)
-        else:
-            if lexical_scores is None:
-                lexical_scores = self.lexical_scores(query_texts)
-            indices, scores = fused_top_k(lexical_scores, queries, self.doc_vectors, fusion, k)
-        frame = ranking_frame(query_ids, self.doc_ids, indices, scores)
-        return frame.filter(pl.col("score").is_finite())
+            return exact_top_k(queries, self.doc_vectors, k)
+        if lexical_scores is None:
+            lexical_scores = self.lexical_scores(query_texts)
+        return fused_top_k(lexical_scores, queries, self.doc_vectors, fusion, k)
 
     def lexical_scores(self, query_texts: Sequence[str]) -> np.ndarray:
         if self.lexical is None:

@@ -5,9 +5,10 @@
 task over an encoded corpus adds only what its card compiles into:
 
 - a :class:`Corpus`, shared by every task whose card names the same source: document ids,
-  titles and base embeddings (and whatever else is per collection, such as a lexical index);
-- a :class:`TaskSearcher`, what the card compiles into: today a projection head and the
-  corpus projected through it (:class:`HeadSearcher`); anything with ``search(texts, k)``.
+  titles, base embeddings and the BM25 index;
+- a :class:`TaskSearcher`, what the card compiles into: its retriever (head and fusion) and
+  the corpus projected through its head (:class:`RetrieverSearcher`); anything with
+  ``search(texts, k)``.
 
 A card put while the service runs is compiled aside and swapped in by one reference
 assignment, so a request that already holds the old task finishes on it.
@@ -25,14 +26,14 @@ from typing import Protocol
 import numpy as np
 
 from hydra_core.cards import TaskCard, parse_card
+from hydra_core.compiled_retriever import CompiledRetriever
 from hydra_core.embedding_cache import text_key
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation import load_card_task
-from hydra_core.head import ProjectionHead
 from hydra_core.hypernet import Hypernet
-from hydra_core.rankings import exact_top_k
-from hydra_core.retriever import ConditionedRetriever
+from hydra_core.retriever import ConditionedRetriever, RetrieverIndex
+from hydra_core.teachers import BM25Index, BM25Teacher
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,6 +45,7 @@ class Corpus:
     doc_ids: list[str]
     titles: list[str]
     vectors: np.ndarray
+    lexical: BM25Index
 
     def __post_init__(self) -> None:
         rows = len(self.doc_ids)
@@ -86,11 +88,13 @@ def card_corpus(card: TaskCard, encoder: FrozenEncoder, *, encode: bool) -> Corp
                 "`hydra run` with this card in the task list)",
                 field="source",
             )
+    doc_ids = task.corpus["doc_id"].to_list()
     return Corpus(
         key=corpus_key(card),
-        doc_ids=task.corpus["doc_id"].to_list(),
+        doc_ids=doc_ids,
         titles=task.corpus["title"].to_list(),
         vectors=vectors,
+        lexical=BM25Teacher().index(doc_ids, texts),
     )
 
 
@@ -110,7 +114,7 @@ class SharedEncoder:
         with self._lock:
             return self.encoder.encode(texts, "query", store=False)
 
-    def compile(self, retriever: ConditionedRetriever, card: TaskCard) -> ProjectionHead:
+    def compile(self, retriever: ConditionedRetriever, card: TaskCard) -> CompiledRetriever:
         """Compile ``card``: its texts go through the encoder, so under the same lock."""
         with self._lock:
             return retriever.compile(card)
@@ -129,21 +133,22 @@ class TaskSearcher(Protocol):
         ...
 
 
-class HeadSearcher:
-    """A projection head and the corpus projected through it: exact top-k in its space."""
+class RetrieverSearcher:
+    """A compiled retriever over a shared corpus: only the projected documents are its own."""
 
-    def __init__(self, head: ProjectionHead, corpus: Corpus, encoder: SharedEncoder) -> None:
-        self.head = head
+    def __init__(self, compiled: CompiledRetriever, corpus: Corpus, encoder: SharedEncoder) -> None:
+        self.compiled = compiled
         self.encoder = encoder
-        self.doc_vectors = head.apply(corpus.vectors)
+        self.index = RetrieverIndex(compiled, corpus.doc_ids, corpus.vectors, corpus.lexical)
 
     def search(self, query_texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        queries = self.head.apply(self.encoder.queries(query_texts))
-        return exact_top_k(queries, self.doc_vectors, k)
+        return self.index.top_k(query_texts, k, self.encoder.queries(query_texts))
 
     @property
     def nbytes(self) -> int:
-        return self.doc_vectors.nbytes + self.head.num_parameters * self.head.weight.element_size()
+        head = self.compiled.head
+        own = 0 if head is None else head.num_parameters * head.weight.element_size()
+        return own + (self.index.doc_vectors.nbytes if head is not None else 0)
 
 
 @dataclass(frozen=True)
@@ -215,23 +220,23 @@ class TaskRegistry:
         self,
         card: TaskCard,
         corpus: Corpus,
-        head: ProjectionHead | None = None,
+        compiled: CompiledRetriever | None = None,
         *,
         checkpoint: str | None = None,
         compiled_at: datetime | None = None,
     ) -> ServedTask:
-        """Serve ``card`` over ``corpus``, replacing a task of the same name: with ``head`` as
-        stored (compiled by ``checkpoint`` at ``compiled_at``), else compiled now."""
+        """Serve ``card`` over ``corpus``, replacing a task of the same name: with ``compiled``
+        as stored (by ``checkpoint`` at ``compiled_at``), else compiled now."""
         with self._changes:
-            if head is None:
-                head = self.encoder.compile(self.retriever, card)
+            if compiled is None:
+                compiled = self.encoder.compile(self.retriever, card)
                 checkpoint, compiled_at = self.checkpoint, datetime.now(UTC)
             elif checkpoint is None or compiled_at is None:
-                raise ValueError("a stored head needs the checkpoint and time it was compiled")
+                raise ValueError("a stored retriever needs the checkpoint and time it was compiled")
             task = ServedTask(
                 card=card,
                 corpus=corpus,
-                searcher=HeadSearcher(head, corpus, self.encoder),
+                searcher=RetrieverSearcher(compiled, corpus, self.encoder),
                 checkpoint=checkpoint,
                 compiled_at=compiled_at,
             )

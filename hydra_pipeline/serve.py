@@ -1,9 +1,9 @@
 """``hydra serve``: the pipeline's results behind one search API (:mod:`hydra_core.service`).
 
 Serves every task of the configured list from what ``hydra run`` stored in the workspace:
-its card, corpus, document embeddings and compiled head, with one encoder for all tasks and
+its card, corpus, document embeddings and compiled retriever, with one encoder for all tasks and
 each corpus loaded once. The stored hypernet checkpoint compiles the cards put later; a
-head that Dagster's record says another checkpoint compiled (a partial run since) is
+retriever that Dagster's record says another checkpoint compiled (a partial run since) is
 compiled again at start. With ``--checkpoint DIR`` nothing stored is needed: the cards
 folder's cards are compiled by that hypernet and their corpora's embeddings come from the
 embedding cache (what is missing is encoded).
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from hydra_core.serving import Corpus, TaskRegistry
 
 Echo = Callable[[str], None]
-HEAD_ASSET = "compiled_head"
-STORED_ASSETS: tuple[str, ...] = ("task_card", "corpus", "doc_embeddings", HEAD_ASSET)
+RETRIEVER_ASSET = "compiled_retriever"
+STORED_ASSETS: tuple[str, ...] = ("task_card", "corpus", "doc_embeddings", RETRIEVER_ASSET)
 
 
 def stored_checkpoint(config: ProjectConfig) -> CheckpointRecord:
@@ -53,6 +53,8 @@ def stored_checkpoint(config: ProjectConfig) -> CheckpointRecord:
 
 def _stored_corpus(assets: Path, task: str, key: str) -> Corpus:
     from hydra_core.serving import Corpus
+    from hydra_core.stages import corpus_task
+    from hydra_core.teachers import BM25Teacher
 
     frame = load_value(assets / "corpus" / task)
     embeddings: Embeddings = load_value(assets / "doc_embeddings" / task)
@@ -61,13 +63,15 @@ def _stored_corpus(assets: Path, task: str, key: str) -> Corpus:
             f"the stored embeddings of {task!r} do not match its stored corpus: run `hydra run`",
             path=assets / "doc_embeddings",
         )
-    return Corpus(key, embeddings.ids, frame["title"].to_list(), embeddings.vectors)
+    lexical = BM25Teacher().index(embeddings.ids, corpus_task(frame).doc_texts())
+    return Corpus(key, embeddings.ids, frame["title"].to_list(), embeddings.vectors, lexical)
 
 
 def _compiled_by(instance: dg.DagsterInstance, task: str) -> tuple[str, datetime] | None:
-    """The checkpoint that compiled ``task``'s stored head and when, from Dagster's record."""
+    """The checkpoint that compiled ``task``'s stored retriever and when, from Dagster's record."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(HEAD_ASSET), asset_partitions=[task]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(RETRIEVER_ASSET), asset_partitions=[task]),
+        limit=1,
     ).records
     materialization = records[0].asset_materialization if records else None
     checkpoint = materialization.metadata.get("checkpoint") if materialization else None
@@ -102,10 +106,11 @@ def stored_registry(
             corpus = registry.corpus(key) or _stored_corpus(assets, name, key)
             compiled = _compiled_by(instance, name)
             if compiled is not None and compiled[0] == record.checkpoint_id:
-                head = load_value(assets / HEAD_ASSET / name)
-                registry.add(card, corpus, head, checkpoint=compiled[0], compiled_at=compiled[1])
+                stored = load_value(assets / RETRIEVER_ASSET / name)
+                registry.add(card, corpus, stored, checkpoint=compiled[0], compiled_at=compiled[1])
             else:
-                echo(f"{name}: stored head not by checkpoint {record.checkpoint_id}; compiling it")
+                by = record.checkpoint_id
+                echo(f"{name}: stored retriever not by checkpoint {by}; compiling it")
                 registry.add(card, corpus)
     return registry
 

@@ -34,9 +34,9 @@ from hydra_core.artifacts import load_value, save_beir_folder, save_value
 from hydra_core.cards import TaskCard, find_card, load_card, write_card
 from hydra_core.load_test import local_address, run_load_test
 from hydra_core.project_config import ProjectConfig, load_project_config
-from hydra_core.retriever import HeadIndex
+from hydra_core.retriever import RetrieverIndex
 from hydra_core.service import MAX_BODY_BYTES, create_app, running_server
-from hydra_core.serving import HeadSearcher, TaskRegistry
+from hydra_core.serving import RetrieverSearcher, TaskRegistry
 from hydra_core.tasks import RetrievalTask, load_task
 from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.runner import current_checkpoint, prepare_dagster_home, run_pipeline
@@ -142,18 +142,23 @@ def test_tasks_over_one_corpus_share_it(served: Served) -> None:
     assert status == 201
     shared = served.registry.get("scifact-shared")
     assert shared.corpus is scifact.corpus  # the base embeddings are held once
-    assert isinstance(shared.searcher, HeadSearcher) and isinstance(scifact.searcher, HeadSearcher)
-    assert shared.searcher.doc_vectors is not scifact.searcher.doc_vectors  # its own projection
+    assert isinstance(shared.searcher, RetrieverSearcher)
+    assert isinstance(scifact.searcher, RetrieverSearcher)
+    own, other = shared.searcher.index.doc_vectors, scifact.searcher.index.doc_vectors
+    assert own is not other  # its own projection
 
 
 def test_search_ranks_as_hydra_search_does(served: Served) -> None:
-    """The service's hits are the in-process path's (``hydra search``: HeadIndex.search)."""
+    """The service's hits are the in-process path's (``hydra search``: RetrieverIndex)."""
     assets = served.config.workspace / "assets"
-    head = load_value(assets / "compiled_head" / "scifact")
+    compiled = load_value(assets / "compiled_retriever" / "scifact")
     embeddings = load_value(assets / "doc_embeddings" / "scifact")
     corpus = load_value(assets / "corpus" / "scifact")
     query = "cholesterol and breast cancer"
-    index = HeadIndex(head, served.registry.encoder.encoder, embeddings.ids, embeddings.vectors)
+    lexical = served.registry.get("scifact").corpus.lexical
+    index = RetrieverIndex(
+        compiled, embeddings.ids, embeddings.vectors, lexical, served.registry.encoder.encoder
+    )
     expected = index.search(["q"], [query], 5)
 
     status, body = served.call("POST", "/tasks/scifact/search", {"query": query, "k": 5})
@@ -259,8 +264,11 @@ def test_a_put_card_replaces_the_old_task_atomically(served: Served) -> None:
     new = served.registry.get("scifact-claims")
     assert new is not old and new.card.description == edited.description
     assert replaced["compiled_at"] > created["compiled_at"]
-    assert isinstance(old.searcher, HeadSearcher) and isinstance(new.searcher, HeadSearcher)
-    assert not torch.equal(old.searcher.head.weight, new.searcher.head.weight)
+    assert isinstance(old.searcher, RetrieverSearcher)
+    assert isinstance(new.searcher, RetrieverSearcher)
+    old_head, new_head = old.searcher.compiled.head, new.searcher.compiled.head
+    assert old_head is not None and new_head is not None
+    assert not torch.equal(old_head.weight, new_head.weight)
     # A request that got the old task before the swap finishes on it.
     assert len(old.search(["statins"], 3)[0]) == 3
     status, body = served.call("POST", "/tasks/scifact-claims/search", {"query": "statins", "k": 3})
@@ -320,9 +328,11 @@ def test_checkpoint_mode_compiles_the_same_heads(served: Served) -> None:
     assert registry.checkpoint == record.checkpoint_id
     for name in TASKS:
         mine, stored = registry.get(name).searcher, served.registry.get(name).searcher
-        assert isinstance(mine, HeadSearcher) and isinstance(stored, HeadSearcher)
-        torch.testing.assert_close(mine.head.weight, stored.head.weight)
-        np.testing.assert_allclose(mine.doc_vectors, stored.doc_vectors, atol=1e-5)
+        assert isinstance(mine, RetrieverSearcher) and isinstance(stored, RetrieverSearcher)
+        assert mine.compiled.head is not None and stored.compiled.head is not None
+        torch.testing.assert_close(mine.compiled.head.weight, stored.compiled.head.weight)
+        assert mine.compiled.fusion == stored.compiled.fusion
+        np.testing.assert_allclose(mine.index.doc_vectors, stored.index.doc_vectors, atol=1e-5)
 
 
 def _free_port() -> int:
