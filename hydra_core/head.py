@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from hydra_core.atomic import atomic_path
+from hydra_core.atomic import save_tensors_atomic
 from hydra_core.errors import HydraInputError
 
 LAYER_NORM_EPS = 1e-5
@@ -92,8 +92,7 @@ class ProjectionHead:
     def save(self, path: Path | str) -> None:
         """Write the head as safetensors, atomically."""
         tensors = {name: getattr(self, name).detach().contiguous() for name in _TENSORS}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "hydra-head", "task": self.task})
+        save_tensors_atomic(path, tensors, {"format": "hydra-head", "task": self.task})
 
     @classmethod
     def load(cls, path: Path | str) -> ProjectionHead:

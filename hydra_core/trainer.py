@@ -23,10 +23,10 @@ import numpy as np
 import polars as pl
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
-from hydra_core.atomic import atomic_path
+from hydra_core.atomic import save_tensors_atomic
 from hydra_core.head import head_forward
 from hydra_core.hypernet import Hypernet, initial_hypernet
 from hydra_core.losses import in_batch_infonce, weighted_pairwise_loss
@@ -280,8 +280,7 @@ def _save_state(
         "history": json.dumps(history),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / STATE_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    save_tensors_atomic(out_dir / STATE_FILE, tensors, metadata)
 
 
 def _resume(
