@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from hydra_core.atomic import atomic_path
+from hydra_core.atomic import save_tensors_atomic
 from hydra_core.errors import HydraInputError
 from hydra_core.head import ProjectionHead
 from hydra_core.score_fusion import FusionParameters
@@ -54,8 +54,7 @@ class CompiledRetriever:
             "task": self.task,
             "fusion": json.dumps(self.fusion.to_dict(), sort_keys=True),
         }
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        save_tensors_atomic(path, tensors, metadata)
 
     @classmethod
     def load(cls, path: Path | str) -> CompiledRetriever:

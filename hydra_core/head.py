@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from hydra_core.atomic import atomic_path
+from hydra_core.atomic import save_tensors_atomic
 from hydra_core.errors import HydraInputError
 
 LAYER_NORM_EPS = 1e-5
@@ -95,10 +95,7 @@ class ProjectionHead:
 
     def save(self, path: Path | str) -> None:
         """Write the head as safetensors, atomically."""
-        with atomic_path(path) as tmp:
-            save_file(
-                self.tensors(), str(tmp), metadata={"format": "hydra-head", "task": self.task}
-            )
+        save_tensors_atomic(path, self.tensors(), {"format": "hydra-head", "task": self.task})
 
     @classmethod
     def load(cls, path: Path | str) -> ProjectionHead:

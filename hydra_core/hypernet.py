@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from hydra_core.atomic import atomic_path, write_text_atomic
+from hydra_core.atomic import save_tensors_atomic, write_text_atomic
 from hydra_core.card_encoder import TaskCardEncoder, card_part_embeddings
 from hydra_core.cards import TaskCard
 from hydra_core.compiled_retriever import CompiledRetriever
@@ -107,8 +107,7 @@ class Hypernet(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {name: t.detach().contiguous() for name, t in self.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": FORMAT})
+        save_tensors_atomic(directory / WEIGHTS_FILE, state, {"format": FORMAT})
         write_text_atomic(directory / CONFIG_FILE, json.dumps(self.config, indent=2) + "\n")
         return directory
 

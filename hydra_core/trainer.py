@@ -24,10 +24,10 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
-from hydra_core.atomic import atomic_path
+from hydra_core.atomic import save_tensors_atomic
 from hydra_core.fusion_generator import FusionWeights
 from hydra_core.head import head_forward
 from hydra_core.hypernet import Hypernet, initial_hypernet
@@ -314,8 +314,7 @@ def _save_state(
         "history": json.dumps(history),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / STATE_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    save_tensors_atomic(out_dir / STATE_FILE, tensors, metadata)
 
 
 def _resume(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -50,6 +51,21 @@ def _load_config(path: Path | None) -> ProjectConfig:
         raise typer.Exit(2) from None
 
 
+def _writable_workspace(config: ProjectConfig) -> None:
+    """Fail first, naming the folder: a read-only workspace otherwise surfaces as SQLite's
+    "unable to open database file" from deep inside Dagster or MLflow, with no path."""
+    try:
+        config.workspace.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=config.workspace):
+            pass
+    except OSError as error:
+        raise HydraInputError(
+            f"the workspace is not writable ({error.strerror}); set HYDRA_WORKSPACE (or "
+            "workspace in hydra.yaml) to a writable folder",
+            path=config.workspace,
+        ) from None
+
+
 def _quiet_libraries() -> None:
     """Progress comes from hydra's own lines; library chatter would drown it."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by run workers at import
@@ -86,6 +102,7 @@ def run_command(
     if executor is not None:
         updates["executor"] = config.executor.model_copy(update={"kind": executor.value})
     config = config.model_copy(update=updates)
+    _writable_workspace(config)
 
     import dagster as dg
 
@@ -214,6 +231,7 @@ def ui_command(
     from hydra_pipeline.runner import prepare_dagster_home
 
     config = _load_config(config_path)
+    _writable_workspace(config)
     home = prepare_dagster_home(config)
     if config_path is not None:
         os.environ["HYDRA_CONFIG"] = str(config_path.resolve())

@@ -11,14 +11,17 @@ from typing import Any
 
 import polars as pl
 import pytest
+from system_tools import mounted
 from typer.testing import CliRunner
 
 from hydra_core.artifacts import save_beir_folder
 from hydra_core.cards import find_card, write_card
 from hydra_core.cli import app
 from hydra_core.head import ProjectionHead
+from hydra_core.hypernet import Hypernet
 from hydra_core.metrics_store import latest_long, record_metrics
 from hydra_core.tasks import RetrievalTask
+from hydra_pipeline.runner import DAGSTER_YAML
 
 HYDRA = Path(sys.executable).with_name("hydra")
 METHODS = {"bm25", "base", "teacher", "hydra", "hydra-generic", "hydra-shuffled"}
@@ -271,3 +274,65 @@ def test_search_refuses_fewer_than_one_result_and_an_empty_query(tmp_path: Path)
     for query in ("", "   "):
         refused = hydra(*search, query)
         assert refused.returncode == 2 and f"{query!r} is empty" in refused.stderr
+
+
+def test_a_read_only_workspace_is_named_and_still_readable(tmp_path: Path) -> None:
+    """A real read-only bind mount. With the Dagster folders already there, this used to end in
+    SQLite's "unable to open database file", naming nothing."""
+    workspace = tmp_path / "workspace"
+    for folder in ("history", "storage", "schedules"):
+        (workspace / "dagster" / folder).mkdir(parents=True)
+    (workspace / "dagster" / "dagster.yaml").write_text(DAGSTER_YAML.format(max_concurrent=1))
+    rows = {"task": ["a"], "method": ["base"], "split": ["test"], "metric": ["ndcg@10"]}
+    store = str(workspace / "metrics.duckdb")
+    record_metrics(store, pl.DataFrame({**rows, "value": [0.5]}), run_id="r", checkpoint="c")
+    read_only = f"mount --bind {workspace} {workspace} && mount -o remount,bind,ro {workspace}"
+    env = {**os.environ, "HYDRA_WORKSPACE": str(workspace)}
+    ran = subprocess.run(
+        mounted(read_only, [str(HYDRA), "run", "--tasks", "scifact"]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stderr.splitlines() == [
+        f"error: {workspace}: the workspace is not writable (Read-only file system); set "
+        "HYDRA_WORKSPACE (or workspace in hydra.yaml) to a writable folder"
+    ]
+    shown = subprocess.run(
+        mounted(read_only, [str(HYDRA), "metrics", "--format", "csv"]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[1].startswith("a,base,test,0.5,")
+
+
+def test_a_full_disk_fails_naming_the_file_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A real 64 KB tmpfs: the 400 KB head cannot fit. ``hydra train --out`` writes its
+    checkpoint through the same save_tensors_atomic, but needs minutes to get there."""
+    checkpoint = Hypernet(base_model="all-MiniLM-L6-v2").save(tmp_path / "checkpoint")
+    full = tmp_path / "full"
+    full.mkdir()
+    head = full / "head.safetensors"
+    compile_head = [str(HYDRA), "compile", "scifact", "--checkpoint", str(checkpoint)]
+    then_list = ["sh", "-c", f'"$@"; status=$?; ls -A {full}; exit $status', "sh"]
+    result = subprocess.run(
+        mounted(
+            f"mount -t tmpfs -o size=64k tmpfs {full}",
+            [*then_list, *compile_head, "--out", str(head)],
+        ),
+        env={**os.environ, "HYDRA_CACHE_DIR": str(tmp_path / "cache")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {head}: Error while serializing: I/O error: No space left on device (os error 28)"
+    )
+    assert result.stdout == ""  # what the full disk holds after: no head, no temporary file
