@@ -5,8 +5,8 @@ frozen base and a task only compiles and applies a tiny head. Each figure measur
 that. The machines are shared and noisy, so every comparison runs both sides in the same
 process, on the same data, interleaved, and reports their ratio beside the raw rates.
 
-Data: figures 1-3 use real SciFact documents and the shipped SciFact card. Figures 4-7 use
-a synthetic corpus of random unit vectors (speed and memory do not depend on the values);
+Data: figures 1-3 use real SciFact documents and the shipped SciFact card. Figures 4-7 and 9
+use a synthetic corpus of random unit vectors (speed and memory do not depend on the values);
 the texts that bm25s indexes in figure 5 (and that key the cache in figure 6) are real
 documents of the five development collections, and beyond their ~24,800 documents each
 further one joins the first half of one real document to the second half of another
@@ -16,6 +16,8 @@ each run in a fresh process, so figure 7 can report each one's own peak resident
 
 from __future__ import annotations
 
+import gc
+import itertools
 import json
 import multiprocessing
 import os
@@ -29,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any, cast
 
@@ -74,6 +77,9 @@ class BenchSizes:
     new_task_repeats: int = 3
     pipeline_docs: int = 300
     pipeline_queries: int = 30
+    serve_tasks: int = 5
+    load_seconds: float = 10.0
+    load_requests: int = 20_000
     quick: bool = False
 
 
@@ -88,6 +94,9 @@ QUICK = BenchSizes(
     batched_queries=64,
     single_queries=16,
     new_task_repeats=1,
+    serve_tasks=3,
+    load_seconds=2.0,
+    load_requests=2_000,
     quick=True,
 )
 
@@ -173,18 +182,34 @@ def untrained_hypernet() -> Any:
     return initial_hypernet(DEFAULT_MODEL, unit_vectors(1000, BASE_DIM, seed=1))
 
 
+def _status_mib(field: str) -> float | None:
+    """A memory field of Linux's ``/proc/self/status`` in MiB (None elsewhere)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far, in MiB.
 
     Linux's VmHWM belongs to the process image, whereas ``ru_maxrss`` survives exec and
     so would report the parent's peak in a freshly spawned child.
     """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+    peak = _status_mib("VmHWM")
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def rss_mib() -> float:
+    """This process's resident memory now, in MiB (Linux's VmRSS)."""
+    resident = _status_mib("VmRSS")
+    if resident is None:
+        raise RuntimeError("resident memory is read from /proc/self/status (Linux only)")
+    return resident
 
 
 @contextmanager
@@ -497,6 +522,108 @@ def new_task_figure(sizes: BenchSizes) -> Figure:
     }
 
 
+def serve_figure(sizes: BenchSizes) -> Figure:
+    """9. Tasks served by one process over one corpus: memory per extra task, single-query
+    latency over HTTP against ``hydra search``'s in-process path, and the load test.
+
+    The service (:mod:`hydra_core.serving`) holds the corpus' base vectors once and each
+    task its head and projection of the corpus; it runs on a real uvicorn on 127.0.0.1 in
+    this process. The vectors are synthetic (as in figures 4-7), the cards the shipped
+    SciFact card under new names (compiled by a hypernet of the real architecture), and
+    the queries the development collections' real ones, each made new per measurement (a
+    suffix), so both sides encode every query. The in-process side is ``hydra search``
+    without its loading: a ``RetrieverIndex`` of the same retriever and ``search`` (which also
+    stores each query in the embedding cache). ``service`` is the service's own search
+    without HTTP, so ``http`` minus ``service`` is what HTTP costs. Memory is resident
+    memory (VmRSS) before and after the extra tasks are added.
+    """
+    from hydra_core.cards import find_card
+    from hydra_core.load_test import local_address, run_load_test
+    from hydra_core.retriever import RetrieverIndex
+    from hydra_core.service import create_app, running_server
+    from hydra_core.serving import Corpus, RetrieverSearcher, TaskRegistry
+    from hydra_core.teachers import BM25Teacher
+
+    template = find_card("scifact", PROJECT_ROOT / "cards").model_copy(update={"source": "bench"})
+
+    def card(name: str) -> Any:
+        return template.model_copy(
+            update={"name": name, "description": f"{template.description} ({name})"}
+        )
+
+    n_docs = sizes.corpus_docs
+    _, queries = benchmark_corpus(0, sizes.single_queries)
+    with scratch_dir() as folder:
+        encoder = FrozenEncoder(cache=EmbeddingCache(folder / "e.sqlite"), show_progress=False)
+        registry = TaskRegistry(encoder, untrained_hypernet(), "benchmark", PROJECT_ROOT / "cards")
+        ids = [str(i) for i in range(n_docs)]
+        lexical = BM25Teacher().index(ids, list(benchmark_documents(n_docs)))
+        titles = [f"document {i}" for i in ids]
+        corpus = Corpus("bench", ids, titles, unit_vectors(n_docs, BASE_DIM, 5), lexical)
+        first = registry.add(card("task-0"), corpus)  # loads the model: compiling encodes
+        registry.encoder.queries(["load the query path before measuring"])
+        gc.collect()
+        before = rss_mib()
+        for index in range(1, sizes.serve_tasks):
+            registry.add(card(f"task-{index}"), corpus)
+        gc.collect()
+        extra_task_mib = (rss_mib() - before) / (sizes.serve_tasks - 1)
+        searcher = first.searcher
+        assert isinstance(searcher, RetrieverSearcher)
+        search_index = RetrieverIndex(searcher.compiled, ids, corpus.vectors, lexical, encoder)
+        with running_server(create_app(registry)) as url:
+            connection = HTTPConnection(*local_address(url), timeout=60)
+            turns = {side: itertools.count() for side in ("http", "service", "in_process")}
+
+            def new_query(side: str) -> str:
+                """The next query, made new for this side so that it is encoded."""
+                return f"{queries[next(turns[side]) % len(queries)]} ({side})"
+
+            def over_http() -> None:
+                body = json.dumps({"query": new_query("http"), "k": 10})
+                kind = {"Content-Type": "application/json"}
+                connection.request("POST", "/tasks/task-0/search", body, kind)
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"search answered {response.status}")
+
+            times = _interleaved(
+                {
+                    "http": over_http,
+                    "service": lambda: first.search([new_query("service")], 10),
+                    "in_process": lambda: search_index.search(["q"], [new_query("in_process")], 10),
+                },
+                sizes.single_queries,
+            )
+            connection.close()
+            load = run_load_test(
+                url,
+                ["task-0", "task-1"],
+                card("task-put"),
+                queries,
+                clients=3,
+                seconds=sizes.load_seconds,
+                max_requests=sizes.load_requests,
+            )
+    figure: Figure = {
+        "documents": n_docs,
+        "tasks": sizes.serve_tasks,
+        "corpus_mib": round(corpus.vectors.nbytes / 2**20, 1),
+        "task_mib_accounted": round(first.searcher.nbytes / 2**20, 2),
+        "extra_task_rss_mib": round(extra_task_mib, 1),
+        "single_queries": sizes.single_queries,
+    }
+    for name, seconds in times.items():
+        figure[f"{name}_p50_ms"] = round(float(np.percentile(seconds, 50)) * 1e3, 2)
+        figure[f"{name}_p99_ms"] = round(float(np.percentile(seconds, 99)) * 1e3, 2)
+    figure["http_vs_in_process_p50_ratio"] = round(
+        figure["http_p50_ms"] / figure["in_process_p50_ms"], 2
+    )
+    figure.update({f"load_{key}": value for key, value in asdict(load).items()})
+    return figure
+
+
 def pipeline_figure(sizes: BenchSizes) -> Figure:
     """8. Wall time of a cold and a warm ``hydra run`` on one small task (a SciFact slice).
 
@@ -656,6 +783,7 @@ FIGURES: dict[str, Callable[[BenchSizes], Figure]] = {
     "new_task": new_task_figure,
     "pipeline": pipeline_figure,
     "retriever": retriever_figure,
+    "serve": serve_figure,
 }
 ISOLATED = ("search", "new_task")
 """Figures run in a fresh process each, so that figure 7 attributes peak memory to them."""

@@ -121,17 +121,12 @@ _CARD_BODY = {
 
 
 def _card_problem(_: Request, error: Exception) -> JSONResponse:
+    """A card's problem, located by line and field (the card has no file to name)."""
     assert isinstance(error, HydraInputError)
-    where = ", ".join(
-        part
-        for part in (
-            f"line {error.line}" if error.line is not None else "",
-            f"field {error.field!r}" if error.field is not None else "",
-        )
-        if part
-    )
+    where = [f"line {error.line}"] if error.line is not None else []
+    where += [f"field {error.field!r}"] if error.field is not None else []
     problem = Problem(
-        detail=f"card ({where}): {error.problem}" if where else f"card: {error.problem}",
+        detail=f"card ({', '.join(where)}): {error.problem}" if where else f"card: {error.problem}",
         field=error.field,
         line=error.line,
     )

@@ -256,7 +256,16 @@ class TaskRegistry:
                 f"the card is named {card.name!r} but was put as {name!r}", field="name"
             )
         with self._changes:
-            key = corpus_key(card)
-            corpus = self.corpus(key) or card_corpus(card, self.encoder.encoder, encode=False)
+            corpus = self.corpus(corpus_key(card)) or self._cached_corpus(card)
             created = name not in self._tasks
             return self.add(card, corpus), created
+
+    def _cached_corpus(self, card: TaskCard) -> Corpus:
+        """The card's corpus from the embedding cache; a source that does not load is the
+        card's ``source`` field's problem (the message names the file that failed)."""
+        try:
+            return card_corpus(card, self.encoder.encoder, encode=False)
+        except SourceNotEncodedError:
+            raise
+        except HydraInputError as error:
+            raise HydraInputError(str(error), field="source") from None

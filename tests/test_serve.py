@@ -247,6 +247,18 @@ def test_malformed_cards_are_refused_naming_the_field(served: Served, data_dir: 
     )
     assert status == 409 and body["field"] == "source"
     assert "not in the embedding cache" in body["detail"]
+
+    # A source that does not load: the source field's problem, naming the file that failed.
+    corpus_file = unencoded / "corpus.jsonl"
+    corpus_file.write_text("{not json\n" + corpus_file.read_text(), encoding="utf-8")
+    for source, problem in (
+        ("../data/unencoded", "/data/unencoded/corpus.jsonl:1: invalid JSON"),
+        ("beir/nothing-here", "'beir/nothing-here' is not a known ir_datasets id"),
+    ):
+        card_text = _card(served.project, "broken", source=source).to_yaml()
+        status, body = served.call("PUT", "/tasks/broken", card_text)
+        assert (status, body["field"]) == (422, "source")
+        assert body["detail"].startswith("card (field 'source'): ") and problem in body["detail"]
     assert "broken" not in [task.card.name for task in served.registry.tasks()]
 
 
