@@ -107,8 +107,18 @@ def train(
             help="Add the labels each card declares (its labels: split) as a gold teacher.",
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Train afresh even if --out holds training on other tasks or data."
+        ),
+    ] = False,
 ) -> None:
-    """Train one hypernet on the tasks' distilled teacher preferences."""
+    """Train one hypernet on the tasks' distilled teacher preferences.
+
+    Training in a folder that holds an interrupted run of the same tasks, data and config
+    resumes it; one that holds anything else is refused unless --force.
+    """
     from hydra_core.encoder import FrozenEncoder
     from hydra_core.trainer import LABELLED_TRAINING, TrainConfig
     from hydra_core.workflows import train_on_cards
@@ -122,7 +132,7 @@ def train(
         typer.echo(
             "warning: no card among --tasks declares labels; training on teachers only", err=True
         )
-    hypernet = train_on_cards(cards, out, encoder, config, use_labels=labels)
+    hypernet = train_on_cards(cards, out, encoder, config, use_labels=labels, fresh=force)
     typer.echo(f"trainable parameters: {hypernet.num_trainable_parameters:,}")
     typer.echo(f"checkpoint: {out}")
 

@@ -5,8 +5,8 @@ on them, records the run (parameters, data fingerprints, per-epoch losses, the c
 a registered model version) and says where the checkpoint is.
 
 The checkpoint folder is named by a hash of everything that determines the weights
-(training config and code, base encoder, each task's data fingerprints), and the trainer
-resumes a folder that holds a finished or interrupted run of the same config, so retrying
+(training config and code, base encoder, each task's data and card), and the trainer
+resumes a folder that holds a finished or interrupted run of the same inputs, so retrying
 a crashed training continues where it stopped instead of starting over.
 
 Training never depends on the tracking store: if MLflow is unreachable or misconfigured,
@@ -34,7 +34,7 @@ from hydra_core.fingerprints import file_fingerprint, text_digest
 from hydra_core.hypernet import WEIGHTS_FILE, read_config
 from hydra_core.stages import training_task
 from hydra_core.tracking import TrackingTarget, TrainingRun
-from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
+from hydra_core.trainer import TrainConfig, TrainingTask, run_identity, train_hypernet
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,8 @@ def train_tracked(
     tasks += label_streams
     fingerprints = {task.name: task.fingerprint for task in tasks}
     identity = {
-        "train": asdict(config),
+        "run": run_identity(tasks, config, encoder.model_name),
         "encoder": encoder.identity,
-        "data": fingerprints,
         "code": code_version,
     }
     run_key = text_digest(json.dumps(identity, sort_keys=True))

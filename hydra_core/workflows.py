@@ -64,10 +64,14 @@ def train_on_cards(
     config: TrainConfig | None = None,
     *,
     use_labels: bool = False,
+    fresh: bool = False,
 ) -> Hypernet:
-    """Train one hypernet on the given tasks and load the checkpoint it wrote."""
+    """Train one hypernet on the given tasks and load the checkpoint it wrote.
+
+    ``fresh`` trains from scratch in ``out_dir`` even if it holds another run's training.
+    """
     prepared = prepare_cards(cards, encoder, use_labels=use_labels)
-    return train_on_prepared(prepared, out_dir, encoder, config)
+    return train_on_prepared(prepared, out_dir, encoder, config, fresh=fresh)
 
 
 def train_on_prepared(
@@ -75,9 +79,12 @@ def train_on_prepared(
     out_dir: Path,
     encoder: FrozenEncoder,
     config: TrainConfig | None = None,
+    *,
+    fresh: bool = False,
 ) -> Hypernet:
     """Train on already-prepared tasks (so leave-one-out prepares each task once)."""
-    train_hypernet(tasks, config or TrainConfig(), out_dir, base_model=encoder.model_name)
+    config = config or TrainConfig()
+    train_hypernet(tasks, config, out_dir, base_model=encoder.model_name, fresh=fresh)
     return Hypernet.load(out_dir)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from hydra_core.artifacts import save_beir_folder
 from hydra_core.cards import find_card, write_card
 from hydra_core.cli import app
 from hydra_core.head import ProjectionHead
+from hydra_core.hypernet import Hypernet
 from hydra_core.tasks import RetrievalTask
 
 METHODS = {"bm25", "base", "teacher", "hydra", "hydra-generic", "hydra-shuffled"}
@@ -169,3 +172,32 @@ def test_unknown_card_is_a_clear_error(runner: CliRunner) -> None:
     result = runner.invoke(app, ["baselines", "no-such-task"])
     assert result.exit_code != 0
     assert "unknown task card 'no-such-task'" in str(result.exception)
+
+
+def _console(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``hydra`` script in its own process: real exit status and streams."""
+    script = Path(sys.executable).with_name("hydra")
+    return subprocess.run([str(script), *args], capture_output=True, text=True, check=False)
+
+
+def test_train_refuses_a_folder_trained_on_other_tasks_unless_forced(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    out = tmp_path / "ck"
+    first = runner.invoke(app, ["train", "--tasks", "nfcorpus", "--out", str(out), "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    written = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    refused = _console("train", "--tasks", "scifact", "--out", str(out), "--epochs", "1")
+    assert refused.returncode == 2, refused.stderr
+    error = refused.stderr.splitlines()[-1]
+    assert error.startswith(f"error: {out}: ") and "tasks nfcorpus -> scifact" in error
+    assert "--force" in error and f"resuming {out}" not in refused.stderr
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == written
+
+    forced = runner.invoke(
+        app, ["train", "--tasks", "scifact", "--out", str(out), "--epochs", "1", "--force"]
+    )
+    assert forced.exit_code == 0, forced.output
+    metadata = Hypernet.load(out).metadata
+    assert metadata["tasks"] == ["scifact"] and list(metadata["fingerprints"]) == ["scifact"]

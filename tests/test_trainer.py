@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -10,7 +11,9 @@ from safetensors.torch import load_file
 
 from hydra_core.cards import find_card
 from hydra_core.encoder import FrozenEncoder
+from hydra_core.errors import HydraInputError
 from hydra_core.evaluation import default_ensemble
+from hydra_core.hypernet import Hypernet
 from hydra_core.preferences import PairConfig, preference_pairs
 from hydra_core.tasks import RetrievalTask, load_task
 from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
@@ -142,13 +145,47 @@ def test_resuming_with_another_config_is_refused(
     prepared: list[TrainingTask], tmp_path: Path
 ) -> None:
     train_hypernet(prepared, TINY, tmp_path / "run", base_model="all-MiniLM-L6-v2")
-    with pytest.raises(ValueError, match="different training config"):
+    with pytest.raises(HydraInputError, match="epochs 2 -> 3"):
         train_hypernet(
             prepared,
             TrainConfig(epochs=3, steps_per_epoch=4, pairs_per_task=32),
             tmp_path / "run",
             base_model="all-MiniLM-L6-v2",
         )
+
+
+def test_a_folder_trained_on_other_tasks_or_data_is_refused_unless_fresh(
+    prepared: list[TrainingTask], tmp_path: Path
+) -> None:
+    scifact, nfcorpus = prepared
+    out = tmp_path / "run"
+    train_hypernet([scifact], TINY, out, base_model="all-MiniLM-L6-v2")
+    written = {path.name: path.read_bytes() for path in out.iterdir()}
+    fewer_pairs = replace(
+        scifact,
+        query_index=scifact.query_index[1:],
+        pos_index=scifact.pos_index[1:],
+        neg_index=scifact.neg_index[1:],
+        weight=scifact.weight[1:],
+    )
+    edited_card = replace(scifact, card_parts=scifact.card_parts.flip(0))
+    for tasks, named in (
+        ([nfcorpus], "tasks scifact -> nfcorpus"),
+        ([scifact, nfcorpus], "tasks scifact -> scifact, nfcorpus"),
+        ([fewer_pairs], "scifact's pairs changed"),
+        ([edited_card], "scifact's card changed"),
+    ):
+        with pytest.raises(HydraInputError, match=named):
+            train_hypernet(tasks, TINY, out, base_model="all-MiniLM-L6-v2")
+        assert {path.name: path.read_bytes() for path in out.iterdir()} == written
+
+    train_hypernet([nfcorpus], TINY, out, base_model="all-MiniLM-L6-v2", fresh=True)
+    assert Hypernet.load(out).metadata["tasks"] == ["nfcorpus"]
+    straight = train_hypernet(
+        [nfcorpus], TINY, tmp_path / "straight", base_model="all-MiniLM-L6-v2"
+    )
+    a, b = _weights(out), _weights(straight)
+    assert all((a[k] == b[k]).all() for k in a)
 
 
 def test_only_the_hypernet_trains(prepared: list[TrainingTask], tmp_path: Path) -> None:
