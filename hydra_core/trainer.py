@@ -113,9 +113,8 @@ class TrainingTask:
         doc_vectors: np.ndarray,
         pairs: pl.DataFrame,
     ) -> TrainingTask:
-        """Resolve the pairs' ids to rows of the embedding matrices."""
-        if pairs.is_empty():
-            raise ValueError(f"task {name!r} has no preference pairs to train on")
+        """Resolve the pairs' ids to rows of the embedding matrices (there may be none: see
+        :func:`with_pairs`)."""
         query_row = {q: i for i, q in enumerate(query_ids)}
         doc_row = {d: i for i, d in enumerate(doc_ids)}
         return cls(
@@ -123,15 +122,22 @@ class TrainingTask:
             card_parts=card_parts,
             query_vectors=torch.as_tensor(query_vectors, dtype=torch.float32),
             doc_vectors=torch.as_tensor(doc_vectors, dtype=torch.float32),
-            query_index=torch.tensor([query_row[q] for q in pairs["query_id"]]),
-            pos_index=torch.tensor([doc_row[d] for d in pairs["pos_doc_id"]]),
-            neg_index=torch.tensor([doc_row[d] for d in pairs["neg_doc_id"]]),
+            query_index=torch.tensor([query_row[q] for q in pairs["query_id"]], dtype=torch.long),
+            pos_index=torch.tensor([doc_row[d] for d in pairs["pos_doc_id"]], dtype=torch.long),
+            neg_index=torch.tensor([doc_row[d] for d in pairs["neg_doc_id"]], dtype=torch.long),
             weight=torch.tensor(pairs["weight"].to_numpy(), dtype=torch.float32),
         )
 
     @property
     def num_pairs(self) -> int:
         return int(self.query_index.shape[0])
+
+    @property
+    def size(self) -> str:
+        """How much data the task has, for messages about it."""
+        docs, queries = self.doc_vectors.shape[0], self.query_vectors.shape[0]
+        documents = "document" if docs == 1 else "documents"
+        return f"{docs} {documents}, {queries} training quer{'y' if queries == 1 else 'ies'}"
 
     @cached_property
     def digests(self) -> dict[str, str]:
@@ -183,6 +189,31 @@ def task_loss(
     return pairwise, infonce
 
 
+def with_pairs(tasks: Sequence[TrainingTask]) -> list[TrainingTask]:
+    """The tasks that have preference pairs to train on.
+
+    A task too small for its teachers to yield any (a handful of documents: a pair puts a
+    fused top document above one they rank below their top 10) is left out with a warning
+    instead of failing every other task's training; it still gets baselines and a compiled
+    head. When no task has pairs there is nothing to train: an error, in one line.
+    """
+    empty = [task for task in tasks if task.num_pairs == 0]
+    if len(empty) == len(tasks):
+        sizes = "; ".join(f"{task.name}: {task.size}" for task in empty)
+        raise HydraInputError(
+            f"no task yields preference pairs to train on ({sizes}): each is too small for "
+            "its teachers to rank documents below their top ones"
+        )
+    for task in empty:
+        log.warning(
+            "%s is left out of training: its teachers yield no preference pairs from %s "
+            "(too small); it still gets baselines and a compiled head",
+            task.name,
+            task.size,
+        )
+    return [task for task in tasks if task.num_pairs]
+
+
 def run_identity(
     tasks: Sequence[TrainingTask], config: TrainConfig, base_model: str
 ) -> dict[str, Any]:
@@ -208,11 +239,13 @@ def train_hypernet(
     """Train (or resume training) a hypernet on ``tasks``; returns the checkpoint dir.
 
     ``out_dir`` holding a run of other inputs is an error unless ``fresh``, which trains
-    from scratch there whatever it holds.
+    from scratch there whatever it holds. Tasks without pairs are left out (see
+    :func:`with_pairs`).
     """
     out_dir = Path(out_dir)
     if not tasks:
         raise ValueError("train_hypernet needs at least one training task")
+    tasks = with_pairs(tasks)
     frozen = [t.name for t in tasks if t.query_vectors.requires_grad or t.doc_vectors.requires_grad]
     if frozen:
         raise ValueError(f"base embeddings of {frozen} require grad: only the hypernet trains")

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hydra_core.artifacts import save_beir_folder
-from hydra_core.cards import find_card, write_card
+from hydra_core.cards import find_card, load_card, write_card
 from hydra_core.cli import app
 from hydra_core.head import ProjectionHead
 from hydra_core.hypernet import Hypernet
@@ -201,3 +201,72 @@ def test_train_refuses_a_folder_trained_on_other_tasks_unless_forced(
     assert forced.exit_code == 0, forced.output
     metadata = Hypernet.load(out).metadata
     assert metadata["tasks"] == ["scifact"] and list(metadata["fingerprints"]) == ["scifact"]
+
+
+def _add_card(folder: Path, name: str, like: Path, source: Path, labels: str | None = None) -> None:
+    """A card ``name`` in ``folder`` with the text of the card file ``like``, reading ``source``
+    (relative to ``folder``) and declaring ``labels``."""
+    update = {"name": name, "source": str(source if source.is_absolute() else f"./{source}")}
+    write_card(
+        load_card(like).model_copy(update=update | {"labels": labels}), folder / f"{name}.yaml"
+    )
+
+
+def _tiny_task(folder: Path, task: RetrievalTask, like: Path) -> None:
+    """``tiny``: ten documents, too few for the fused teachers to rank any below their top."""
+    save_beir_folder(task.head(10, 5), folder / "data" / "tiny")
+    _add_card(folder, "tiny", like, Path("data/tiny"))
+
+
+def test_tasks_too_small_for_pairs_are_left_out_and_alone_fail_in_one_line(
+    runner: CliRunner,
+    tmp_path: Path,
+    cards_dir: Path,
+    scifact_slice: RetrievalTask,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``one`` has a single short document and so no training query at all."""
+    small = tmp_path / "cards"
+    _tiny_task(small, scifact_slice, cards_dir / "scifact.yaml")
+    one = small / "data" / "one"
+    (one / "qrels").mkdir(parents=True)
+    (one / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "Bone density"}\n')
+    (one / "queries.jsonl").write_text('{"_id": "q1", "text": "bone density"}\n')
+    (one / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    _add_card(small, "one", cards_dir / "nfcorpus.yaml", Path("data/one"))
+    nfcorpus = cards_dir / "nfcorpus.yaml"
+    _add_card(small, "nfcorpus", nfcorpus, cards_dir / "data" / "nfcorpus", labels="train")
+    monkeypatch.setenv("HYDRA_CARDS_DIR", str(small))
+
+    alone = _console("train", "--tasks", "tiny", "--tasks", "one", "--out", str(tmp_path / "no"))
+    assert alone.returncode == 2, alone.stderr
+    assert "Traceback" not in alone.stderr
+    assert alone.stderr.splitlines()[-1].startswith(
+        "error: no task yields preference pairs to train on "
+        "(tiny: 10 documents, 5 training queries; one: 1 document, 0 training queries)"
+    )
+    assert not (tmp_path / "no").exists()
+
+    checkpoint = tmp_path / "ck"
+    tasks = ["--tasks", "nfcorpus", "--tasks", "tiny", "--tasks", "one"]
+    trained = runner.invoke(app, ["train", *tasks, "--out", str(checkpoint), "--epochs", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert "tiny is left out of training" in caplog.text
+    assert "one is left out of training" in caplog.text
+    assert Hypernet.load(checkpoint).metadata["tasks"] == ["nfcorpus"]
+
+    # The small tasks still get baselines, a compiled head and their table.
+    assert runner.invoke(app, ["baselines", "tiny", "one"]).exit_code == 0
+    head = tmp_path / "tiny.safetensors"
+    compiled = runner.invoke(
+        app, ["compile", "tiny", "--checkpoint", str(checkpoint), "--out", str(head)]
+    )
+    assert compiled.exit_code == 0, compiled.output
+    assert ProjectionHead.load(head).task == "tiny"
+    evaluated = runner.invoke(
+        app, ["eval", "--checkpoint", str(checkpoint), "--card", "one", "--refine", "2", "--json"]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert set(json.loads(evaluated.stdout)["methods"]) == METHODS | {"hydra-refined"}
+    assert "one: no preference pairs to refine on" in caplog.text

@@ -91,6 +91,14 @@ def prepared(
     ]
 
 
+@pytest.fixture(scope="module")
+def too_small(scifact_slice: RetrievalTask, encoder: FrozenEncoder) -> TrainingTask:
+    """Ten documents: too few for the fused teachers to rank any below their top ones."""
+    task = scifact_slice.head(10, 5)
+    card = find_card("scifact").model_copy(update={"name": "tiny"})
+    return prepare_training_task(card, task, encoder, default_ensemble(task, encoder))
+
+
 def _weights(directory: Path) -> dict:
     return load_file(str(directory / "model.safetensors"))
 
@@ -197,3 +205,20 @@ def test_only_the_hypernet_trains(prepared: list[TrainingTask], tmp_path: Path) 
     model_keys = {k.removeprefix("model.") for k in state if k.startswith("model.")}
     assert model_keys == set(_weights(tmp_path / "run"))
     assert all(k.startswith(("card_encoder.", "generator.")) for k in model_keys)
+
+
+def test_a_task_too_small_for_pairs_is_left_out_and_alone_is_an_error(
+    prepared: list[TrainingTask],
+    too_small: TrainingTask,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert too_small.num_pairs == 0
+    train_hypernet([too_small, *prepared], TINY, tmp_path / "run", base_model="all-MiniLM-L6-v2")
+    assert Hypernet.load(tmp_path / "run").metadata["tasks"] == ["scifact", "nfcorpus"]
+    assert "tiny is left out of training" in caplog.text
+    with pytest.raises(HydraInputError) as alone:
+        train_hypernet([too_small], TINY, tmp_path / "alone", base_model="all-MiniLM-L6-v2")
+    message = str(alone.value)
+    assert message.startswith("no task yields preference pairs to train on (tiny: 10 documents")
+    assert "\n" not in message and not (tmp_path / "alone").exists()
