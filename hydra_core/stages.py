@@ -10,6 +10,7 @@ pipeline's numbers equal ``hydra baselines``.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -49,6 +50,8 @@ HYDRA_UNSEEN_GENERIC = "hydra-unseen-generic"
 HYDRA_UNSEEN_REFINED = "hydra-unseen-refined"
 BASELINE_METHODS: tuple[str, ...] = (BM25, BASE, TEACHER)
 HEAD_TENSORS: tuple[str, ...] = ("weight", "bias", "scale", "shift")
+
+log = logging.getLogger(__name__)
 
 
 def ranked_queries(task: RetrievalTask, training: pl.DataFrame) -> pl.DataFrame:
@@ -178,13 +181,14 @@ def compile_head(checkpoint: Path | str, card: TaskCard, encoder: FrozenEncoder)
 
 
 def cards_named(names: Sequence[str]) -> list[TaskCard]:
-    """The cards of these tasks from the cards folder (names that no longer load are skipped)."""
+    """The cards of these tasks from the cards folder (names that no longer load are
+    skipped, with a warning: the shuffled-card ablation can borrow another)."""
     cards = []
     for name in names:
         try:
             cards.append(find_card(name))
-        except HydraInputError:
-            continue
+        except HydraInputError as error:
+            log.warning("skipping a card that does not load: %s", error)
     return cards
 
 

@@ -97,7 +97,8 @@ def evaluate_card(
     refine_steps: int = 0,
     supervised: bool = True,
 ) -> ResultsTable:
-    """The full table for one task: bm25, base, teacher and the three hydra variants.
+    """The full table for one task: bm25, base, teacher and the three hydra variants
+    (``hydra-shuffled`` borrows the card of one of ``other_cards``: none, no row).
 
     With ``refine_steps`` it adds ``hydra-refined`` (the compiled head polished on the
     task's own corpus); with ``supervised``, a card that declares ``labels`` also gets the
@@ -107,7 +108,12 @@ def evaluate_card(
     ensemble = default_ensemble(task, encoder)
     table = baseline_table(task, ensemble)
     retriever = ConditionedRetriever(hypernet, encoder)
-    table.update(hydra_table(task, card, retriever, shuffled=shuffled_card(card, other_cards)))
+    shuffled = None
+    if any(other.name != card.name for other in other_cards):
+        shuffled = shuffled_card(card, other_cards)
+    else:
+        log.warning("no other task's card to shuffle with: no hydra-shuffled row for %s", card.name)
+    table.update(hydra_table(task, card, retriever, shuffled=shuffled))
     heads: dict[str, ProjectionHead] = {}
     if refine_steps > 0:
         compiled = retriever.compile(card)

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from hydra_core.artifacts import save_beir_folder
 from hydra_core.cards import find_card, load_card, write_card
 from hydra_core.cli import app
+from hydra_core.encoder import FrozenEncoder
 from hydra_core.head import ProjectionHead
-from hydra_core.hypernet import Hypernet
+from hydra_core.hypernet import Hypernet, initial_hypernet
 from hydra_core.tasks import RetrievalTask
 
 METHODS = {"bm25", "base", "teacher", "hydra", "hydra-generic", "hydra-shuffled"}
@@ -270,3 +271,36 @@ def test_tasks_too_small_for_pairs_are_left_out_and_alone_fail_in_one_line(
     assert evaluated.exit_code == 0, evaluated.output
     assert set(json.loads(evaluated.stdout)["methods"]) == METHODS | {"hydra-refined"}
     assert "one: no preference pairs to refine on" in caplog.text
+
+
+def test_eval_borrows_only_cards_that_load_for_the_shuffled_row(
+    runner: CliRunner,
+    tmp_path: Path,
+    cards_dir: Path,
+    scifact_slice: RetrievalTask,
+    encoder: FrozenEncoder,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A card elsewhere in the folder whose source is missing must not fail eval of tiny."""
+    folder = tmp_path / "cards"
+    _tiny_task(folder, scifact_slice, cards_dir / "scifact.yaml")
+    nfcorpus = cards_dir / "nfcorpus.yaml"
+    _add_card(folder, "other", nfcorpus, cards_dir / "data" / "nfcorpus")
+    _add_card(folder, "broken", nfcorpus, Path("data/missing"))
+    monkeypatch.setenv("HYDRA_CARDS_DIR", str(folder))
+    checkpoint = tmp_path / "untrained"
+    reference = encoder.encode(scifact_slice.doc_texts(), "document")
+    initial_hypernet(encoder.model_name, reference).save(checkpoint)
+
+    evaluated = _console("eval", "--checkpoint", str(checkpoint), "--card", "tiny", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert set(json.loads(evaluated.stdout)["methods"]) == METHODS
+    assert "skipping a card that does not load" in evaluated.stderr
+    assert str(folder / "broken.yaml") in evaluated.stderr
+
+    (folder / "other.yaml").unlink()  # no other card loads: no shuffled row, and a warning
+    alone = runner.invoke(app, ["eval", "--checkpoint", str(checkpoint), "--card", "tiny"])
+    assert alone.exit_code == 0, alone.output
+    assert "hydra-shuffled" not in alone.stdout and "hydra-generic" in alone.stdout
+    assert "no other task's card to shuffle with" in caplog.text
