@@ -17,7 +17,7 @@ import typer
 from typer._click import Context as ClickContext  # typer's own copy of click
 from typer.core import TyperCommand
 
-from hydra_core.cards import TaskCard, find_card, load_cards
+from hydra_core.cards import TaskCard, find_card, loadable_cards
 from hydra_core.errors import HydraInputError
 from hydra_core.report import ResultsTable, results_json, results_text
 from hydra_core.settings import load_settings
@@ -142,7 +142,8 @@ CheckpointOption = Annotated[
 
 
 def _all_cards() -> list[TaskCard]:
-    return load_cards(load_settings().cards_dir)
+    """The cards the shuffled-card ablation may borrow; one that does not load only warns."""
+    return loadable_cards(load_settings().cards_dir)
 
 
 @app.command(cls=TaskListCommand)
@@ -160,8 +161,18 @@ def train(
             help="Add the labels each card declares (its labels: split) as a gold teacher.",
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Train afresh even if --out holds training on other tasks or data."
+        ),
+    ] = False,
 ) -> None:
-    """Train one hypernet on the tasks' distilled teacher preferences."""
+    """Train one hypernet on the tasks' distilled teacher preferences.
+
+    Training in a folder that holds an interrupted run of the same tasks, data and config
+    resumes it; one that holds anything else is refused unless --force.
+    """
     from hydra_core.encoder import FrozenEncoder
     from hydra_core.trainer import LABELLED_TRAINING, TrainConfig
     from hydra_core.workflows import train_on_cards
@@ -175,7 +186,7 @@ def train(
         typer.echo(
             "warning: no card among --tasks declares labels; training on teachers only", err=True
         )
-    hypernet = train_on_cards(cards, out, encoder, config, use_labels=labels)
+    hypernet = train_on_cards(cards, out, encoder, config, use_labels=labels, fresh=force)
     typer.echo(f"trainable parameters: {hypernet.num_trainable_parameters:,}")
     typer.echo(f"checkpoint: {out}")
 

@@ -47,7 +47,10 @@ REFINE_QUERIES = 300
 def fit_head(
     initial: ProjectionHead, task: TrainingTask, steps: int, config: TrainConfig
 ) -> ProjectionHead:
-    """``steps`` Adam steps on one task's pairs, starting from ``initial``."""
+    """``steps`` Adam steps on one task's pairs, starting from ``initial`` (which a task
+    without pairs, too small for its teachers to yield any, leaves as it is)."""
+    if task.num_pairs == 0:
+        return initial
     params = [
         torch.nn.Parameter(t.detach().clone())
         for t in (initial.weight, initial.bias, initial.scale, initial.shift)
@@ -170,6 +173,12 @@ def refine_head(
         encoder.encode(task.doc_texts(), "document"),
         preference_pairs(fused),
     )
+    if training_task.num_pairs == 0:
+        log.warning(
+            "%s: no preference pairs to refine on (%s); head left as compiled",
+            task.name,
+            training_task.size,
+        )
     return fit_head(head, training_task, steps, config)
 
 

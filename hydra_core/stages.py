@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -63,6 +64,8 @@ HYDRA_UNSEEN_DENSE = "hydra-unseen-dense"
 HYDRA_UNSEEN_GENERIC = "hydra-unseen-generic"
 HYDRA_UNSEEN_REFINED = "hydra-unseen-refined"
 BASELINE_METHODS: tuple[str, ...] = (BM25, BASE, TEACHER)
+
+log = logging.getLogger(__name__)
 
 
 def ranked_queries(task: RetrievalTask, training: pl.DataFrame) -> pl.DataFrame:
@@ -184,13 +187,14 @@ def compile_card(
 
 
 def cards_named(names: Sequence[str]) -> list[TaskCard]:
-    """The cards of these tasks from the cards folder (names that no longer load are skipped)."""
+    """The cards of these tasks from the cards folder (names that no longer load are
+    skipped, with a warning: the shuffled-card ablation can borrow another)."""
     cards = []
     for name in names:
         try:
             cards.append(find_card(name))
-        except HydraInputError:
-            continue
+        except HydraInputError as error:
+            log.warning("skipping a card that does not load: %s", error)
     return cards
 
 

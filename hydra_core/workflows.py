@@ -66,10 +66,14 @@ def train_on_cards(
     config: TrainConfig | None = None,
     *,
     use_labels: bool = False,
+    fresh: bool = False,
 ) -> Hypernet:
-    """Train one hypernet on the given tasks and load the checkpoint it wrote."""
+    """Train one hypernet on the given tasks and load the checkpoint it wrote.
+
+    ``fresh`` trains from scratch in ``out_dir`` even if it holds another run's training.
+    """
     prepared = prepare_cards(cards, encoder, use_labels=use_labels)
-    return train_on_prepared(prepared, out_dir, encoder, config)
+    return train_on_prepared(prepared, out_dir, encoder, config, fresh=fresh)
 
 
 def train_on_prepared(
@@ -77,9 +81,12 @@ def train_on_prepared(
     out_dir: Path,
     encoder: FrozenEncoder,
     config: TrainConfig | None = None,
+    *,
+    fresh: bool = False,
 ) -> Hypernet:
     """Train on already-prepared tasks (so leave-one-out prepares each task once)."""
-    train_hypernet(tasks, config or TrainConfig(), out_dir, base_model=encoder.model_name)
+    config = config or TrainConfig()
+    train_hypernet(tasks, config, out_dir, base_model=encoder.model_name, fresh=fresh)
     return Hypernet.load(out_dir)
 
 
@@ -93,7 +100,8 @@ def evaluate_card(
     supervised: bool = True,
 ) -> ResultsTable:
     """The full table for one task: the teachers, ``hybrid``, and the card's retriever
-    (``hydra``), its head alone (``hydra-dense``) and the card ablations.
+    (``hydra``), its head alone (``hydra-dense``) and the card ablations
+    (``hydra-shuffled`` borrows the card of one of ``other_cards``: none, no row).
 
     With ``refine_steps`` it adds ``hydra-refined`` (the compiled head polished on the
     task's own corpus); with ``supervised``, a card that declares ``labels`` also gets the
@@ -105,6 +113,8 @@ def evaluate_card(
     retriever = ConditionedRetriever(hypernet, encoder)
     others = [other for other in other_cards if other.name != card.name]
     shuffled = shuffled_card(card, others) if others else None
+    if shuffled is None:
+        log.warning("no other task's card to shuffle with: no hydra-shuffled row for %s", card.name)
     rows = {"hybrid": hybrid_retriever(), **card_retrievers(retriever, card, shuffled=shuffled)}
     if refine_steps > 0:
         rows["hydra-refined"] = refine_retriever(

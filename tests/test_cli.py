@@ -15,16 +15,26 @@ from system_tools import mounted
 from typer.testing import CliRunner
 
 from hydra_core.artifacts import save_beir_folder
-from hydra_core.cards import find_card, write_card
+from hydra_core.cards import find_card, load_card, write_card
 from hydra_core.cli import app
-from hydra_core.head import ProjectionHead
-from hydra_core.hypernet import Hypernet
+from hydra_core.compiled_retriever import CompiledRetriever
+from hydra_core.encoder import FrozenEncoder
+from hydra_core.hypernet import Hypernet, initial_hypernet
 from hydra_core.metrics_store import latest_long, record_metrics
 from hydra_core.tasks import RetrievalTask
 from hydra_pipeline.runner import DAGSTER_YAML
 
 HYDRA = Path(sys.executable).with_name("hydra")
-METHODS = {"bm25", "base", "teacher", "hydra", "hydra-generic", "hydra-shuffled"}
+METHODS = {
+    "bm25",
+    "base",
+    "teacher",
+    "hybrid",
+    "hydra",
+    "hydra-dense",
+    "hydra-generic",
+    "hydra-shuffled",
+}
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +142,11 @@ def test_leave_one_out_scores_each_task_as_unseen(
     assert result.exit_code == 0, result.output
     tables = {row["task"]: row["methods"] for row in map(json.loads, result.stdout.splitlines())}
     assert set(tables) == {"scifact", "nfcorpus"}
-    unseen = {"hydra-unseen", "hydra-unseen-generic", "hydra-unseen-shuffled"}
+    unseen = {"hydra-unseen", "hydra-unseen-dense", "hydra-unseen-generic", "hydra-unseen-shuffled"}
     for methods in tables.values():
-        assert set(methods) == {"bm25", "base", "teacher", "hydra-unseen-refined"} | unseen
+        assert (
+            set(methods) == {"bm25", "base", "teacher", "hybrid", "hydra-unseen-refined"} | unseen
+        )
     for row in map(json.loads, result.stdout.splitlines()):
         _assert_significance(row, "hydra-unseen", slices[row["task"]])
     for held_out, trained_on in (("scifact", "nfcorpus"), ("nfcorpus", "scifact")):
@@ -197,7 +209,7 @@ def test_train_eval_compile_search(
     assert compiled.exit_code == 0, compiled.output
     assert "compiled in" in compiled.stdout
     assert "refined with 2 steps" in compiled.stdout
-    assert ProjectionHead.load(head_file).task == "scifact"
+    assert CompiledRetriever.load(head_file).task == "scifact"
 
     found = runner.invoke(
         app,
@@ -336,3 +348,134 @@ def test_a_full_disk_fails_naming_the_file_and_leaves_nothing_behind(tmp_path: P
         f"error: {head}: Error while serializing: I/O error: No space left on device (os error 28)"
     )
     assert result.stdout == ""  # what the full disk holds after: no head, no temporary file
+
+
+def _console(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``hydra`` script in its own process: real exit status and streams."""
+    script = Path(sys.executable).with_name("hydra")
+    return subprocess.run([str(script), *args], capture_output=True, text=True, check=False)
+
+
+def test_train_refuses_a_folder_trained_on_other_tasks_unless_forced(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    out = tmp_path / "ck"
+    first = runner.invoke(app, ["train", "--tasks", "nfcorpus", "--out", str(out), "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    written = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    refused = _console("train", "--tasks", "scifact", "--out", str(out), "--epochs", "1")
+    assert refused.returncode == 2, refused.stderr
+    error = refused.stderr.splitlines()[-1]
+    assert error.startswith(f"error: {out}: ") and "tasks nfcorpus -> scifact" in error
+    assert "--force" in error and f"resuming {out}" not in refused.stderr
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == written
+
+    forced = runner.invoke(
+        app, ["train", "--tasks", "scifact", "--out", str(out), "--epochs", "1", "--force"]
+    )
+    assert forced.exit_code == 0, forced.output
+    metadata = Hypernet.load(out).metadata
+    assert metadata["tasks"] == ["scifact"] and list(metadata["fingerprints"]) == ["scifact"]
+
+
+def _add_card(folder: Path, name: str, like: Path, source: Path, labels: str | None = None) -> None:
+    """A card ``name`` in ``folder`` with the text of the card file ``like``, reading ``source``
+    (relative to ``folder``) and declaring ``labels``."""
+    update = {"name": name, "source": str(source if source.is_absolute() else f"./{source}")}
+    write_card(
+        load_card(like).model_copy(update=update | {"labels": labels}), folder / f"{name}.yaml"
+    )
+
+
+def _tiny_task(folder: Path, task: RetrievalTask, like: Path) -> None:
+    """``tiny``: ten documents, too few for the fused teachers to rank any below their top."""
+    save_beir_folder(task.head(10, 5), folder / "data" / "tiny")
+    _add_card(folder, "tiny", like, Path("data/tiny"))
+
+
+def test_tasks_too_small_for_pairs_are_left_out_and_alone_fail_in_one_line(
+    runner: CliRunner,
+    tmp_path: Path,
+    cards_dir: Path,
+    scifact_slice: RetrievalTask,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``one`` has a single short document and so no training query at all."""
+    small = tmp_path / "cards"
+    _tiny_task(small, scifact_slice, cards_dir / "scifact.yaml")
+    one = small / "data" / "one"
+    (one / "qrels").mkdir(parents=True)
+    (one / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "Bone density"}\n')
+    (one / "queries.jsonl").write_text('{"_id": "q1", "text": "bone density"}\n')
+    (one / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    _add_card(small, "one", cards_dir / "nfcorpus.yaml", Path("data/one"))
+    nfcorpus = cards_dir / "nfcorpus.yaml"
+    _add_card(small, "nfcorpus", nfcorpus, cards_dir / "data" / "nfcorpus", labels="train")
+    monkeypatch.setenv("HYDRA_CARDS_DIR", str(small))
+
+    alone = _console("train", "--tasks", "tiny", "--tasks", "one", "--out", str(tmp_path / "no"))
+    assert alone.returncode == 2, alone.stderr
+    assert "Traceback" not in alone.stderr
+    assert alone.stderr.splitlines()[-1].startswith(
+        "error: no task yields preference pairs to train on "
+        "(tiny: 10 documents, 5 training queries; one: 1 document, 0 training queries)"
+    )
+    assert not (tmp_path / "no").exists()
+
+    checkpoint = tmp_path / "ck"
+    tasks = ["--tasks", "nfcorpus", "--tasks", "tiny", "--tasks", "one"]
+    trained = runner.invoke(app, ["train", *tasks, "--out", str(checkpoint), "--epochs", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert "tiny is left out of training" in caplog.text
+    assert "one is left out of training" in caplog.text
+    assert Hypernet.load(checkpoint).metadata["tasks"] == ["nfcorpus"]
+
+    # The small tasks still get baselines, a compiled head and their table.
+    assert runner.invoke(app, ["baselines", "tiny", "one"]).exit_code == 0
+    head = tmp_path / "tiny.safetensors"
+    compiled = runner.invoke(
+        app, ["compile", "tiny", "--checkpoint", str(checkpoint), "--out", str(head)]
+    )
+    assert compiled.exit_code == 0, compiled.output
+    assert CompiledRetriever.load(head).task == "tiny"
+    evaluated = runner.invoke(
+        app, ["eval", "--checkpoint", str(checkpoint), "--card", "one", "--refine", "2", "--json"]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert set(json.loads(evaluated.stdout)["methods"]) == METHODS | {"hydra-refined"}
+    assert "one: no preference pairs to refine on" in caplog.text
+
+
+def test_eval_borrows_only_cards_that_load_for_the_shuffled_row(
+    runner: CliRunner,
+    tmp_path: Path,
+    cards_dir: Path,
+    scifact_slice: RetrievalTask,
+    encoder: FrozenEncoder,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A card elsewhere in the folder whose source is missing must not fail eval of tiny."""
+    folder = tmp_path / "cards"
+    _tiny_task(folder, scifact_slice, cards_dir / "scifact.yaml")
+    nfcorpus = cards_dir / "nfcorpus.yaml"
+    _add_card(folder, "other", nfcorpus, cards_dir / "data" / "nfcorpus")
+    _add_card(folder, "broken", nfcorpus, Path("data/missing"))
+    monkeypatch.setenv("HYDRA_CARDS_DIR", str(folder))
+    checkpoint = tmp_path / "untrained"
+    reference = encoder.encode(scifact_slice.doc_texts(), "document")
+    initial_hypernet(encoder.model_name, reference).save(checkpoint)
+
+    evaluated = _console("eval", "--checkpoint", str(checkpoint), "--card", "tiny", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert set(json.loads(evaluated.stdout)["methods"]) == METHODS
+    assert "skipping a card that does not load" in evaluated.stderr
+    assert str(folder / "broken.yaml") in evaluated.stderr
+
+    (folder / "other.yaml").unlink()  # no other card loads: no shuffled row, and a warning
+    alone = runner.invoke(app, ["eval", "--checkpoint", str(checkpoint), "--card", "tiny"])
+    assert alone.exit_code == 0, alone.output
+    assert "hydra-shuffled" not in alone.stdout and "hydra-generic" in alone.stdout
+    assert "no other task's card to shuffle with" in caplog.text

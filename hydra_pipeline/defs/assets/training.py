@@ -183,18 +183,19 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         preference_pairs: dict[str, pl.DataFrame],
     ) -> dg.Output[CheckpointRecord]:
         """The hypernet trained without this task (leave one out), to which the task's card
-        is as new as an unseen task's: for a task that never trained, the hypernet itself.
-        An empty record when no other task trains."""
+        is as new as an unseen task's: for a task that never trained (not a training task,
+        or one too small to yield pairs), the hypernet itself. An empty record when no other
+        task trains."""
         from hydra_core.tracked_training import train_tracked
         from hydra_core.trainer import TrainConfig
 
         held_out = context.partition_key
-        if held_out not in training_tasks:
+        if held_out not in hypernet_checkpoint.tasks:
             return dg.Output(
                 hypernet_checkpoint, data_version=dg.DataVersion(hypernet_checkpoint.checkpoint_id)
             )
-        others = [name for name in training_tasks if name != held_out]
-        if not others:
+        others = [name for name in hypernet_checkpoint.tasks if name != held_out]
+        if not others:  # (then the inputs may not even be {task: value} maps)
             return dg.Output(CheckpointRecord(path="", checkpoint_id="", tasks=[]))
         record = train_tracked(
             {name: task_card[name] for name in others},
