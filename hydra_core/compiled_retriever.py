@@ -13,12 +13,9 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
-
 from hydra_core.atomic import save_tensors_atomic
 from hydra_core.errors import HydraInputError
-from hydra_core.head import ProjectionHead
+from hydra_core.head import ProjectionHead, read_safetensors
 from hydra_core.score_fusion import FusionParameters
 
 FORMAT = "hydra-retriever/1"
@@ -60,12 +57,7 @@ class CompiledRetriever:
     def load(cls, path: Path | str) -> CompiledRetriever:
         """Read a file written by :meth:`save`; anything else is refused naming the file."""
         path = Path(path)
-        try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as error:
-            raise HydraInputError(f"not a readable retriever file ({error})", path=path) from None
+        tensors, metadata = read_safetensors(path, "retriever file")
         if metadata.get("format") != FORMAT:
             raise HydraInputError(f"not a Hydra retriever (format != {FORMAT})", path=path)
         try:

@@ -100,13 +100,7 @@ class ProjectionHead:
     @classmethod
     def load(cls, path: Path | str) -> ProjectionHead:
         """Read a head written by :meth:`save`; anything else is refused with a clear error."""
-        path = Path(path)
-        try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as error:
-            raise HydraInputError(f"not a readable safetensors head ({error})", path=path) from None
+        tensors, metadata = read_safetensors(path, "safetensors head")
         return cls.from_tensors(tensors, task=metadata.get("task", ""), path=path)
 
     @classmethod
@@ -127,6 +121,17 @@ class ProjectionHead:
                     path=path,
                 )
         return cls(**{name: tensors[name] for name in HEAD_TENSORS}, task=task)
+
+
+def read_safetensors(path: Path | str, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors and metadata; an unreadable one is refused naming it."""
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise HydraInputError(f"not a readable {what} ({error})", path=path) from None
+    return tensors, metadata
 
 
 @contextmanager
