@@ -73,9 +73,9 @@ def runner(cards_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _assert_significance(result: dict[str, Any], method: str, task: RetrievalTask) -> None:
-    """``method`` tested against base and teacher over every judged test query."""
+    """``method`` tested against base, teacher and hybrid over every judged test query."""
     tests = result["significance"]
-    assert set(tests) == {method} and set(tests[method]) == {"base", "teacher"}
+    assert set(tests) == {method} and set(tests[method]) == {"base", "teacher", "hybrid"}
     methods = result["methods"]
     for reference, test in tests[method].items():
         assert test["metric"] == "ndcg@10"

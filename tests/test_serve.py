@@ -327,7 +327,8 @@ def test_a_head_of_another_checkpoint_is_compiled_again(served: Served) -> None:
     finally:
         stored.with_suffix(".json").write_bytes(original)
     assert sorted(messages) == [
-        f"{name}: stored head not by checkpoint a-later-one; compiling it" for name in sorted(TASKS)
+        f"{name}: stored retriever not by checkpoint a-later-one; compiling it"
+        for name in sorted(TASKS)
     ]
     assert {task.checkpoint for task in registry.tasks()} == {"a-later-one"}
     assert all(task.compiled_at > served.started for task in registry.tasks())

@@ -223,7 +223,7 @@ def test_only_the_hypernet_trains(prepared: list[TrainingTask], tmp_path: Path) 
     state = load_file(str(tmp_path / "run" / "trainer_state.safetensors"))
     model_keys = {k.removeprefix("model.") for k in state if k.startswith("model.")}
     assert model_keys == set(_weights(tmp_path / "run"))
-    assert all(k.startswith(("card_encoder.", "generator.")) for k in model_keys)
+    assert all(k.startswith(("card_encoder.", "generator.", "fusion.")) for k in model_keys)
 
 
 def test_labels_teach_the_card_its_fusion_and_teachers_do_not(
