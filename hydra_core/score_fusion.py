@@ -137,7 +137,8 @@ def fused_top_k(
             weight, depth = params.lexical_weight, params.candidate_depth
             docs, fused = mix(lexical, queries @ all_docs.T, weight, depth)
             if params.feedback > 0:
-                top = docs.gather(1, torch.topk(fused, params.feedback_depth, dim=1).indices)
+                feedback_depth = min(params.feedback_depth, all_docs.shape[0])
+                top = docs.gather(1, torch.topk(fused, feedback_depth, dim=1).indices)
                 queries = rocchio(queries, all_docs[top], params.feedback)
                 docs, fused = mix(lexical, queries @ all_docs.T, weight, depth)
             top = torch.topk(fused, min(k, fused.shape[1]), dim=1)

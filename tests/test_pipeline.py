@@ -278,13 +278,15 @@ def test_baselines_equal_the_in_memory_path(pipeline: Pipeline) -> None:
 def test_report_files(pipeline: Pipeline) -> None:
     report = pipeline.config.workspace / "reports" / "results.md"
     text = report.read_text()
-    assert "| task | bm25 | base | teacher | hydra | hydra-generic | hydra-shuffled |" in text
+    header = "| task | bm25 | base | teacher | hybrid | hydra | hydra-dense | hydra-generic |"
+    assert header in text
+    assert "| mean gain over base |" in text and "| worst gain over hybrid |" in text
     significance = text.split("## Significance")[1].split("## All metrics")[0]
     for task in TASKS:
         assert f"\n| {task} | " in text
-        for method in ("hydra", "hydra-unseen"):  # tested against base and teacher
+        for method in ("hydra", "hydra-unseen"):  # tested against base, teacher and hybrid
             assert f"\n| {task} | {method} | " in significance
-    assert "| task | method | vs base | vs teacher |" in significance
+    assert "| task | method | vs base | vs teacher | vs hybrid |" in significance
     chart = report.with_name("ndcg_at_10.png").read_bytes()
     assert chart.startswith(b"\x89PNG") and len(chart) > 5_000
 
@@ -450,7 +452,7 @@ def test_a_task_too_small_for_pairs_is_left_out_of_training_only(
         rows = metrics_store.latest_results(config.resolved_metrics_db)
         tiny = set(rows.filter(pl.col("task") == "tiny")["method"])
         assert {"bm25", "base", "teacher", "hydra", "hydra-generic", "hydra-shuffled"} <= tiny
-        assert (config.workspace / "assets" / "compiled_head" / "tiny.safetensors").is_file()
+        assert (config.workspace / "assets" / "compiled_retriever" / "tiny.safetensors").is_file()
 
         monkeypatch.setenv("HYDRA_TASKS", "tiny")
         alone = load_project_config()

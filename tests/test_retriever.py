@@ -64,6 +64,14 @@ def test_weights_zero_and_one_rank_like_each_channel_alone() -> None:
     np.testing.assert_array_equal(lexical_only, np.argsort(-lexical, axis=1)[:, :10])
 
 
+def test_a_corpus_smaller_than_the_feedback_depth_returns_each_document_once() -> None:
+    docs = np.array([[1.0, 0.0]], dtype=np.float32)  # one document: two candidate slots
+    lexical = np.array([[2.0]], dtype=np.float32)
+    params = FusionParameters(0.4, feedback=0.5, feedback_depth=3)
+    indices, scores = fused_top_k(lexical, docs, docs, params, 10)
+    assert indices[0][np.isfinite(scores[0])].tolist() == [0]
+
+
 def test_bad_fusion_parameters_name_the_field() -> None:
     with pytest.raises(HydraInputError, match="lexical_weight"):
         FusionParameters(1.5)
