@@ -12,6 +12,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
+from hydra_core.benchmarks import render_text
 from hydra_core.cli import app
 
 FIGURES = {"encode", "cache", "compile", "project", "search", "new_task", "memory", "pipeline"}
@@ -62,7 +63,28 @@ def test_quick_suite_as_json() -> None:
     memory = results["memory"]
     for name in ("search", "new_task"):
         assert 0 < memory[f"{name}_start_rss_mib"] <= memory[f"{name}_peak_rss_mib"]
+    # Targets are not measurements: they have their own key, never a figure's.
+    assert all(isinstance(value, int | float) for value in memory.values()), memory
+    assert results["targets"] == {
+        "memory": {"search_peak_rss_mib": "<= 1536", "new_task_peak_rss_mib": "<= 1536"}
+    }
     assert "skipped" in results["pipeline"]
+
+
+def test_text_shows_targets_in_their_own_column() -> None:
+    results = {
+        "compile": {"compile_ms": 2.5},
+        "memory": {"search_peak_rss_mib": 1514.2, "search_start_rss_mib": 950.0},
+        "targets": {"memory": {"search_peak_rss_mib": "<= 1536"}},
+    }
+    header, *rows = render_text(results).splitlines()
+    assert header.split() == ["measure", "measured", "target"]
+    assert [row.split() for row in rows] == [
+        ["compile.compile_ms", "2.5"],
+        ["memory.search_peak_rss_mib", "1514.2", "<=", "1536"],
+        ["memory.search_start_rss_mib", "950.0"],
+    ]
+    assert header.index("target") == rows[1].index("<= 1536")
 
 
 def test_one_figure_as_text_and_unknown_figures() -> None:

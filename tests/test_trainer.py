@@ -7,16 +7,17 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from hydra_core.cards import find_card
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation import default_ensemble
-from hydra_core.hypernet import Hypernet
+from hydra_core.hypernet import Hypernet, initial_hypernet
 from hydra_core.preferences import PairConfig, preference_pairs
 from hydra_core.tasks import RetrievalTask, load_task
-from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
+from hydra_core.trainer import TrainConfig, TrainingTask, reference_embeddings, train_hypernet
 from hydra_core.training_data import prepare_training_task
 from hydra_core.training_queries import training_queries
 
@@ -194,6 +195,20 @@ def test_a_folder_trained_on_other_tasks_or_data_is_refused_unless_fresh(
     )
     a, b = _weights(out), _weights(straight)
     assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_trained_cards_give_different_heads(
+    prepared: list[TrainingTask], encoder: FrozenEncoder, tmp_path: Path
+) -> None:
+    """Untrained, every card compiles to the same head; training is what lets cards differ."""
+    cards = [find_card("scifact"), find_card("nfcorpus")]
+    untrained = initial_hypernet("all-MiniLM-L6-v2", reference_embeddings(prepared))
+    first, second = (untrained.generate_head(card, encoder) for card in cards)
+    assert torch.equal(first.weight, second.weight)
+    train_hypernet(prepared, TINY, tmp_path / "run", base_model="all-MiniLM-L6-v2")
+    trained = Hypernet.load(tmp_path / "run")
+    first, second = (trained.generate_head(card, encoder) for card in cards)
+    assert (first.weight - second.weight).abs().max() > 1e-4
 
 
 def test_only_the_hypernet_trains(prepared: list[TrainingTask], tmp_path: Path) -> None:
