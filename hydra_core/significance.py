@@ -79,8 +79,15 @@ def _mean(values: np.ndarray, axis: int) -> np.ndarray:
 
 
 def randomisation_p_value(differences: np.ndarray) -> float:
-    """Two-sided p-value of a zero mean difference: signs flipped at random (seeded)."""
+    """Two-sided p-value of a zero mean difference: signs flipped at random (seeded).
+
+    One query has two sign patterns, each as extreme as the observed one: p is 1 (scipy
+    refuses fewer than two observations).
+    """
     from scipy.stats import permutation_test  # scipy costs a second: only when testing
+
+    if len(differences) < 2:
+        return 1.0
 
     result = permutation_test(
         (np.asarray(differences, dtype=np.float64),),

@@ -114,6 +114,7 @@ def test_few_queries_are_tested_exactly() -> None:
     observed = differences.mean()
     tail = min((null >= observed - 1e-12).mean(), (null <= observed + 1e-12).mean())
     assert randomisation_p_value(differences) == pytest.approx(min(1.0, 2 * tail))
+    assert randomisation_p_value(np.array([0.4])) == 1.0  # one query: either sign as likely
 
 
 def test_queries_are_paired_by_id_and_disjoint_ids_refused() -> None:
