@@ -45,7 +45,7 @@ def main() -> None:
 def run() -> None:
     """Console entry point: bad input ends with its one-line message, not a traceback."""
     try:
-        app(standalone_mode=False)
+        status = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n
     except HydraInputError as error:
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(2) from None
@@ -54,6 +54,8 @@ def run() -> None:
     except click.ClickException as error:
         error.show()
         raise SystemExit(error.exit_code) from None
+    if isinstance(status, int) and status:
+        raise SystemExit(status)
 
 
 @app.command()
