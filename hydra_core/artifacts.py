@@ -1,10 +1,10 @@
 """Stored results of the pipeline stages, as files other tools can open.
 
 Frames are parquet (polars, DuckDB and pandas read them), embeddings are ``.npy`` arrays
-with their row ids in a parquet file beside them, small records are JSON, heads and
-checkpoints are safetensors. Every write is atomic, so a reader (another run, the Dagster
-UI, a DuckDB query) never sees half a file. A task's qrels are one long frame with a
-``split`` column, so one file holds all splits.
+with their row ids in a parquet file beside them, small records are JSON, compiled
+retrievers and checkpoints are safetensors. Every write is atomic, so a reader (another
+run, the Dagster UI, a DuckDB query) never sees half a file. A task's qrels are one long
+frame with a ``split`` column, so one file holds all splits.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def _with_suffix(base: Path, suffix: str) -> Path:
 def save_value(value: object, base: Path) -> Path:
     """Store a stage result at ``base`` plus the suffix of its format; returns the file.
 
-    Frames become parquet, :class:`Embeddings` ``.npy``, projection heads safetensors, cards
+    Frames become parquet, :class:`Embeddings` ``.npy``, compiled retrievers safetensors, cards
     and checkpoint records JSON. A file left by an earlier value of another format is
     removed, so :func:`load_value` never reads a stale one.
     """
@@ -179,9 +179,10 @@ def save_value(value: object, base: Path) -> Path:
         path = _with_suffix(base, ".json")
         save_json({"kind": "checkpoint", **asdict(value)}, path)
     else:
-        from hydra_core.head import ProjectionHead  # imports torch: only when a head is saved
+        # imports torch: only when a retriever is saved
+        from hydra_core.compiled_retriever import CompiledRetriever
 
-        if not isinstance(value, ProjectionHead):
+        if not isinstance(value, CompiledRetriever):
             raise TypeError(f"no storage format for {type(value).__name__}")
         path = _with_suffix(base, ".safetensors")
         value.save(path)
@@ -210,9 +211,9 @@ def load_value(base: Path) -> Any:
     if path.suffix == ".npy":
         return load_embeddings(path)
     if path.suffix == ".safetensors":
-        from hydra_core.head import ProjectionHead
+        from hydra_core.compiled_retriever import CompiledRetriever
 
-        return ProjectionHead.load(path)
+        return CompiledRetriever.load(path)
     data = load_json(path)
     kind = data.pop("kind", None)
     if kind == "task_card":

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 @contextmanager
@@ -14,11 +18,16 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` on success.
 
     Write the file at the yielded path with any library (polars, safetensors, numpy).
-    If the block raises, the temporary file is removed and ``target`` is untouched.
+    If the block raises, the temporary file is removed and ``target`` is untouched. A failed
+    write of the temporary (read-only or full disk) is reported as an OSError on ``target``:
+    the temporary's name would mean nothing to the user.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(target)) from error
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -26,8 +35,32 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+    except OSError as error:
+        if error.filename is not None and Path(error.filename) != tmp:
+            raise
+        raise OSError(error.errno, error.strerror, str(target)) from error
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_tensors_atomic(
+    target: Path | str, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]
+) -> None:
+    """safetensors' ``save_file``, atomically; an I/O failure is an OSError naming ``target``.
+
+    safetensors reports a full disk as ``SafetensorError: ... I/O error: No space left on
+    device``, which names no file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    with atomic_path(target) as tmp:
+        try:
+            save_file(dict(tensors), str(tmp), metadata=metadata)
+        except SafetensorError as error:
+            if "I/O error" not in str(error):
+                raise
+            raise OSError(None, str(error), str(target)) from error
 
 
 def write_bytes_atomic(target: Path | str, data: bytes) -> None:

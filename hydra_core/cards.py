@@ -13,6 +13,7 @@ anything shaped like a lower-case ir-datasets id is treated as an id and not che
 from __future__ import annotations
 
 import codecs
+import logging
 import os
 import re
 import reprlib
@@ -35,6 +36,8 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from hydra_core.atomic import write_text_atomic
 from hydra_core.errors import HydraInputError
 from hydra_core.settings import load_settings
+
+log = logging.getLogger(__name__)
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 MAX_NAME_CHARS = 64
@@ -221,7 +224,16 @@ def _from_file(info: ValidationInfo) -> bool:
 def load_card(path: Path | str) -> TaskCard:
     """Read, parse and validate one card file; every problem names the file and field."""
     card_file = Path(path).expanduser().absolute()
-    raw = _read_card_bytes(card_file)
+    return parse_card(_read_card_bytes(card_file), card_file)
+
+
+def parse_card(raw: bytes, card_file: Path) -> TaskCard:
+    """Parse and validate a card's bytes as if read from ``card_file``, which need not exist.
+
+    For cards that arrive without a file (``PUT /tasks/{name}`` of ``hydra serve``): a
+    relative source resolves against ``card_file``'s folder, and errors carry the line and
+    field. The caller bounds the size (:data:`MAX_CARD_FILE_BYTES`).
+    """
     text = _decode_utf8(raw, card_file)
     node, data = _parse_yaml(text, card_file)
     if not isinstance(data, dict):
@@ -275,6 +287,25 @@ def load_cards(paths_or_dir: Path | str | Sequence[Path | str]) -> list[TaskCard
         by_name[card.name] = card
         cards.append(card)
     return cards
+
+
+def loadable_cards(directory: Path) -> list[TaskCard]:
+    """The folder's cards that load, each one that does not named in a warning.
+
+    For what only borrows other tasks' cards (the shuffled-card ablation): a broken card
+    elsewhere in the folder must not fail a command about another task.
+    """
+    cards: dict[str, TaskCard] = {}
+    for file in _card_files(directory) if directory.is_dir() else []:
+        try:
+            card = load_card(file)
+        except HydraInputError as error:
+            log.warning("skipping a card that does not load: %s", error)
+            continue
+        first = cards.setdefault(card.name, card)
+        if first is not card:
+            log.warning("skipping %s: task name %r is %s's", file, card.name, first.card_path)
+    return list(cards.values())
 
 
 def find_card(name_or_path: str, cards_dir: Path | None = None) -> TaskCard:

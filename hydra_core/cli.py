@@ -13,18 +13,67 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+from typer._click import Context as ClickContext  # typer's own copy of click
+from typer.core import TyperCommand
 
-from hydra_core.cards import TaskCard, find_card, load_cards
+from hydra_core.cards import TaskCard, find_card, loadable_cards
 from hydra_core.errors import HydraInputError
-from hydra_core.report import results_json, results_text
+from hydra_core.report import ResultsTable, results_json, results_text
 from hydra_core.settings import load_settings
 
 app = typer.Typer(help="Hydra: per-task retrieval heads compiled from task cards.")
 
+TASKS_FLAG = "--tasks"
+
+
+def task_names(values: list[str] | None) -> list[str] | None:
+    """Every spelling of several tasks as one list: ``a b``, ``a,b`` or ``a`` then ``b``."""
+    if values is None:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if not names:
+        raise typer.BadParameter(f"no task named in {' '.join(values)!r}")
+    return names
+
+
+def spread_tasks(args: list[str]) -> list[str]:
+    """``--tasks a b c`` as ``--tasks a --tasks b --tasks c``, the form click parses.
+
+    Click gives an option one value per occurrence; the names after ``--tasks`` up to the
+    next option (or ``--``) would otherwise be stray arguments.
+    """
+    spread: list[str] = []
+    after_tasks = False
+    for position, arg in enumerate(args):
+        if arg == "--":
+            return spread + args[position:]
+        if arg.startswith("-"):
+            after_tasks = arg == TASKS_FLAG or arg.startswith(f"{TASKS_FLAG}=")
+            spread.append(arg)
+            continue
+        if after_tasks and spread[-1] != TASKS_FLAG:
+            spread.append(TASKS_FLAG)
+        spread.append(arg)
+    return spread
+
+
+class TaskListCommand(TyperCommand):
+    """A command with a ``--tasks`` option that takes several names at once."""
+
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_tasks(args))
+
+
+def tasks_option(help: str) -> typer.models.OptionInfo:
+    """``--tasks``: one or more task card names or files, spelled any of the three ways."""
+    spellings = "--tasks a b, --tasks a,b or --tasks a --tasks b"
+    return typer.Option(TASKS_FLAG, callback=task_names, help=f"{help} ({spellings}).")
+
+
 TasksArgument = Annotated[
-    list[str], typer.Argument(help="Task card names (e.g. scifact) or card files.")
+    list[str],
+    typer.Argument(callback=task_names, help="Task card names (e.g. scifact) or card files."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per task per line.")]
 
@@ -43,19 +92,21 @@ def main() -> None:
 
 
 def run() -> None:
-    """Console entry point: bad input ends with its one-line message, not a traceback."""
+    """Console entry point: each command's exit status, and one line instead of a traceback.
+
+    Typer's standalone mode turns ``typer.Exit(n)`` and usage errors into status ``n``; bad
+    input (``HydraInputError``) and failed file operations (read-only or full disk) end here
+    with a line that names the file.
+    """
     try:
-        status = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n
+        app()
     except HydraInputError as error:
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(2) from None
-    except click.exceptions.Abort:
-        raise SystemExit(130) from None
-    except click.ClickException as error:
-        error.show()
-        raise SystemExit(error.exit_code) from None
-    if isinstance(status, int) and status:
-        raise SystemExit(status)
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        typer.echo(f"error: {where}{error.strerror or error}", err=True)
+        raise SystemExit(1) from None
 
 
 @app.command()
@@ -91,12 +142,13 @@ CheckpointOption = Annotated[
 
 
 def _all_cards() -> list[TaskCard]:
-    return load_cards(load_settings().cards_dir)
+    """The cards the shuffled-card ablation may borrow; one that does not load only warns."""
+    return loadable_cards(load_settings().cards_dir)
 
 
-@app.command()
+@app.command(cls=TaskListCommand)
 def train(
-    tasks: Annotated[list[str], typer.Option("--tasks", help="Training task cards.")],
+    tasks: Annotated[list[str], tasks_option("Training task cards")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
     epochs: Annotated[
         int | None, typer.Option(help="Training epochs [default: 1; 5 with --labels].")
@@ -109,8 +161,18 @@ def train(
             help="Add the labels each card declares (its labels: split) as a gold teacher.",
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Train afresh even if --out holds training on other tasks or data."
+        ),
+    ] = False,
 ) -> None:
-    """Train one hypernet on the tasks' distilled teacher preferences."""
+    """Train one hypernet on the tasks' distilled teacher preferences.
+
+    Training in a folder that holds an interrupted run of the same tasks, data and config
+    resumes it; one that holds anything else is refused unless --force.
+    """
     from hydra_core.encoder import FrozenEncoder
     from hydra_core.trainer import LABELLED_TRAINING, TrainConfig
     from hydra_core.workflows import train_on_cards
@@ -124,28 +186,33 @@ def train(
         typer.echo(
             "warning: no card among --tasks declares labels; training on teachers only", err=True
         )
-    hypernet = train_on_cards(cards, out, encoder, config, use_labels=labels)
+    hypernet = train_on_cards(cards, out, encoder, config, use_labels=labels, fresh=force)
     typer.echo(f"trainable parameters: {hypernet.num_trainable_parameters:,}")
     typer.echo(f"checkpoint: {out}")
 
 
-@app.command("eval")
+@app.command("eval", cls=TaskListCommand)
 def evaluate(
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint to evaluate.")] = None,
     card: Annotated[str | None, typer.Option(help="Task card file or name.")] = None,
     loo: Annotated[bool, typer.Option("--loo", help="Leave-one-task-out over --tasks.")] = False,
-    tasks: Annotated[list[str] | None, typer.Option("--tasks", help="Tasks for --loo.")] = None,
+    tasks: Annotated[list[str] | None, tasks_option("Tasks for --loo")] = None,
     out: Annotated[Path | None, typer.Option(help="Where --loo writes checkpoints.")] = None,
     refine: RefineOption = 0,
     json_output: JsonOption = False,
 ) -> None:
-    """Test-split table for bm25, base, teacher, hydra, hydra-generic, hydra-shuffled."""
+    """Test-split table for bm25, base, teacher, hydra, hydra-generic, hydra-shuffled,
+    with a paired significance test of hydra against each reference."""
     from hydra_core.encoder import FrozenEncoder
     from hydra_core.hypernet import Hypernet
+    from hydra_core.significance import paired_tests
     from hydra_core.workflows import evaluate_card, leave_one_out
 
+    def render(name: str, table: ResultsTable) -> str:
+        tests = paired_tests(name, table)
+        return (results_json if json_output else results_text)(name, table, tests)
+
     encoder = FrozenEncoder()
-    render = results_json if json_output else results_text
     if loo:
         cards = [find_card(name) for name in tasks or []]
         if len(cards) < 2:
@@ -164,9 +231,9 @@ def evaluate(
     typer.echo(render(task_card.name, table))
 
 
-@app.command()
+@app.command(cls=TaskListCommand)
 def validate(
-    tasks: Annotated[list[str], typer.Option("--tasks", help="Training task cards.")],
+    tasks: Annotated[list[str], tasks_option("Training task cards")],
     loo: Annotated[
         bool, typer.Option("--loo", help="One hypernet per validated task, trained without it.")
     ] = False,
@@ -208,10 +275,10 @@ def compile_card(
     out: Annotated[Path, typer.Option("--out", help="Head file to write (.safetensors).")],
     refine: RefineOption = 0,
 ) -> None:
-    """Compile a task card into a projection head file."""
+    """Compile a task card into its retriever file: head and fusion parameters."""
     from hydra_core.encoder import FrozenEncoder
     from hydra_core.evaluation import default_ensemble, load_card_task
-    from hydra_core.head_fitting import refine_head
+    from hydra_core.head_fitting import refine_retriever
     from hydra_core.hypernet import Hypernet
     from hydra_core.retriever import ConditionedRetriever
 
@@ -219,19 +286,24 @@ def compile_card(
     retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
     task_card = find_card(card)
     started = time.perf_counter()
-    head = retriever.compile(task_card)
+    compiled = retriever.compile(task_card)
     elapsed = time.perf_counter() - started
     if refine > 0:
         started = time.perf_counter()
         task = load_card_task(task_card)
-        head = refine_head(head, task, encoder, default_ensemble(task, encoder), refine)
+        ensemble = default_ensemble(task, encoder)
+        compiled = refine_retriever(compiled, task, encoder, ensemble, refine)
         typer.echo(
             f"refined with {refine} steps on generated queries from the task's corpus "
             f"in {time.perf_counter() - started:.1f} s (teachers indexed and ranking included)"
         )
-    head.save(out)
+    compiled.save(out)
+    head_parameters = compiled.head.num_parameters if compiled.head is not None else 0
+    fusion = compiled.fusion
     typer.echo(
-        f"{out}: {head.num_parameters:,} head parameters, compiled in {elapsed * 1e3:.1f} ms"
+        f"{out}: {head_parameters:,} head parameters, lexical weight "
+        f"{fusion.lexical_weight:.3f}, feedback {fusion.feedback:.3f}, "
+        f"compiled in {elapsed * 1e3:.1f} ms"
     )
 
 
@@ -242,18 +314,31 @@ def search(
     card: Annotated[str, typer.Option(help="Task card file or name.")],
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
 ) -> None:
-    """Search a task's corpus through the head compiled from its card."""
+    """Search a task's corpus with the retriever compiled from its card."""
+    if k < 1:
+        raise typer.BadParameter(f"{k} results: ask for at least 1", param_hint="'-k'")
+    if not query.strip():
+        raise typer.BadParameter(
+            f"{query!r} is empty: give the text to search for", param_hint="QUERY"
+        )
+
     from hydra_core.encoder import FrozenEncoder
     from hydra_core.evaluation import load_card_task
     from hydra_core.hypernet import Hypernet
-    from hydra_core.retriever import ConditionedRetriever
+    from hydra_core.retriever import ConditionedRetriever, RetrieverIndex
+    from hydra_core.teachers import BM25Teacher
 
     encoder = FrozenEncoder()
     retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
     task_card = find_card(card)
     task = load_card_task(task_card)
-    index = retriever.index(
-        retriever.compile(task_card), task.corpus["doc_id"].to_list(), task.doc_texts()
+    doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
+    index = RetrieverIndex(
+        retriever.compile(task_card),
+        doc_ids,
+        encoder.encode(texts, "document"),
+        BM25Teacher().index(doc_ids, texts),
+        encoder,
     )
     ranking = index.search(["query"], [query], k)
     titles = dict(zip(task.corpus["doc_id"], task.doc_texts(), strict=True))

@@ -153,8 +153,12 @@ class FrozenEncoder:
             raise ValueError(f"model {self.model_name} does not declare an embedding dimension")
         return dimension
 
-    def encode(self, texts: Sequence[str], role: Role) -> np.ndarray:
-        """Return one normalised float32 row per text, computing only cache misses."""
+    def encode(self, texts: Sequence[str], role: Role, *, store: bool = True) -> np.ndarray:
+        """Return one normalised float32 row per text, computing only cache misses.
+
+        ``store=False`` still reads the cache but keeps what it encodes out of it: a
+        service's queries are unbounded in number and are its users' text.
+        """
         keys = [text_key(text) for text in texts]
         vectors, found = self.cache.get_matrix(self.identity, role, keys)
         missing_rows = np.flatnonzero(~found)
@@ -162,7 +166,8 @@ class FrozenEncoder:
         if missing:
             first_text = dict(zip(keys, texts, strict=True))
             encoded = self._encode_uncached([first_text[k] for k in missing], role)
-            self.cache.put_many(self.identity, role, missing, encoded)
+            if store:
+                self.cache.put_many(self.identity, role, missing, encoded)
             if vectors.shape[1] == 0:
                 vectors = np.zeros((len(keys), encoded.shape[1]), dtype=np.float32)
             position = {key: row for row, key in enumerate(missing)}

@@ -1,5 +1,10 @@
 """Results tables: every method scored on a task's test split with the same metrics.
 
+Teachers are scored from their rankings; every other row (``hybrid``, ``hydra``,
+``hydra-dense``, the ablations and references) is a compiled retriever scored by
+:func:`retriever_table`, the one path ``hydra eval``, ``hydra validate`` and the pipeline
+share.
+
 A table maps method name to metric name to value, e.g.
 ``{"bm25": {"ndcg@10": 0.68, "mrr@10": ..., "recall@100": ...}, "base": {...}}``;
 every evaluation command prints this shape, per task.
@@ -7,21 +12,22 @@ every evaluation command prints this shape, per task.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
+from hydra_core.artifacts import Embeddings
 from hydra_core.cards import TaskCard, generic_card
+from hydra_core.compiled_retriever import HYBRID_FUSION, CompiledRetriever
 from hydra_core.encoder import FrozenEncoder
-from hydra_core.head import ProjectionHead
-from hydra_core.metrics import METRIC_NAMES, evaluate_run
+from hydra_core.metrics import METRIC_NAMES, Scores, evaluate_run
 from hydra_core.rankings import ranking_to_run
 from hydra_core.report import ResultsTable
-from hydra_core.retriever import ConditionedRetriever, HeadIndex
+from hydra_core.retriever import ConditionedRetriever, RetrieverIndex
 from hydra_core.tasks import RetrievalTask, load_task
 from hydra_core.teacher_ensemble import FUSED_DEPTH, TeacherEnsemble
-from hydra_core.teachers import BM25Teacher, DenseTeacher
+from hydra_core.teachers import BM25Index, BM25Teacher, DenseTeacher
 
 EVAL_SPLIT = "test"
 
@@ -42,10 +48,12 @@ def default_ensemble(task: RetrievalTask, encoder: FrozenEncoder) -> TeacherEnse
     )
 
 
-def score_ranking(
-    ranking: pl.DataFrame, task: RetrievalTask, split: str = EVAL_SPLIT
-) -> dict[str, float]:
-    """NDCG@10, MRR@10 and Recall@100 of a ranking frame against a split's qrels."""
+def score_ranking(ranking: pl.DataFrame, task: RetrievalTask, split: str = EVAL_SPLIT) -> Scores:
+    """NDCG@10, MRR@10 and Recall@100 of a ranking frame against a split's qrels.
+
+    Every row of a results table comes from here, so each keeps its per-query values
+    (``Scores.per_query``) for the paired significance tests and the ``per_query`` store.
+    """
     top = ranking.filter(pl.col("rank") <= FUSED_DEPTH)
     return evaluate_run(ranking_to_run(top), task.qrels_dict(split), METRIC_NAMES)
 
@@ -56,7 +64,9 @@ def baseline_table(
     """Each teacher alone and their RRF fusion (``teacher``) on ``split``."""
     queries = task.split_queries(split)
     rankings = ensemble.rank(queries["query_id"].to_list(), queries["text"].to_list())
-    table = {name: score_ranking(frame, task, split) for name, frame in rankings.items()}
+    table: ResultsTable = {
+        name: score_ranking(frame, task, split) for name, frame in rankings.items()
+    }
     table["teacher"] = score_ranking(ensemble.fuse(rankings), task, split)
     return table
 
@@ -70,37 +80,55 @@ def shuffled_card(card: TaskCard, cards: Sequence[TaskCard]) -> TaskCard:
     return (later or others)[0]
 
 
-def hydra_table(
-    task: RetrievalTask,
-    card: TaskCard,
-    retriever: ConditionedRetriever,
-    *,
-    shuffled: TaskCard,
-    split: str = EVAL_SPLIT,
-) -> ResultsTable:
-    """Hydra with the task's card, with a generic card, and with another task's card."""
-    cards = {"hydra": card, "hydra-generic": generic_card(), "hydra-shuffled": shuffled}
-    doc_vectors = retriever.encoder.encode(task.doc_texts(), "document")
-    return {
-        method: score_head(
-            task, retriever.compile(method_card), retriever.encoder, doc_vectors, split
-        )
-        for method, method_card in cards.items()
+def hybrid_retriever() -> CompiledRetriever:
+    """The ``hybrid`` row: BM25 and the frozen base at the one fixed weight, no head."""
+    return CompiledRetriever(head=None, fusion=HYBRID_FUSION, task="hybrid")
+
+
+def card_retrievers(
+    retriever: ConditionedRetriever, card: TaskCard, *, shuffled: TaskCard | None
+) -> dict[str, CompiledRetriever]:
+    """``hydra`` (the card's whole retriever), ``hydra-dense`` (its head alone), and the
+    generic-card and another-task's-card ablations."""
+    compiled = retriever.compile(card)
+    rows = {
+        "hydra": compiled,
+        "hydra-dense": compiled.dense_only(),
+        "hydra-generic": retriever.compile(generic_card()),
     }
+    if shuffled is not None:
+        rows["hydra-shuffled"] = retriever.compile(shuffled)
+    return rows
 
 
-def score_head(
+def retriever_table(
     task: RetrievalTask,
-    head: ProjectionHead,
-    encoder: FrozenEncoder,
+    retrievers: Mapping[str, CompiledRetriever],
     doc_vectors: np.ndarray,
+    lexical: BM25Index | None,
     split: str = EVAL_SPLIT,
-) -> dict[str, float]:
-    """Metrics of searching the task's corpus (its base ``doc_vectors``) through one head.
-
-    Callers scoring several heads read the corpus' vectors from the cache once and pass them.
-    """
-    index = HeadIndex(head, encoder, task.corpus["doc_id"].to_list(), doc_vectors)
+    *,
+    encoder: FrozenEncoder | None = None,
+    query_embeddings: Embeddings | None = None,
+) -> ResultsTable:
+    """Each compiled retriever searching the task's corpus (its base ``doc_vectors`` and
+    BM25 index), scored on ``split``. Query vectors come from ``query_embeddings`` (stored)
+    or the ``encoder``; the queries' BM25 scores are computed once for every row."""
     queries = task.split_queries(split)
-    ranking = index.search(queries["query_id"].to_list(), queries["text"].to_list(), FUSED_DEPTH)
-    return score_ranking(ranking, task, split)
+    query_ids, texts = queries["query_id"].to_list(), queries["text"].to_list()
+    if query_embeddings is not None:
+        query_vectors = query_embeddings.select(query_ids)
+    elif encoder is not None:
+        query_vectors = encoder.encode(texts, "query")
+    else:
+        raise ValueError("retriever_table needs query_embeddings or an encoder")
+    doc_ids = task.corpus["doc_id"].to_list()
+    lexical_scores = None
+    table: ResultsTable = {}
+    for method, compiled in retrievers.items():
+        index = RetrieverIndex(compiled, doc_ids, doc_vectors, lexical)
+        if lexical_scores is None and compiled.fusion.lexical_weight > 0:
+            lexical_scores = index.lexical_scores(texts)
+        ranking = index.search(query_ids, texts, FUSED_DEPTH, query_vectors, lexical_scores)
+        table[method] = score_ranking(ranking, task, split)
+    return table

@@ -49,6 +49,9 @@ def reciprocal_rank_fusion(
     long = pl.concat(contributions)
     fused = long.group_by("query_id", "doc_id").agg(pl.col("score").sum())
     teacher_ranks = long.pivot(on="teacher", index=["query_id", "doc_id"], values="rank")
-    teacher_ranks = teacher_ranks.rename({name: f"rank_{name}" for name in rankings})
+    silent = [name for name in rankings if name not in teacher_ranks.columns]  # retrieved nothing
+    teacher_ranks = teacher_ranks.with_columns(
+        pl.lit(None, dtype=pl.Int32).alias(name) for name in silent
+    ).select("query_id", "doc_id", *(pl.col(name).alias(f"rank_{name}") for name in rankings))
     fused = rank_by_score(fused.join(teacher_ranks, on=["query_id", "doc_id"], how="left"))
     return fused.filter(pl.col("rank") <= depth) if depth is not None else fused

@@ -17,15 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from hydra_core.atomic import atomic_path
+from hydra_core.atomic import save_tensors_atomic
 from hydra_core.errors import HydraInputError
 
 LAYER_NORM_EPS = 1e-5
 _NORM_EPS = 1e-12  # F.normalize's default
 _APPLY_ROWS = 1024  # rows per block in ProjectionHead.apply's normalisation: 1 MB at 256-d
-_TENSORS = ("weight", "bias", "scale", "shift")
+HEAD_TENSORS = ("weight", "bias", "scale", "shift")
 
 
 def head_forward(
@@ -61,7 +61,7 @@ class ProjectionHead:
 
     @property
     def num_parameters(self) -> int:
-        return sum(getattr(self, name).numel() for name in _TENSORS)
+        return sum(getattr(self, name).numel() for name in HEAD_TENSORS)
 
     def apply(self, embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
         """Project (n x in_dim) base embeddings to normalised (n x out_dim) float32.
@@ -89,35 +89,49 @@ class ProjectionHead:
                     block.copy_(normed.div_(norms.clamp_min_(_NORM_EPS)))
         return projected.numpy()
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The parameters by name, contiguous, as safetensors stores them."""
+        return {name: getattr(self, name).detach().contiguous() for name in HEAD_TENSORS}
+
     def save(self, path: Path | str) -> None:
         """Write the head as safetensors, atomically."""
-        tensors = {name: getattr(self, name).detach().contiguous() for name in _TENSORS}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "hydra-head", "task": self.task})
+        save_tensors_atomic(path, self.tensors(), {"format": "hydra-head", "task": self.task})
 
     @classmethod
     def load(cls, path: Path | str) -> ProjectionHead:
         """Read a head written by :meth:`save`; anything else is refused with a clear error."""
-        path = Path(path)
-        try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as error:
-            raise HydraInputError(f"not a readable safetensors head ({error})", path=path) from None
-        missing = [name for name in _TENSORS if name not in tensors]
+        tensors, metadata = read_safetensors(path, "safetensors head")
+        return cls.from_tensors(tensors, task=metadata.get("task", ""), path=path)
+
+    @classmethod
+    def from_tensors(
+        cls, tensors: dict[str, torch.Tensor], *, task: str = "", path: Path | str | None = None
+    ) -> ProjectionHead:
+        """A head from named tensors, checked for the names and shapes a head has."""
+        missing = [name for name in HEAD_TENSORS if name not in tensors]
         if missing:
             raise HydraInputError(f"not a Hydra head: missing tensors {missing}", path=path)
         weight = tensors["weight"]
         out_dim = weight.shape[0] if weight.ndim == 2 else -1
-        for name in _TENSORS[1:]:
+        for name in HEAD_TENSORS[1:]:
             if tensors[name].shape != (out_dim,):
                 raise HydraInputError(
                     f"tensor {name!r} has shape {tuple(tensors[name].shape)}, "
                     f"expected ({out_dim},)",
                     path=path,
                 )
-        return cls(**{name: tensors[name] for name in _TENSORS}, task=metadata.get("task", ""))
+        return cls(**{name: tensors[name] for name in HEAD_TENSORS}, task=task)
+
+
+def read_safetensors(path: Path | str, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors and metadata; an unreadable one is refused naming it."""
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise HydraInputError(f"not a readable {what} ({error})", path=path) from None
+    return tensors, metadata
 
 
 @contextmanager

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from hydra_core.cards import TaskCard
+from hydra_core.compiled_retriever import DENSE_ONLY, CompiledRetriever
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.evaluation import score_ranking
 from hydra_core.head import ProjectionHead
 from hydra_core.head_generator import geometry_preserving_basis
 from hydra_core.preferences import preference_pairs
-from hydra_core.retriever import HeadIndex
+from hydra_core.retriever import RetrieverIndex
 from hydra_core.tasks import RetrievalTask
 from hydra_core.teacher_ensemble import TeacherEnsemble
 from hydra_core.trainer import TrainConfig, TrainingTask, task_loss
@@ -46,7 +47,10 @@ REFINE_QUERIES = 300
 def fit_head(
     initial: ProjectionHead, task: TrainingTask, steps: int, config: TrainConfig
 ) -> ProjectionHead:
-    """``steps`` Adam steps on one task's pairs, starting from ``initial``."""
+    """``steps`` Adam steps on one task's pairs, starting from ``initial`` (which a task
+    without pairs, too small for its teachers to yield any, leaves as it is)."""
+    if task.num_pairs == 0:
+        return initial
     params = [
         torch.nn.Parameter(t.detach().clone())
         for t in (initial.weight, initial.bias, initial.scale, initial.shift)
@@ -102,10 +106,13 @@ def supervised_head(
         )
 
     held_out = validation.split_queries(VALIDATION)
+    held_out_vectors = encoder.encode(held_out["text"].to_list(), "query")
 
     def validation_ndcg(head: ProjectionHead) -> float:
-        index = HeadIndex(head, encoder, doc_ids, doc_vectors)
-        ranking = index.search(held_out["query_id"].to_list(), held_out["text"].to_list(), 10)
+        index = RetrieverIndex(CompiledRetriever(head, DENSE_ONLY), doc_ids, doc_vectors, None)
+        ranking = index.search(
+            held_out["query_id"].to_list(), held_out["text"].to_list(), 10, held_out_vectors
+        )
         return score_ranking(ranking, validation, VALIDATION)["ndcg@10"]
 
     split_texts = task.split_queries(split)["text"].to_list()
@@ -166,4 +173,23 @@ def refine_head(
         encoder.encode(task.doc_texts(), "document"),
         preference_pairs(fused),
     )
+    if training_task.num_pairs == 0:
+        log.warning(
+            "%s: no preference pairs to refine on (%s); head left as compiled",
+            task.name,
+            training_task.size,
+        )
     return fit_head(head, training_task, steps, config)
+
+
+def refine_retriever(
+    compiled: CompiledRetriever,
+    task: RetrievalTask,
+    encoder: FrozenEncoder,
+    ensemble: TeacherEnsemble,
+    steps: int,
+) -> CompiledRetriever:
+    """A compiled retriever whose head is refined (:func:`refine_head`); fusion unchanged."""
+    if compiled.head is None:
+        raise ValueError("only a retriever with a head can be refined")
+    return compiled.with_head(refine_head(compiled.head, task, encoder, ensemble, steps))

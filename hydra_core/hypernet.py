@@ -14,14 +14,16 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from hydra_core.atomic import atomic_path, write_text_atomic
+from hydra_core.atomic import save_tensors_atomic, write_text_atomic
 from hydra_core.card_encoder import TaskCardEncoder, card_part_embeddings
 from hydra_core.cards import TaskCard
+from hydra_core.compiled_retriever import CompiledRetriever
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
+from hydra_core.fusion_generator import FusionGenerator, FusionWeights
 from hydra_core.head import ProjectionHead
 from hydra_core.head_generator import (
     HeadParameters,
@@ -31,11 +33,14 @@ from hydra_core.head_generator import (
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-FORMAT = "hydra-hypernet/1"
+FORMAT = "hydra-hypernet/2"
+MAX_IN_DIM = 8192
+"""Widest base encoder a checkpoint may name (common ones are 384 to 4096)."""
+MAX_COND_DIM = 1024
 
 
 class Hypernet(nn.Module):
-    """TaskCardEncoder followed by ProjectionHeadGenerator."""
+    """TaskCardEncoder, then a ProjectionHeadGenerator and a FusionGenerator on its output."""
 
     def __init__(
         self,
@@ -54,6 +59,7 @@ class Hypernet(nn.Module):
         self.generator = ProjectionHeadGenerator(
             cond_dim=cond_dim, in_dim=in_dim, out_dim=out_dim, rank=rank
         )
+        self.fusion = FusionGenerator(cond_dim=cond_dim)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -72,17 +78,22 @@ class Hypernet(nn.Module):
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def forward(self, card_parts: torch.Tensor) -> HeadParameters:
-        """(batch x parts x in_dim) card part embeddings -> batched head parameters."""
-        return self.generator(self.card_encoder(card_parts))
+    def forward(self, card_parts: torch.Tensor) -> tuple[HeadParameters, FusionWeights]:
+        """(batch x parts x in_dim) card part embeddings -> batched head and fusion."""
+        cond = self.card_encoder(card_parts)
+        return self.generator(cond), self.fusion(cond)
 
-    def generate_head(self, card: TaskCard, encoder: FrozenEncoder) -> ProjectionHead:
-        """Generate the head for one card."""
+    def compile_card(self, card: TaskCard, encoder: FrozenEncoder) -> CompiledRetriever:
+        """Compile one card into its whole retriever: head and fusion parameters."""
         self.check_encoder(encoder)
         parts = card_part_embeddings(card, encoder)
         with torch.inference_mode():
-            params = self(parts.unsqueeze(0))
-        return ProjectionHead(*(tensor[0].clone() for tensor in params), task=card.name)
+            head, fusion = self(parts.unsqueeze(0))
+        return CompiledRetriever(
+            head=ProjectionHead(*(tensor[0].clone() for tensor in head), task=card.name),
+            fusion=self.fusion.parameters_for(fusion),
+            task=card.name,
+        )
 
     def check_encoder(self, encoder: FrozenEncoder) -> None:
         if encoder.model_name != self.base_model:
@@ -96,8 +107,7 @@ class Hypernet(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {name: t.detach().contiguous() for name, t in self.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": FORMAT})
+        save_tensors_atomic(directory / WEIGHTS_FILE, state, {"format": FORMAT})
         write_text_atomic(directory / CONFIG_FILE, json.dumps(self.config, indent=2) + "\n")
         return directory
 
@@ -109,10 +119,10 @@ class Hypernet(nn.Module):
         try:
             model = cls(
                 base_model=str(config["base_model"]),
-                in_dim=int(config["in_dim"]),
-                out_dim=int(config["out_dim"]),
-                cond_dim=int(config["cond_dim"]),
-                rank=int(config["rank"]),
+                in_dim=config["in_dim"],
+                out_dim=config["out_dim"],
+                cond_dim=config["cond_dim"],
+                rank=config["rank"],
                 metadata=dict(config.get("metadata") or {}),
             )
         except (KeyError, TypeError, ValueError) as error:
@@ -147,7 +157,33 @@ def read_config(directory: Path) -> dict[str, Any]:
         raise HydraInputError(f"unreadable checkpoint config ({error})", path=path) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise HydraInputError(f"not a Hydra hypernet checkpoint (format != {FORMAT})", path=path)
+    _check_sizes(config, path)
     return config
+
+
+def _check_sizes(config: dict[str, Any], path: Path) -> None:
+    """Each size an integer the architecture can use, checked before anything is allocated.
+
+    A ``rank`` of -5 fails deep inside torch and one of 2,000,000,000 asks for terabytes.
+    """
+    limits = (
+        ("in_dim", MAX_IN_DIM, "the base encoder's width"),
+        ("out_dim", "in_dim", "the head projects the base embeddings down"),
+        ("cond_dim", MAX_COND_DIM, "the card's conditioning vector"),
+        ("rank", "out_dim", "the rank of the head's weight delta"),
+    )
+    for field, upper, meaning in limits:
+        if field not in config:
+            raise HydraInputError("missing", path=path, field=field)
+        bound = config[upper] if isinstance(upper, str) else upper
+        value = config[field]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
+            limit = f"{upper} ({bound})" if isinstance(upper, str) else str(bound)
+            raise HydraInputError(
+                f"{value!r} is not an integer from 1 to {limit}: {meaning}",
+                path=path,
+                field=field,
+            )
 
 
 def initial_hypernet(

@@ -106,8 +106,23 @@ def per_query_metrics(
     return results
 
 
-def evaluate_run(run: Run, qrels: Qrels, metrics: Sequence[str] = METRIC_NAMES) -> dict[str, float]:
-    """Mean of each metric over the evaluated queries.
+class Scores(dict[str, float]):
+    """One method's mean of each metric (a row of a results table) that also keeps the
+    per-query values it averages, ``per_query[query_id][metric]``.
+
+    It is a plain ``{metric: mean}`` dict to every reader of results tables; a paired
+    significance test reads ``per_query`` instead of scoring the ranking again.
+    """
+
+    def __init__(self, per_query: dict[str, dict[str, float]], metrics: Sequence[str]) -> None:
+        super().__init__(
+            {name: sum(v[name] for v in per_query.values()) / len(per_query) for name in metrics}
+        )
+        self.per_query = per_query
+
+
+def evaluate_run(run: Run, qrels: Qrels, metrics: Sequence[str] = METRIC_NAMES) -> Scores:
+    """Mean of each metric over the evaluated queries, with the per-query values.
 
     Raises ValueError when no query is evaluated: that means run and qrels ids do not match,
     and a silent 0.0 would hide it.
@@ -118,7 +133,7 @@ def evaluate_run(run: Run, qrels: Qrels, metrics: Sequence[str] = METRIC_NAMES) 
             f"no query of the run ({len(run)} queries) has qrels ({len(qrels)} queries); "
             "check that the query ids match"
         )
-    return {name: sum(v[name] for v in per_query.values()) / len(per_query) for name in metrics}
+    return Scores(per_query, metrics)
 
 
 def run_from_topk(

@@ -2,7 +2,9 @@
 
 One row per task x method x split x metric, tagged with the hypernet run and checkpoint that
 produced it and the time, so a question like "how did scifact's NDCG@10 move across
-checkpoints?" is one SQL query. The database is a file in the workspace by default; a
+checkpoints?" is one SQL query. Table ``per_query`` holds the values those means average,
+one row per query, with the same tags: where a method wins and loses, and what the
+significance tests read. The database is a file in the workspace by default; a
 ``md:<name>`` location puts it on MotherDuck for a team, with no code change.
 
 DuckDB lets one process write a file at a time, and pipeline partitions run in parallel
@@ -25,16 +27,21 @@ from hydra_core.metrics import METRIC_NAMES
 
 TABLE = "metrics"
 LATEST_VIEW = "latest_metrics"
+PER_QUERY_TABLE = "per_query"
+LATEST_PER_QUERY_VIEW = "latest_per_query"
 METHOD_ORDER: tuple[str, ...] = (
     "bm25",
     "base",
     "teacher",
+    "hybrid",
     "hydra",
+    "hydra-dense",
     "hydra-generic",
     "hydra-shuffled",
     "hydra+labels",
     "supervised-head",
     "hydra-unseen",
+    "hydra-unseen-dense",
     "hydra-unseen-generic",
     "hydra-unseen-refined",
 )
@@ -59,6 +66,23 @@ SELECT m.* FROM {TABLE} AS m
 JOIN (
     SELECT task, arg_max(evaluation_id, created_at) AS evaluation_id FROM {TABLE} GROUP BY task
 ) AS latest USING (task, evaluation_id);
+CREATE TABLE IF NOT EXISTS {PER_QUERY_TABLE} (
+    run_id VARCHAR NOT NULL,
+    checkpoint VARCHAR NOT NULL,
+    task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    query_id VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    value DOUBLE NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    evaluation_id VARCHAR NOT NULL,
+    dagster_run_id VARCHAR NOT NULL
+);
+CREATE OR REPLACE VIEW {LATEST_PER_QUERY_VIEW} AS
+SELECT p.* FROM {PER_QUERY_TABLE} AS p
+JOIN (SELECT DISTINCT task, evaluation_id FROM {LATEST_VIEW}) AS latest
+USING (task, evaluation_id);
 """
 _LOCK_WAIT_SECONDS = 120.0
 
@@ -128,38 +152,55 @@ def record_metrics(
     *,
     run_id: str,
     checkpoint: str,
+    per_query: pl.DataFrame | None = None,
     dagster_run_id: str = "",
     created_at: datetime | None = None,
 ) -> str:
-    """Append one evaluation (rows of task, method, split, metric, value); returns its id."""
+    """Append one evaluation (rows of task, method, split, metric, value); returns its id.
+
+    ``per_query`` (rows of task, method, split, query_id, metric, value) goes to the
+    ``per_query`` table in the same transaction: an evaluation is stored whole or not at all.
+    """
     evaluation_id = uuid.uuid4().hex
-    stamp = created_at or datetime.now(UTC)
-    values = [
-        (
-            run_id,
-            checkpoint,
-            task,
-            method,
-            split,
-            metric,
-            value,
-            stamp,
-            evaluation_id,
-            dagster_run_id,
-        )
-        for task, method, split, metric, value in rows.select(
-            "task", "method", "split", "metric", "value"
-        ).iter_rows()
-    ]
+    tags = {
+        "run_id": run_id,
+        "checkpoint": checkpoint,
+        "created_at": created_at or datetime.now(UTC),
+        "evaluation_id": evaluation_id,
+        "dagster_run_id": dagster_run_id,
+    }
+    inserts = [(TABLE, rows.select("task", "method", "split", "metric", "value"))]
+    if per_query is not None:
+        columns = ("task", "method", "split", "query_id", "metric", "value")
+        inserts.append((PER_QUERY_TABLE, per_query.select(columns)))
     with connect(database) as db:
         db.execute(_CREATE)
-        db.executemany(f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+        db.begin()
+        try:
+            for table, frame in inserts:
+                incoming = frame.with_columns(
+                    pl.lit(value).alias(name) for name, value in tags.items()
+                )
+                db.register("incoming", incoming.to_arrow())
+                db.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                db.unregister("incoming")
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
     return evaluation_id
 
 
 def query(database: str, sql: str) -> pl.DataFrame:
-    """Run any SQL on the store (read-only) and return the result as a frame."""
+    """Run any SQL on the store and return the result as a frame; the store survives any query.
+
+    The store is opened read-only, and the SQL reaches nothing outside it: external access
+    (files, network, extensions) is off and the configuration locked before it runs, so
+    ``COPY ... TO`` a file, ``read_text('/etc/passwd')`` or ``INSTALL`` fail.
+    """
     with connect(database, read_only=True) as db:
+        db.execute("SET enable_external_access = false")
+        db.execute("SET lock_configuration = true")
         relation = db.sql(sql)
         return relation.pl() if relation is not None else pl.DataFrame()
 
@@ -167,6 +208,14 @@ def query(database: str, sql: str) -> pl.DataFrame:
 def latest_long(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
     """The rows of each task's most recent evaluation."""
     frame = query(database, f"SELECT * FROM {LATEST_VIEW}")
+    if tasks is not None:
+        frame = frame.filter(pl.col("task").is_in(list(tasks)))
+    return frame
+
+
+def latest_per_query(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
+    """The per-query rows of each task's most recent evaluation."""
+    frame = query(database, f"SELECT * FROM {LATEST_PER_QUERY_VIEW}")
     if tasks is not None:
         frame = frame.filter(pl.col("task").is_in(list(tasks)))
     return frame

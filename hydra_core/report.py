@@ -3,22 +3,59 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from hydra_core.metrics import METRIC_NAMES
+
+if TYPE_CHECKING:  # polars, which significance needs, costs seconds at `hydra --help`
+    from hydra_core.significance import PairedTest
 
 ResultsTable = dict[str, dict[str, float]]
 
 
-def results_json(task: str, table: ResultsTable) -> str:
-    """One line: ``{"task": ..., "methods": {method: {metric: value}}}``."""
-    return json.dumps({"task": task, "methods": table})
+def results_json(
+    task: str, table: ResultsTable, significance: Sequence[PairedTest] | None = None
+) -> str:
+    """One line: ``{"task": ..., "methods": {method: {metric: value}}}``.
+
+    With ``significance``, also ``"significance": {method: {reference: {"metric", "delta",
+    "p_value", "queries", "significant"}}}``.
+    """
+    record: dict[str, object] = {"task": task, "methods": table}
+    if significance is not None:
+        tests: dict[str, dict[str, object]] = {}
+        for test in significance:
+            tests.setdefault(test.method, {})[test.reference] = test.as_json()
+        record["significance"] = tests
+    return json.dumps(record)
 
 
-def results_text(task: str, table: ResultsTable) -> str:
-    """An aligned table, methods as rows and metrics as columns, values to 4 places."""
+def results_text(
+    task: str, table: ResultsTable, significance: Sequence[PairedTest] | None = None
+) -> str:
+    """An aligned table, methods as rows and metrics as columns, values to 4 places.
+
+    With ``significance``, a block under it: each method's difference from each reference,
+    its p-value, and ``*`` where it is significant.
+    """
     width = max([len("method"), *map(len, table)])
     lines = [f"{task}", f"  {'method':<{width}}  " + "  ".join(f"{m:>10}" for m in METRIC_NAMES)]
     for method, metrics in table.items():
         cells = "  ".join(f"{metrics.get(m, float('nan')):>10.4f}" for m in METRIC_NAMES)
         lines.append(f"  {method:<{width}}  {cells}")
+    if significance:
+        first = significance[0]
+        lines.append(
+            f"  {first.metric} difference, paired randomisation test "
+            f"(* significant, p < {first.alpha:g}):"
+        )
+        pairs = [f"{test.method} vs {test.reference}" for test in significance]
+        pair_width = max(map(len, pairs))
+        for pair, test in zip(pairs, significance, strict=True):
+            mark = "*" if test.significant else " "
+            lines.append(
+                f"    {pair:<{pair_width}}  {test.delta:+.4f}{mark}  p {test.p_value:.4f}  "
+                f"{test.queries} queries"
+            )
     return "\n".join(lines)

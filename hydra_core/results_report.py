@@ -2,7 +2,7 @@
 
 It is built from the latest results table of the metrics store (one row per task and
 method, one column per metric), so the report, ``hydra metrics`` and the MLflow run always
-show the same numbers.
+show the same numbers; its significance tests read the same evaluations' per-query rows.
 """
 
 from __future__ import annotations
@@ -15,11 +15,20 @@ import polars as pl
 from hydra_core.artifacts import CheckpointRecord
 from hydra_core.atomic import atomic_path, write_text_atomic
 from hydra_core.metrics import METRIC_NAMES
-from hydra_core.metrics_store import METHOD_RANK, latest_long, latest_results
+from hydra_core.metrics_store import METHOD_RANK, latest_long, latest_per_query, latest_results
+from hydra_core.significance import (
+    REFERENCES,
+    RESAMPLES,
+    SEED,
+    PairedTest,
+    paired_tests,
+    table_from_per_query,
+)
 from hydra_core.tracking import TrackingTarget, log_report, log_task_metrics
 
 HEADLINE_METRIC = "ndcg@10"
-BASE_METHOD = "base"
+GAIN_REFERENCES: tuple[str, ...] = ("base", "hybrid")
+"""Rows every method's mean and worst gain is given over, whichever the table has."""
 MARKDOWN_FILE = "results.md"
 CHART_FILE = "ndcg_at_10.png"
 
@@ -39,8 +48,9 @@ def headline_table(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> pl.D
 def markdown_table(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> str:
     """``metric`` per task and method as a markdown table; each task's best value in bold.
 
-    With a ``base`` column, two more rows give each method's mean and worst gain over the
-    frozen base, over the tasks that have it: the figures the quality targets are set in.
+    For each of ``base`` (the frozen encoder) and ``hybrid`` the table has, two more rows
+    give each method's mean and worst gain over it, over the tasks that have both: the
+    figures the quality targets are set in.
     """
     table = headline_table(results, metric)
     methods = table.columns[1:]
@@ -53,13 +63,56 @@ def markdown_table(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> str:
         best = max((v for v in values if v is not None), default=None)
         cells = ["" if v is None else (f"**{v:.4f}**" if v == best else f"{v:.4f}") for v in values]
         lines.append(f"| {row['task']} | " + " | ".join(cells) + " |")
-    if BASE_METHOD in methods:
-        gains = table.select([(pl.col(m) - pl.col(BASE_METHOD)).alias(m) for m in methods])
+    for reference in (r for r in GAIN_REFERENCES if r in methods):
+        gains = table.select([(pl.col(m) - pl.col(reference)).alias(m) for m in methods])
         for label, summary in (("mean", gains.mean()), ("worst", gains.min())):
-            # (+ 0.0 turns a rounded -0.0 into 0.0, so an exact tie never prints as a loss)
-            cells = ["" if v is None else f"{round(v, 4) + 0.0:+.4f}" for v in summary.row(0)]
-            lines.append(f"| {label} gain over base | " + " | ".join(cells) + " |")
+            cells = ["" if v is None else _signed(v) for v in summary.row(0)]
+            lines.append(f"| {label} gain over {reference} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _signed(value: float) -> str:
+    # (+ 0.0 turns a rounded -0.0 into 0.0, so an exact tie never prints as a loss)
+    return f"{round(value, 4) + 0.0:+.4f}"
+
+
+def significance_tests(per_query: pl.DataFrame) -> list[PairedTest]:
+    """The paired tests (see :mod:`hydra_core.significance`) of every task's per-query rows."""
+    tasks = per_query.partition_by("task", as_dict=True, maintain_order=True)
+    return [
+        test
+        for (task,), rows in tasks.items()
+        for test in paired_tests(str(task), table_from_per_query(rows), HEADLINE_METRIC)
+    ]
+
+
+def significance_markdown(tests: Sequence[PairedTest]) -> str:
+    """One row per task and tested method, one column per reference: the difference in
+    the metric (``*`` where significant) and its p-value; the test explained under it."""
+    references = [r for r in REFERENCES if any(t.reference == r for t in tests)]
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for test in tests:
+        mark = "*" if test.significant else ""
+        cells.setdefault((test.task, test.method), {})[test.reference] = (
+            f"{_signed(test.delta)}{mark} (p {test.p_value:.4f})"
+        )
+    lines = [
+        "| task | method | " + " | ".join(f"vs {r}" for r in references) + " |",
+        "|---|---|" + "---:|" * len(references),
+        *(
+            f"| {task} | {method} | " + " | ".join(row.get(r, "") for r in references) + " |"
+            for (task, method), row in cells.items()
+        ),
+    ]
+    first = tests[0]
+    legend = (
+        f"Each cell: the method's {first.metric} minus the reference's, averaged over the "
+        f"task's test queries, and the two-sided p-value of a paired randomisation test "
+        f"({RESAMPLES:,} random sign flips of the per-query differences, seed {SEED}). "
+        f"`*` marks a difference with p < {first.alpha:g}: unlikely to be chance. "
+        "Without it, a difference of that size is within the variation between queries."
+    )
+    return "\n".join(lines) + "\n\n" + legend
 
 
 def full_markdown_table(results: pl.DataFrame) -> str:
@@ -111,9 +164,15 @@ def write_report(
     checkpoint: str = "",
     run_id: str = "",
     missing: list[str] | None = None,
+    per_query: pl.DataFrame | None = None,
 ) -> list[Path]:
-    """Write ``results.md`` and the NDCG@10 chart into ``folder``; returns both paths."""
+    """Write ``results.md`` and the NDCG@10 chart into ``folder``; returns both paths.
+
+    With ``per_query`` (the evaluations' per-query rows), a section gives the paired
+    significance test of hydra (and hydra-unseen) against each reference on every task.
+    """
     chart = ndcg_chart(results, folder / CHART_FILE)
+    tests = significance_tests(per_query) if per_query is not None else []
     provenance = []
     if checkpoint:
         provenance.append(f"checkpoint `{checkpoint}`")
@@ -128,6 +187,11 @@ def write_report(
             f"## {HEADLINE_METRIC} by method",
             markdown_table(results),
             f"![{HEADLINE_METRIC} by task and method]({CHART_FILE})",
+            *(
+                [f"## Significance of {HEADLINE_METRIC} differences", significance_markdown(tests)]
+                if tests
+                else []
+            ),
             "## All metrics",
             full_markdown_table(results),
             *(
@@ -158,12 +222,14 @@ def publish_report(
     if results.is_empty():
         raise ValueError(f"no task has been evaluated with checkpoint {record.checkpoint_id} yet")
     evaluated = set(results["task"].to_list())
+    per_query = latest_per_query(database, tasks)
     files = write_report(
         results,
         folder,
         checkpoint=record.checkpoint_id,
         run_id=record.mlflow_run_id,
         missing=[task for task in tasks if task not in evaluated],
+        per_query=per_query.filter(pl.col("checkpoint") == record.checkpoint_id),
     )
     if target is not None and record.mlflow_run_id:
         long = latest_long(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)

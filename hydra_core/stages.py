@@ -10,26 +10,39 @@ pipeline's numbers equal ``hydra baselines``.
 from __future__ import annotations
 
 import functools
+import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
 from hydra_core.artifacts import CheckpointRecord, Embeddings, task_from_frames
 from hydra_core.card_encoder import card_part_embeddings
 from hydra_core.cards import TaskCard, find_card, generic_card
+from hydra_core.compiled_retriever import DENSE_ONLY, CompiledRetriever
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.evaluation import EVAL_SPLIT, default_ensemble, score_ranking, shuffled_card
+from hydra_core.evaluation import (
+    EVAL_SPLIT,
+    card_retrievers,
+    default_ensemble,
+    hybrid_retriever,
+    retriever_table,
+    score_ranking,
+    shuffled_card,
+)
 from hydra_core.fingerprints import array_digest, frame_digest, text_digest
 from hydra_core.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
-from hydra_core.head import ProjectionHead
-from hydra_core.head_fitting import refine_head, supervised_reference
+from hydra_core.head_fitting import refine_retriever, supervised_reference
 from hydra_core.hypernet import WEIGHTS_FILE, Hypernet
 from hydra_core.metrics_store import METHOD_RANK
 from hydra_core.preferences import PairConfig, preference_pairs
 from hydra_core.rankings import exact_top_k, ranking_frame
 from hydra_core.report import ResultsTable
+from hydra_core.retriever import ConditionedRetriever
+from hydra_core.significance import per_query_frame, table_from_per_query
 from hydra_core.tasks import QUERIES_SCHEMA, RetrievalTask
 from hydra_core.teacher_ensemble import FUSED_DEPTH, TEACHER_DEPTH
 from hydra_core.teachers import BM25Teacher
@@ -39,16 +52,20 @@ from hydra_core.training_data import LABELS_SUFFIX, label_split, label_training_
 BM25 = "bm25"
 BASE = "base"
 TEACHER = "teacher"
+HYBRID = "hybrid"
 HYDRA = "hydra"
+HYDRA_DENSE = "hydra-dense"
 HYDRA_GENERIC = "hydra-generic"
 HYDRA_SHUFFLED = "hydra-shuffled"
 HYDRA_LABELS = "hydra+labels"
 SUPERVISED_HEAD = "supervised-head"
 HYDRA_UNSEEN = "hydra-unseen"
+HYDRA_UNSEEN_DENSE = "hydra-unseen-dense"
 HYDRA_UNSEEN_GENERIC = "hydra-unseen-generic"
 HYDRA_UNSEEN_REFINED = "hydra-unseen-refined"
 BASELINE_METHODS: tuple[str, ...] = (BM25, BASE, TEACHER)
-HEAD_TENSORS: tuple[str, ...] = ("weight", "bias", "scale", "shift")
+
+log = logging.getLogger(__name__)
 
 
 def ranked_queries(task: RetrievalTask, training: pl.DataFrame) -> pl.DataFrame:
@@ -127,7 +144,7 @@ def baseline_metrics(
     split: str = EVAL_SPLIT,
 ) -> ResultsTable:
     """Each teacher alone and the fused ``teacher``, scored on ``split``."""
-    table = {
+    table: ResultsTable = {
         name: score_ranking(_evaluation_only(frame, task, split), task, split)
         for name, frame in rankings.items()
     }
@@ -135,28 +152,20 @@ def baseline_metrics(
     return table
 
 
-def head_ranking(
-    head: ProjectionHead, documents: Embeddings, queries: Embeddings, depth: int = FUSED_DEPTH
-) -> pl.DataFrame:
-    """Rank through a compiled head: project both sides, then exact inner-product search."""
-    indices, scores = exact_top_k(head.apply(queries.vectors), head.apply(documents.vectors), depth)
-    return ranking_frame(queries.ids, documents.ids, indices, scores)
-
-
-def head_metrics(
+def retriever_metrics(
     task: RetrievalTask,
-    heads: Mapping[str, ProjectionHead],
+    retrievers: Mapping[str, CompiledRetriever],
     documents: Embeddings,
     queries: Embeddings,
     split: str = EVAL_SPLIT,
 ) -> ResultsTable:
-    """Each head (``hydra`` and its ablations) scored on ``split`` from stored embeddings."""
-    evaluation = task.split_queries(split)["query_id"].to_list()
-    split_queries = Embeddings(ids=evaluation, vectors=queries.select(evaluation))
-    return {
-        method: score_ranking(head_ranking(head, documents, split_queries), task, split)
-        for method, head in heads.items()
-    }
+    """Each compiled retriever (hybrid, hydra and the rest) scored on ``split`` from stored
+    embeddings, through the same :func:`retriever_table` as ``hydra eval``. The BM25 index
+    is built here from the task's corpus (seconds), once for every row."""
+    doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
+    lexical = BM25Teacher().index(doc_ids, texts)
+    vectors = documents.select(doc_ids)
+    return retriever_table(task, retrievers, vectors, lexical, split, query_embeddings=queries)
 
 
 @functools.lru_cache(maxsize=2)
@@ -170,35 +179,26 @@ def load_hypernet(path: Path | str) -> Hypernet:
     return _load_hypernet(str(path), weights.stat().st_mtime_ns)
 
 
-def compile_head(checkpoint: Path | str, card: TaskCard, encoder: FrozenEncoder) -> ProjectionHead:
-    """Compile ``card`` into its projection head with the hypernet at ``checkpoint``."""
-    hypernet = load_hypernet(checkpoint)
-    hypernet.check_encoder(encoder)
-    return hypernet.generate_head(card, encoder)
+def compile_card(
+    checkpoint: Path | str, card: TaskCard, encoder: FrozenEncoder
+) -> CompiledRetriever:
+    """Compile ``card`` into its whole retriever with the hypernet at ``checkpoint``."""
+    return ConditionedRetriever(load_hypernet(checkpoint), encoder).compile(card)
 
 
 def cards_named(names: Sequence[str]) -> list[TaskCard]:
-    """The cards of these tasks from the cards folder (names that no longer load are skipped)."""
+    """The cards of these tasks from the cards folder (names that no longer load are
+    skipped, with a warning: the shuffled-card ablation can borrow another)."""
     cards = []
     for name in names:
         try:
             cards.append(find_card(name))
-        except HydraInputError:
-            continue
+        except HydraInputError as error:
+            log.warning("skipping a card that does not load: %s", error)
     return cards
 
 
-def ablation_heads(
-    hypernet: Hypernet, encoder: FrozenEncoder, card: TaskCard, cards: Sequence[TaskCard]
-) -> dict[str, ProjectionHead]:
-    """Heads for the ablations: a generic card, and another task's card (when there is one)."""
-    heads = {HYDRA_GENERIC: hypernet.generate_head(generic_card(), encoder)}
-    if any(other.name != card.name for other in cards):
-        heads[HYDRA_SHUFFLED] = hypernet.generate_head(shuffled_card(card, cards), encoder)
-    return heads
-
-
-def reference_heads(
+def reference_retrievers(
     task: RetrievalTask,
     card: TaskCard,
     encoder: FrozenEncoder,
@@ -206,26 +206,28 @@ def reference_heads(
     labelled: CheckpointRecord,
     unseen: CheckpointRecord,
     refine_steps: int,
-) -> dict[str, ProjectionHead]:
+) -> dict[str, CompiledRetriever]:
     """The hypernet-made rows that say what hydra's number means, beside it in its table.
 
     ``hydra+labels`` (the hypernet trained with the card's labels) when the card declares
-    labels; the ``hydra-unseen`` rows from the hypernet trained without this task: its card,
-    the generic card, and its card refined for ``refine_steps`` on the task's own corpus.
+    labels; the ``hydra-unseen`` rows from the hypernet trained without this task: its card
+    (whole, and its head alone), the generic card, and its card refined for
+    ``refine_steps`` on the task's own corpus.
     (``supervised-head`` needs no hypernet: see :func:`supervised_metrics`.)
     """
-    heads: dict[str, ProjectionHead] = {}
+    rows: dict[str, CompiledRetriever] = {}
     if card.name + LABELS_SUFFIX in labelled.extra.get("label_streams", []):
-        heads[HYDRA_LABELS] = compile_head(labelled.path, card, encoder)
+        rows[HYDRA_LABELS] = compile_card(labelled.path, card, encoder)
     if unseen.path:
-        heads[HYDRA_UNSEEN] = compile_head(unseen.path, card, encoder)
-        heads[HYDRA_UNSEEN_GENERIC] = compile_head(unseen.path, generic_card(), encoder)
+        rows[HYDRA_UNSEEN] = compile_card(unseen.path, card, encoder)
+        rows[HYDRA_UNSEEN_DENSE] = rows[HYDRA_UNSEEN].dense_only()
+        rows[HYDRA_UNSEEN_GENERIC] = compile_card(unseen.path, generic_card(), encoder)
         if refine_steps > 0:
             ensemble = default_ensemble(task, encoder)
-            heads[HYDRA_UNSEEN_REFINED] = refine_head(
-                heads[HYDRA_UNSEEN], task, encoder, ensemble, refine_steps
+            rows[HYDRA_UNSEEN_REFINED] = refine_retriever(
+                rows[HYDRA_UNSEEN], task, encoder, ensemble, refine_steps
             )
-    return heads
+    return rows
 
 
 def supervised_metrics(
@@ -236,12 +238,16 @@ def supervised_metrics(
     queries: Embeddings,
     split: str = EVAL_SPLIT,
 ) -> pl.DataFrame:
-    """The ``supervised-head`` rows: a head fitted on the card's labels alone, scored on
-    ``split``; no rows for a card that declares no labels. It depends on the task's data
-    and card only, so a retrained hypernet does not refit it."""
+    """The ``supervised-head`` per-query rows: a head fitted on the card's labels alone,
+    scored on ``split``; no rows for a card that declares no labels. It depends on the
+    task's data and card only, so a retrained hypernet does not refit it."""
     reference = supervised_reference(card, task, encoder)
-    heads = {} if reference is None else {SUPERVISED_HEAD: reference}
-    return metrics_frame(task.name, head_metrics(task, heads, documents, queries, split), split)
+    if reference is None:
+        return per_query_frame(task.name, {}, split)
+    rows = {SUPERVISED_HEAD: CompiledRetriever(head=reference, fusion=DENSE_ONLY)}
+    return per_query_frame(
+        task.name, retriever_metrics(task, rows, documents, queries, split), split
+    )
 
 
 def label_streams(
@@ -260,10 +266,12 @@ def label_streams(
     return streams
 
 
-def head_digest(head: ProjectionHead) -> str:
-    """Content hash of a head's parameters."""
+def retriever_digest(compiled: CompiledRetriever) -> str:
+    """Content hash of a compiled retriever: its head's tensors and its fusion parameters."""
+    tensors = {} if compiled.head is None else compiled.head.tensors()
     return text_digest(
-        *(array_digest(getattr(head, name).detach().numpy()) for name in HEAD_TENSORS)
+        *(array_digest(tensor.numpy()) for tensor in tensors.values()),
+        json.dumps(compiled.fusion.to_dict(), sort_keys=True),
     )
 
 
@@ -292,6 +300,13 @@ def training_task(
     return task
 
 
+class TaskEvaluation(NamedTuple):
+    """One task's evaluation: the mean rows and the per-query rows they average."""
+
+    metrics: pl.DataFrame
+    per_query: pl.DataFrame
+
+
 def evaluate_task(
     task: RetrievalTask,
     card: TaskCard,
@@ -300,29 +315,39 @@ def evaluate_task(
     fused: pl.DataFrame,
     documents: Embeddings,
     queries: Embeddings,
-    head: ProjectionHead,
+    compiled: CompiledRetriever,
     checkpoint: Path | str,
     other_cards: Sequence[TaskCard],
     encoder: FrozenEncoder,
-    references: Mapping[str, ProjectionHead] | None = None,
+    references: Mapping[str, CompiledRetriever] | None = None,
     scored: pl.DataFrame | None = None,
     split: str = EVAL_SPLIT,
-) -> pl.DataFrame:
+) -> TaskEvaluation:
     """The whole results table of one task as long rows, in the store's method order:
-    baselines, hydra, ablations, the ``references`` (see :func:`reference_heads`) and rows
-    ``scored`` elsewhere (see :func:`supervised_metrics`)."""
+    baselines, hybrid, hydra and its head alone, the ablations, the ``references`` (see
+    :func:`reference_retrievers`) and the per-query rows ``scored`` elsewhere (see
+    :func:`supervised_metrics`)."""
     table = baseline_metrics(task, teacher_rankings, fused, split)
-    heads = {
-        HYDRA: head,
-        **ablation_heads(load_hypernet(checkpoint), encoder, card, other_cards),
+    retriever = ConditionedRetriever(load_hypernet(checkpoint), encoder)
+    others = [other for other in other_cards if other.name != card.name]
+    rows = card_retrievers(
+        retriever, card, shuffled=shuffled_card(card, others) if others else None
+    )
+    rows = {
+        HYBRID: hybrid_retriever(),
+        **rows,
+        HYDRA: compiled,
+        HYDRA_DENSE: compiled.dense_only(),
         **(references or {}),
     }
-    table.update(head_metrics(task, heads, documents, queries, split))
+    table.update(retriever_metrics(task, rows, documents, queries, split))
     if scored is not None:
-        table.update(table_from_frame(scored))
+        table.update(table_from_per_query(scored))
     rank = len(METHOD_RANK)
     ordered = dict(sorted(table.items(), key=lambda item: METHOD_RANK.get(item[0], rank)))
-    return metrics_frame(task.name, ordered, split)
+    return TaskEvaluation(
+        metrics_frame(task.name, ordered, split), per_query_frame(task.name, ordered, split)
+    )
 
 
 def metrics_frame(task: str, table: ResultsTable, split: str = EVAL_SPLIT) -> pl.DataFrame:

@@ -380,6 +380,11 @@ def _read_qrels(path: Path, query_ids: pl.Series, doc_ids: pl.Series) -> pl.Data
     )
     if bad.height:
         _raise_qrels_row_error(bad.row(0, named=True), table, path, query_ids)
+    if not (table["score"] > 0).any():
+        raise HydraInputError(
+            "no positive judgment (every score is 0 or less): every method would score 0",
+            path=path,
+        )
     return table.select("query_id", "doc_id", "score")
 
 

@@ -43,8 +43,10 @@ class TeacherEnsemble:
         self.rrf_k = rrf_k
 
     @property
-    def teacher_names(self) -> list[str]:
-        return list(self.indexes)
+    def lexical(self) -> BM25Index | None:
+        """The BM25 teacher's index, which a compiled retriever's lexical channel reuses."""
+        index = self.indexes.get(BM25Teacher.name)
+        return index if isinstance(index, BM25Index) else None
 
     def rank(
         self, query_ids: Sequence[str], query_texts: Sequence[str], k: int = TEACHER_DEPTH

@@ -21,7 +21,7 @@ import polars as pl
 import Stemmer
 
 from hydra_core.encoder import FrozenEncoder
-from hydra_core.rankings import exact_top_k, ranking_frame
+from hydra_core.rankings import empty_ranking, exact_top_k, ranking_frame
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,31 @@ class BM25Index:
 
     def search(self, query_ids: Sequence[str], query_texts: Sequence[str], k: int) -> pl.DataFrame:
         """Top-k ranking frame; a query with no known terms gets all-zero scores."""
+        if not query_ids:  # bm25s cannot unpack the results of no queries
+            return empty_ranking()
         k = min(k, len(self.doc_ids))
         tokens = self.tokenizer.tokenize(
             list(query_texts), update_vocab=False, return_as="string", show_progress=False
         )
-        indices, scores = self.retriever.retrieve(
-            cast(list[list[str]], tokens), k=k, show_progress=False
+        queries = cast(list[list[str]], tokens)
+        indices, scores = self.retriever.retrieve(queries, k=k, show_progress=False)
+        scores = np.array(scores)
+        # bm25s gives a document without any indexable word the token "" and maps a query
+        # without known terms to it, so such a query would match such documents.
+        scores[[not any(query) for query in queries]] = 0.0
+        return ranking_frame(query_ids, self.doc_ids, np.asarray(indices), scores)
+
+    def scores(self, query_texts: Sequence[str]) -> np.ndarray:
+        """(queries x docs) BM25 score of every document, for fusing with a dense channel."""
+        tokens = self.tokenizer.tokenize(
+            list(query_texts), update_vocab=False, return_as="string", show_progress=False
         )
-        return ranking_frame(query_ids, self.doc_ids, np.asarray(indices), np.asarray(scores))
+        scores = np.zeros((len(query_texts), len(self.doc_ids)), dtype=np.float32)
+        for row, query in enumerate(cast(list[list[str]], tokens)):
+            known = self.retriever.get_tokens_ids(query)
+            if known:
+                scores[row] = self.retriever.get_scores_from_ids(known)
+        return scores
 
 
 class BM25Teacher:

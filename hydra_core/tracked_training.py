@@ -5,8 +5,8 @@ on them, records the run (parameters, data fingerprints, per-epoch losses, the c
 a registered model version) and says where the checkpoint is.
 
 The checkpoint folder is named by a hash of everything that determines the weights
-(training config and code, base encoder, each task's data fingerprints), and the trainer
-resumes a folder that holds a finished or interrupted run of the same config, so retrying
+(training config and code, base encoder, each task's data and card), and the trainer
+resumes a folder that holds a finished or interrupted run of the same inputs, so retrying
 a crashed training continues where it stopped instead of starting over.
 
 Training never depends on the tracking store: if MLflow is unreachable or misconfigured,
@@ -34,7 +34,13 @@ from hydra_core.fingerprints import file_fingerprint, text_digest
 from hydra_core.hypernet import WEIGHTS_FILE, read_config
 from hydra_core.stages import training_task
 from hydra_core.tracking import TrackingTarget, TrainingRun
-from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
+from hydra_core.trainer import (
+    TrainConfig,
+    TrainingTask,
+    run_identity,
+    train_hypernet,
+    with_pairs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +86,20 @@ def train_tracked(
     ``label_streams`` (see ``label_training_task``) train beside the teachers' pairs;
     ``register`` makes the checkpoint a version of the registered model (the hypernet the
     pipeline serves), which the reference hypernets (with labels, leave-one-out) are not.
+    A task or stream without pairs is left out, with a warning (see ``with_pairs``).
     """
-    names = sorted(pairs)
-    if not names:
+    if not pairs:
         raise ValueError("no training tasks: the hypernet needs at least one task's pairs")
-    tasks = [training_task(cards[n], encoder, documents[n], queries[n], pairs[n]) for n in names]
-    tasks += label_streams
+    built = [
+        training_task(cards[n], encoder, documents[n], queries[n], pairs[n]) for n in sorted(pairs)
+    ]
+    tasks = with_pairs([*built, *label_streams])
+    names = [task.name for task in tasks if task.name in pairs]
+    label_streams = [task for task in tasks if task.name not in pairs]
     fingerprints = {task.name: task.fingerprint for task in tasks}
     identity = {
-        "train": asdict(config),
+        "run": run_identity(tasks, config, encoder.model_name),
         "encoder": encoder.identity,
-        "data": fingerprints,
         "code": code_version,
     }
     run_key = text_digest(json.dumps(identity, sort_keys=True))

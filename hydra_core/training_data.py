@@ -16,10 +16,13 @@ from hydra_core.card_encoder import card_part_embeddings
 from hydra_core.cards import TaskCard
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
+from hydra_core.fusion_generator import DEFAULT_FUSION
 from hydra_core.preferences import PairConfig, preference_pairs
 from hydra_core.rankings import exact_top_k
+from hydra_core.score_fusion import fusion_features
 from hydra_core.tasks import RetrievalTask
 from hydra_core.teacher_ensemble import TeacherEnsemble
+from hydra_core.teachers import BM25Teacher
 from hydra_core.trainer import TrainingTask
 from hydra_core.training_queries import training_queries
 
@@ -138,8 +141,10 @@ def label_training_task(
 ) -> TrainingTask:
     """The card's labels as a training stream of their own, beside the teachers' pairs.
 
-    Same card, so the labels shape the head the card compiles to; its own stream, so every
-    step takes a full batch of labelled pairs whatever the number of teacher pairs. Chosen
+    Same card, so the labels shape the retriever the card compiles to; its own stream, so
+    every step takes a full batch of labelled pairs whatever the number of teacher pairs.
+    Its pairs are scored fused with BM25 (:class:`FusionFeatures`): labels are the signal
+    stronger than the teachers that can teach a card its fusion, with the head. Chosen
     on validation over fusing the labels into the teachers' RRF as a gold teacher (weight 2):
     see ``LABELLED_TRAINING`` in workflows.
     """
@@ -149,4 +154,9 @@ def label_training_task(
     queries, pairs = label_pairs(task, encoder, split)
     labelled = build_training_task(card, task, encoder, queries, pairs)
     labelled.name = card.name + LABELS_SUFFIX
+    doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
+    lexical = BM25Teacher().index(doc_ids, texts).scores(queries["text"].to_list())
+    base = labelled.query_vectors.numpy() @ labelled.doc_vectors.numpy().T
+    rows = (labelled.query_index, labelled.pos_index, labelled.neg_index)
+    labelled.fusion = fusion_features(lexical, base, rows, DEFAULT_FUSION)
     return labelled

@@ -19,23 +19,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from hydra_core.cards import TaskCard
+from hydra_core.compiled_retriever import DENSE_ONLY, CompiledRetriever
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation import (
-    baseline_table,
+    card_retrievers,
     default_ensemble,
-    hydra_table,
+    hybrid_retriever,
     load_card_task,
+    retriever_table,
     shuffled_card,
 )
 from hydra_core.hypernet import Hypernet
+from hydra_core.report import ResultsTable
 from hydra_core.retriever import ConditionedRetriever
 from hydra_core.tasks import RetrievalTask
-from hydra_core.teacher_ensemble import TeacherEnsemble
-from hydra_core.teachers import DenseTeacher
+from hydra_core.teachers import BM25Index, BM25Teacher
 from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
 from hydra_core.training_data import label_split, label_training_task, prepare_training_task
 
@@ -82,7 +85,8 @@ class ValidationRow:
     task: str
     base: float
     gains: dict[str, float]
-    """NDCG@10 change over the frozen base: ``hydra``, ``hydra-generic``, ``hydra-shuffled``."""
+    """NDCG@10 change over the frozen base: ``hybrid``, ``hydra``, ``hydra-dense``,
+    ``hydra-generic``, ``hydra-shuffled``."""
 
 
 def validation_curves(
@@ -107,7 +111,7 @@ def validation_curves(
     streams = {
         card.name: _streams(card, tasks[card.name][0], encoder, use_labels) for card in cards
     }
-    base = {name: _base_ndcg(task, encoder) for name, task in held.items()}
+    references = {name: _References.of(task, encoder) for name, task in held.items()}
     validated = [card for card in cards if card.name in held]
     if leave_one_out:
         if len(cards) < 2:
@@ -127,7 +131,7 @@ def validation_curves(
                 evaluated=evaluated,
                 shuffle_pool=training_cards if leave_one_out else list(cards),
                 held=held,
-                base=base,
+                references=references,
                 encoder=encoder,
                 steps_per_epoch=config.steps_per_epoch,
                 on_row=on_row,
@@ -147,7 +151,7 @@ class _EpochScorer:
     evaluated: list[TaskCard]
     shuffle_pool: list[TaskCard]
     held: dict[str, RetrievalTask]
-    base: dict[str, float]
+    references: dict[str, _References]
     encoder: FrozenEncoder
     steps_per_epoch: int
     on_row: Callable[[ValidationRow], None] | None
@@ -157,15 +161,18 @@ class _EpochScorer:
         retriever = ConditionedRetriever(Hypernet.load(self.checkpoint), self.encoder)
         for card in self.evaluated:
             shuffled = shuffled_card(card, self.shuffle_pool)
-            task = self.held[card.name]
-            table = hydra_table(task, card, retriever, shuffled=shuffled, split=VALIDATION)
-            base = self.base[card.name]
+            task, reference = self.held[card.name], self.references[card.name]
+            rows = card_retrievers(retriever, card, shuffled=shuffled)
+            table = reference.score(task, rows, self.encoder)
             row = ValidationRow(
                 hypernet=self.hypernet,
                 steps=epoch * self.steps_per_epoch,
                 task=card.name,
-                base=base,
-                gains={method: scores["ndcg@10"] - base for method, scores in table.items()},
+                base=reference.base,
+                gains={
+                    "hybrid": reference.hybrid - reference.base,
+                    **{m: scores["ndcg@10"] - reference.base for m, scores in table.items()},
+                },
             )
             self.rows.append(row)
             if self.on_row is not None:
@@ -187,8 +194,30 @@ def _streams(
     return streams
 
 
-def _base_ndcg(task: RetrievalTask, encoder: FrozenEncoder) -> float:
-    """The frozen base alone (no BM25 index: the training ensemble already built one)."""
-    doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
-    base_only = TeacherEnsemble(doc_ids, texts, dense=[DenseTeacher(encoder, name="base")])
-    return baseline_table(task, base_only, VALIDATION)["base"]["ndcg@10"]
+@dataclass(frozen=True)
+class _References:
+    """A validation task's corpus as retrievers search it, and the rows that do not train."""
+
+    doc_vectors: np.ndarray
+    lexical: BM25Index
+    base: float
+    hybrid: float
+
+    @classmethod
+    def of(cls, task: RetrievalTask, encoder: FrozenEncoder) -> _References:
+        doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
+        doc_vectors = encoder.encode(texts, "document")
+        lexical = BM25Teacher().index(doc_ids, texts)
+        fixed = {"base": CompiledRetriever(None, DENSE_ONLY), "hybrid": hybrid_retriever()}
+        table = retriever_table(task, fixed, doc_vectors, lexical, VALIDATION, encoder=encoder)
+        return cls(doc_vectors, lexical, table["base"]["ndcg@10"], table["hybrid"]["ndcg@10"])
+
+    def score(
+        self,
+        task: RetrievalTask,
+        retrievers: dict[str, CompiledRetriever],
+        encoder: FrozenEncoder,
+    ) -> ResultsTable:
+        return retriever_table(
+            task, retrievers, self.doc_vectors, self.lexical, VALIDATION, encoder=encoder
+        )

@@ -11,17 +11,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra_core.cards import TaskCard
+from hydra_core.compiled_retriever import DENSE_ONLY, CompiledRetriever
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.evaluation import (
     baseline_table,
+    card_retrievers,
     default_ensemble,
-    hydra_table,
+    hybrid_retriever,
     load_card_task,
-    score_head,
+    retriever_table,
     shuffled_card,
 )
-from hydra_core.head import ProjectionHead
-from hydra_core.head_fitting import refine_head, supervised_reference
+from hydra_core.head_fitting import refine_retriever, supervised_reference
 from hydra_core.hypernet import Hypernet
 from hydra_core.report import ResultsTable
 from hydra_core.retriever import ConditionedRetriever
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 UNSEEN_NAMES = {
     "hydra": "hydra-unseen",
+    "hydra-dense": "hydra-unseen-dense",
     "hydra-generic": "hydra-unseen-generic",
     "hydra-shuffled": "hydra-unseen-shuffled",
     "hydra-refined": "hydra-unseen-refined",
@@ -64,10 +66,14 @@ def train_on_cards(
     config: TrainConfig | None = None,
     *,
     use_labels: bool = False,
+    fresh: bool = False,
 ) -> Hypernet:
-    """Train one hypernet on the given tasks and load the checkpoint it wrote."""
+    """Train one hypernet on the given tasks and load the checkpoint it wrote.
+
+    ``fresh`` trains from scratch in ``out_dir`` even if it holds another run's training.
+    """
     prepared = prepare_cards(cards, encoder, use_labels=use_labels)
-    return train_on_prepared(prepared, out_dir, encoder, config)
+    return train_on_prepared(prepared, out_dir, encoder, config, fresh=fresh)
 
 
 def train_on_prepared(
@@ -75,9 +81,12 @@ def train_on_prepared(
     out_dir: Path,
     encoder: FrozenEncoder,
     config: TrainConfig | None = None,
+    *,
+    fresh: bool = False,
 ) -> Hypernet:
     """Train on already-prepared tasks (so leave-one-out prepares each task once)."""
-    train_hypernet(tasks, config or TrainConfig(), out_dir, base_model=encoder.model_name)
+    config = config or TrainConfig()
+    train_hypernet(tasks, config, out_dir, base_model=encoder.model_name, fresh=fresh)
     return Hypernet.load(out_dir)
 
 
@@ -90,7 +99,9 @@ def evaluate_card(
     refine_steps: int = 0,
     supervised: bool = True,
 ) -> ResultsTable:
-    """The full table for one task: bm25, base, teacher and the three hydra variants.
+    """The full table for one task: the teachers, ``hybrid``, and the card's retriever
+    (``hydra``), its head alone (``hydra-dense``) and the card ablations
+    (``hydra-shuffled`` borrows the card of one of ``other_cards``: none, no row).
 
     With ``refine_steps`` it adds ``hydra-refined`` (the compiled head polished on the
     task's own corpus); with ``supervised``, a card that declares ``labels`` also gets the
@@ -100,18 +111,20 @@ def evaluate_card(
     ensemble = default_ensemble(task, encoder)
     table = baseline_table(task, ensemble)
     retriever = ConditionedRetriever(hypernet, encoder)
-    table.update(hydra_table(task, card, retriever, shuffled=shuffled_card(card, other_cards)))
-    heads: dict[str, ProjectionHead] = {}
+    others = [other for other in other_cards if other.name != card.name]
+    shuffled = shuffled_card(card, others) if others else None
+    if shuffled is None:
+        log.warning("no other task's card to shuffle with: no hydra-shuffled row for %s", card.name)
+    rows = {"hybrid": hybrid_retriever(), **card_retrievers(retriever, card, shuffled=shuffled)}
     if refine_steps > 0:
-        compiled = retriever.compile(card)
-        heads["hydra-refined"] = refine_head(compiled, task, encoder, ensemble, refine_steps)
+        rows["hydra-refined"] = refine_retriever(
+            rows["hydra"], task, encoder, ensemble, refine_steps
+        )
     reference = supervised_reference(card, task, encoder) if supervised else None
     if reference is not None:
-        heads["supervised-head"] = reference
-    if heads:
-        doc_vectors = encoder.encode(task.doc_texts(), "document")
-        for method, head in heads.items():
-            table[method] = score_head(task, head, encoder, doc_vectors)
+        rows["supervised-head"] = CompiledRetriever(head=reference, fusion=DENSE_ONLY)
+    doc_vectors = encoder.encode(task.doc_texts(), "document")
+    table.update(retriever_table(task, rows, doc_vectors, ensemble.lexical, encoder=encoder))
     return table
 
 

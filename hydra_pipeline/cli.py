@@ -1,9 +1,9 @@
-"""The ``hydra`` command: the core commands plus ``run``, ``metrics`` and ``ui``.
+"""The ``hydra`` command: the core commands plus ``run``, ``metrics``, ``ui`` and ``serve``.
 
 ``run`` materializes the Dagster graph in-process; ``metrics`` queries the DuckDB store;
-``ui`` serves the Dagster UI and daemon on the same workspace. Dagster, MLflow and the
-pipeline are imported inside these commands, so ``hydra baselines`` and friends start as
-fast as before.
+``ui`` serves the Dagster UI and daemon on the same workspace; ``serve`` puts the stored
+results behind a search API. Dagster, MLflow and the pipeline are imported inside these
+commands, so ``hydra baselines`` and friends start as fast as before.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hydra_core.cli import app
+from hydra_core.cli import TaskListCommand, app, tasks_option
 from hydra_core.cli import run as core_run
 from hydra_core.errors import HydraInputError
 from hydra_core.project_config import ProjectConfig, load_project_config
@@ -53,6 +54,21 @@ def _load_config(path: Path | None) -> ProjectConfig:
         raise typer.Exit(2) from None
 
 
+def _writable_workspace(config: ProjectConfig) -> None:
+    """Fail first, naming the folder: a read-only workspace otherwise surfaces as SQLite's
+    "unable to open database file" from deep inside Dagster or MLflow, with no path."""
+    try:
+        config.workspace.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=config.workspace):
+            pass
+    except OSError as error:
+        raise HydraInputError(
+            f"the workspace is not writable ({error.strerror}); set HYDRA_WORKSPACE (or "
+            "workspace in hydra.yaml) to a writable folder",
+            path=config.workspace,
+        ) from None
+
+
 def _quiet_libraries() -> None:
     """Progress comes from hydra's own lines; library chatter would drown it."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by run workers at import
@@ -66,12 +82,9 @@ def _quiet_libraries() -> None:
     logging.getLogger("hydra_core.trainer").setLevel(logging.INFO)  # per-epoch losses
 
 
-@app.command("run")
+@app.command("run", cls=TaskListCommand)
 def run_command(
-    tasks: Annotated[
-        str | None,
-        typer.Option("--tasks", help="Comma-separated task names (default: hydra.yaml's tasks)."),
-    ] = None,
+    tasks: Annotated[list[str] | None, tasks_option("Tasks to run (default: hydra.yaml's)")] = None,
     executor: Annotated[
         ExecutorChoice | None,
         typer.Option("--executor", help="in_process, or multiprocess (partitions in parallel)."),
@@ -91,14 +104,14 @@ def run_command(
     _quiet_libraries()
     config = _load_config(config_path)
     updates: dict[str, object] = {}
-    if tasks:
-        updates["tasks"] = [name.strip() for name in tasks.split(",") if name.strip()]
+    if tasks is not None:
+        updates["tasks"] = tasks
         if config.training_tasks is not None:
-            kept = [t for t in config.training_tasks if t in updates["tasks"]]  # type: ignore[operator]
-            updates["training_tasks"] = kept
+            updates["training_tasks"] = [t for t in config.training_tasks if t in tasks]
     if executor is not None:
         updates["executor"] = config.executor.model_copy(update={"kind": executor.value})
     config = config.model_copy(update=updates)
+    _writable_workspace(config)
 
     import dagster as dg
 
@@ -242,6 +255,7 @@ def ui_command(
     from hydra_pipeline.runner import prepare_stores
 
     config = _load_config(config_path)
+    _writable_workspace(config)
     home = prepare_stores(config)
     if config_path is not None:
         os.environ["HYDRA_CONFIG"] = str(config_path.resolve())
@@ -250,6 +264,27 @@ def ui_command(
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace_file)]
     command += ["-h", host, "-p", str(port)]
     os.execv(sys.executable, command)
+
+
+@app.command("serve")
+def serve_command(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="Compile the cards folder's cards with this hypernet instead of serving "
+            "what `hydra run` stored.",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the search API.")] = 8000,
+    config_path: ConfigOption = None,
+) -> None:
+    """Serve every configured task behind one HTTP search API (docs at /docs)."""
+    from hydra_pipeline.serve import serve
+
+    _quiet_libraries()
+    serve(_load_config(config_path), checkpoint=checkpoint, host=host, port=port, echo=_err)
 
 
 def main() -> None:

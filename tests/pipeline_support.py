@@ -45,12 +45,13 @@ class Project:
             "DAGSTER_HOME": str(self.dagster_home),
         }
 
-    def add_task(self, task: RetrievalTask, name: str) -> Path:
-        """Write ``task`` as a BEIR folder and a card for it (the shipped card's text)."""
+    def add_task(self, task: RetrievalTask, name: str, like: str | None = None) -> Path:
+        """Write ``task`` as a BEIR folder and a card for it (the text of the shipped card
+        named ``like``, by default ``name``)."""
         folder = self.root / "data" / name
         save_beir_folder(task, folder)
-        card = find_card(name, PROJECT_ROOT / "cards").model_copy(
-            update={"source": f"../data/{name}"}
+        card = find_card(like or name, PROJECT_ROOT / "cards").model_copy(
+            update={"source": f"../data/{name}", "name": name}
         )
         path = self.cards_dir / f"{name}.yaml"
         write_card(card, path)
@@ -58,12 +59,18 @@ class Project:
 
 
 def make_project(
-    root: Path, tasks: dict[str, RetrievalTask], *, executor: str = "in_process"
+    root: Path,
+    tasks: dict[str, RetrievalTask],
+    *,
+    executor: str = "in_process",
+    like: dict[str, str] | None = None,
 ) -> Project:
+    """A project of ``tasks``, each described by its shipped card's text or by the one
+    ``like`` names for it."""
     project = Project(root)
     project.root.mkdir(parents=True, exist_ok=True)
     for name, task in tasks.items():
-        project.add_task(task, name)
+        project.add_task(task, name, (like or {}).get(name))
     config = {
         "tasks": list(tasks),
         "workspace": "workspace",

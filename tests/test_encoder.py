@@ -86,3 +86,15 @@ def test_corrupted_entry_is_recomputed(tmp_path: Path) -> None:
     again = fresh.encode(["a corrupted cache entry"], "query")
     assert fresh.stats.encoded == 1
     np.testing.assert_allclose(again, good, atol=1e-6)
+
+
+def test_store_false_reads_the_cache_but_writes_nothing(tmp_path: Path) -> None:
+    """What ``hydra serve`` does with queries: users' text never lands in the cache file."""
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    encoder = FrozenEncoder(cache=cache, show_progress=False)
+    stored = encoder.encode(["a cached query"], "query")
+    vectors = encoder.encode(["a cached query", "a private query"], "query", store=False)
+    assert cache.count() == 1
+    assert (encoder.stats.encoded, encoder.stats.cached) == (2, 1)
+    np.testing.assert_array_equal(vectors[0], stored[0])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

@@ -9,8 +9,9 @@ import torch
 from hydra_core import head as head_module
 from hydra_core.benchmarks import random_head, unit_vectors, untrained_hypernet
 from hydra_core.cards import TaskCard, find_card
+from hydra_core.compiled_retriever import CompiledRetriever
 from hydra_core.encoder import FrozenEncoder
-from hydra_core.head import ProjectionHead, head_forward
+from hydra_core.head import head_forward
 from hydra_core.retriever import ConditionedRetriever
 
 
@@ -35,17 +36,18 @@ def test_compile_generates_on_one_thread_then_restores(
     hypernet = untrained_hypernet()
     retriever = ConditionedRetriever(hypernet, encoder)
     card = find_card("scifact")
-    expected = hypernet.generate_head(card, encoder)
+    expected = hypernet.compile_card(card, encoder)
     threads_seen: list[int] = []
-    generate = hypernet.generate_head
+    generate = hypernet.compile_card
 
-    def recording(card: TaskCard, encoder: FrozenEncoder) -> ProjectionHead:
+    def recording(card: TaskCard, encoder: FrozenEncoder) -> CompiledRetriever:
         threads_seen.append(torch.get_num_threads())
         return generate(card, encoder)
 
-    monkeypatch.setattr(hypernet, "generate_head", recording)
+    monkeypatch.setattr(hypernet, "compile_card", recording)
     before = torch.get_num_threads()
-    head = retriever.compile(card)
+    compiled = retriever.compile(card)
     assert threads_seen == [1]
     assert torch.get_num_threads() == before
-    torch.testing.assert_close(head.weight, expected.weight)
+    assert compiled.head is not None and expected.head is not None
+    torch.testing.assert_close(compiled.head.weight, expected.head.weight)

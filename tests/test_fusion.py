@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from hydra_core.fusion import reciprocal_rank_fusion
+from hydra_core.preferences import preference_pairs
 from hydra_core.rankings import exact_top_k, ranking_frame, ranking_to_run
 
 
@@ -55,3 +56,12 @@ def test_exact_top_k_matches_full_sort() -> None:
     expected = np.argsort(-(queries @ docs.T), axis=1)[:, :5]
     np.testing.assert_array_equal(indices, expected)
     assert scores.shape == (300, 5)
+
+
+def test_a_teacher_that_retrieved_nothing_still_has_its_rank_column() -> None:
+    silent = ranking_frame([], [], np.zeros((0, 3), dtype=np.int64), np.zeros((0, 3)))
+    fused = reciprocal_rank_fusion({"bm25": silent, "base": _ranking("q", ["a", "b"])})
+    assert fused.columns[-2:] == ["rank_bm25", "rank_base"]
+    assert fused["rank_bm25"].null_count() == 2 and fused["doc_id"].to_list() == ["a", "b"]
+    nothing = reciprocal_rank_fusion({"bm25": silent, "base": silent})
+    assert nothing.is_empty() and preference_pairs(nothing).is_empty()

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -34,6 +35,7 @@ from hydra_pipeline.defs.jobs import TASK_JOB, WAVES
 from hydra_pipeline.defs.resources import _encoder
 from hydra_pipeline.planning import PlannedRun
 from hydra_pipeline.runner import (
+    PipelineError,
     RunSummary,
     WaveExecutor,
     current_checkpoint,
@@ -42,13 +44,20 @@ from hydra_pipeline.runner import (
 )
 
 TASKS = ("scifact", "nfcorpus")
-UNSEEN_METHODS = ("hydra-unseen", "hydra-unseen-generic", "hydra-unseen-refined")
+UNSEEN_METHODS = (
+    "hydra-unseen",
+    "hydra-unseen-dense",
+    "hydra-unseen-generic",
+    "hydra-unseen-refined",
+)
 LABEL_METHODS = ("hydra+labels", "supervised-head")  # both test cards declare `labels: train`
 METHODS = (
     "bm25",
     "base",
     "teacher",
+    "hybrid",
     "hydra",
+    "hydra-dense",
     "hydra-generic",
     "hydra-shuffled",
     *LABEL_METHODS,
@@ -135,7 +144,7 @@ def test_every_asset_materialized(pipeline: Pipeline) -> None:
     # every stored value is a plain file in the workspace
     assets = pipeline.config.workspace / "assets"
     assert (assets / "doc_embeddings" / "scifact.npy").is_file()
-    assert (assets / "compiled_head" / "nfcorpus.safetensors").is_file()
+    assert (assets / "compiled_retriever" / "nfcorpus.safetensors").is_file()
     assert pl.read_parquet(assets / "corpus" / "scifact.parquet").height == 200
 
 
@@ -190,11 +199,13 @@ def test_reference_hypernets_train_with_labels_and_without_each_task(pipeline: P
     assert json.loads(variants["without-scifact"].data.params["tasks"]) == ["nfcorpus"]
     assert json.loads(variants["without-nfcorpus"].data.params["tasks"]) == ["scifact"]
     rows = metrics_store.latest_results(pipeline.config.resolved_metrics_db)
-    ndcg = {(row["task"], row["method"]): row["ndcg@10"] for row in rows.iter_rows(named=True)}
-    for task in TASKS:  # different hypernets and heads give different rankings
-        assert ndcg[(task, "hydra-unseen")] != ndcg[(task, "hydra")] or (
-            ndcg[(task, "hydra-unseen-refined")] != ndcg[(task, "hydra-unseen")]
-        )
+    scores = {
+        (row["task"], row["method"]): tuple(row[metric] for metric in METRICS)
+        for row in rows.iter_rows(named=True)
+    }
+    for task in TASKS:  # another hypernet, then a refined head: each ranks differently
+        assert scores[(task, "hydra-unseen")] != scores[(task, "hydra")], task
+        assert scores[(task, "hydra-unseen-refined")] != scores[(task, "hydra-unseen")], task
 
 
 def test_supervised_reference_depends_on_task_data_only(pipeline: Pipeline) -> None:
@@ -231,6 +242,21 @@ def test_duckdb_holds_every_task_method_metric(pipeline: Pipeline) -> None:
     expected = {"run_id", "checkpoint", "task", "method", "split", "metric", "value", "created_at"}
     assert expected <= set(rows.columns)
 
+    # Each evaluation's per-query rows, stored with it: every query of every method, and
+    # their means are the metrics rows.
+    per_query = metrics_store.latest_per_query(database)
+    key = ["task", "method", "metric"]
+    assert (
+        per_query.select(*key, "evaluation_id")
+        .unique()
+        .sort(key)
+        .equals(rows.select(*key, "evaluation_id").sort(key))
+    )
+    queries = per_query.group_by("task", "method", "metric").agg(pl.col("query_id").n_unique())
+    assert set(queries["query_id"]) == {20}  # the slices' 20 test queries, each judged
+    means = per_query.group_by(key).agg(pl.col("value").mean()).join(rows, on=key)
+    assert means["value"].to_list() == pytest.approx(means["value_right"].to_list(), abs=1e-12)
+
 
 def test_baselines_equal_the_in_memory_path(pipeline: Pipeline) -> None:
     """Stored rankings, fused and scored by the pipeline, give exactly `hydra baselines`."""
@@ -253,8 +279,12 @@ def test_report_files(pipeline: Pipeline) -> None:
     report = pipeline.config.workspace / "reports" / "results.md"
     text = report.read_text()
     assert "| task | bm25 | base | teacher | hydra | hydra-generic | hydra-shuffled |" in text
+    significance = text.split("## Significance")[1].split("## All metrics")[0]
     for task in TASKS:
         assert f"\n| {task} | " in text
+        for method in ("hydra", "hydra-unseen"):  # tested against base and teacher
+            assert f"\n| {task} | {method} | " in significance
+    assert "| task | method | vs base | vs teacher |" in significance
     chart = report.with_name("ndcg_at_10.png").read_bytes()
     assert chart.startswith(b"\x89PNG") and len(chart) > 5_000
 
@@ -315,7 +345,7 @@ def test_schedule_and_automation_definitions(pipeline: Pipeline) -> None:
     sensor = pipeline.defs.resolve_sensor_def("task_card_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     graph = pipeline.defs.resolve_asset_graph()
-    for name in ("compiled_head", "task_metrics", "results_report"):
+    for name in ("compiled_retriever", "task_metrics", "results_report"):
         assert graph.get(dg.AssetKey(name)).automation_condition is not None
     assert graph.get(dg.AssetKey("hypernet_checkpoint")).automation_condition is None
 
@@ -396,3 +426,34 @@ def test_sensor_adds_a_new_task_as_a_partition_with_metrics(pipeline: Pipeline) 
 
     again = task_card_sensor(dg.build_sensor_context(instance=pipeline.instance))
     assert isinstance(again, dg.SkipReason)
+
+
+def test_a_task_too_small_for_pairs_is_left_out_of_training_only(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    scifact_slice: RetrievalTask,
+) -> None:
+    """Ten documents yield no preference pairs: the hypernet trains on the other task and the
+    small one still gets its baselines, compiled head and table; alone it fails in one line."""
+    tasks = {"scifact": scifact_slice.head(100, 10), "tiny": scifact_slice.head(10, 5)}
+    project = make_project(tmp_path, tasks, like={"tiny": "scifact"})
+    for key, value in project.env(tmp_path / "cache").items():
+        monkeypatch.setenv(key, value)
+    config = load_project_config()
+    prepare_dagster_home(config)
+    with dg.DagsterInstance.get() as instance:
+        run_pipeline(config, build_definitions(config), instance, echo=lambda _: None)
+        checkpoint = current_checkpoint(config)
+        assert checkpoint is not None and checkpoint.tasks == ["scifact"]
+        assert "tiny: no preference pairs from its 5 training queries" in capsys.readouterr().err
+        rows = metrics_store.latest_results(config.resolved_metrics_db)
+        tiny = set(rows.filter(pl.col("task") == "tiny")["method"])
+        assert {"bm25", "base", "teacher", "hydra", "hydra-generic", "hydra-shuffled"} <= tiny
+        assert (config.workspace / "assets" / "compiled_head" / "tiny.safetensors").is_file()
+
+        monkeypatch.setenv("HYDRA_TASKS", "tiny")
+        alone = load_project_config()
+        with pytest.raises(PipelineError) as failed:
+            run_pipeline(alone, build_definitions(alone), instance, echo=lambda _: None)
+    assert "no task yields preference pairs to train on (tiny: 10 documents, " in str(failed.value)

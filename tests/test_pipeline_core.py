@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
@@ -37,9 +38,12 @@ from hydra_core.fingerprints import (
     file_fingerprint,
     frame_digest,
 )
+from hydra_core.metrics import Scores
 from hydra_core.project_config import load_project_config
+from hydra_core.report import ResultsTable
 from hydra_core.results_report import markdown_table, write_report
-from hydra_core.stages import dangling_qrels, leaked_test_queries
+from hydra_core.significance import per_query_frame
+from hydra_core.stages import dangling_qrels, leaked_test_queries, metrics_frame
 from hydra_core.tasks import RetrievalTask, load_beir_folder
 from hydra_core.tracking import flatten_params, metric_key
 from hydra_pipeline.definitions import build_definitions
@@ -210,6 +214,109 @@ def test_latest_results_per_task(tmp_path: Path) -> None:
     assert metrics_store.query(database, "select count(*) as n from metrics")["n"][0] == 5
     with pytest.raises(metrics_store.NoMetricsError):
         metrics_store.latest_results(str(tmp_path / "missing.duckdb"))
+
+
+def _scores(values: list[float]) -> Scores:
+    return Scores({f"q{i}": {"ndcg@10": v} for i, v in enumerate(values)}, ["ndcg@10"])
+
+
+def test_an_evaluation_is_stored_with_its_per_query_rows_or_not_at_all(tmp_path: Path) -> None:
+    database = str(tmp_path / "m.duckdb")
+    table: ResultsTable = {"base": _scores([0.2, 0.6, 0.1]), "hydra": _scores([0.4, 0.6, 0.2])}
+
+    def record(run_id: str, per_query: pl.DataFrame) -> str:
+        return metrics_store.record_metrics(
+            database,
+            metrics_frame("a", table),
+            run_id=run_id,
+            checkpoint="c",
+            per_query=per_query,
+            dagster_run_id=f"dagster-{run_id}",
+        )
+
+    first = record("r1", per_query_frame("a", table, "test"))
+    stored = metrics_store.latest_per_query(database)
+    assert stored.select("method", "query_id", "value").rows() == [
+        ("base", "q0", 0.2),
+        ("base", "q1", 0.6),
+        ("base", "q2", 0.1),
+        ("hydra", "q0", 0.4),
+        ("hydra", "q1", 0.6),
+        ("hydra", "q2", 0.2),
+    ]
+    tags = {"run_id", "checkpoint", "split", "metric", "created_at", "evaluation_id"}
+    tags |= {"dagster_run_id", "task"}
+    means = metrics_store.latest_long(database)
+    for tag in tags:
+        assert stored[tag].unique().to_list() == means[tag].unique().to_list(), tag
+    assert set(stored["evaluation_id"]) == {first}
+    averaged = stored.group_by("method").agg(pl.col("value").mean()).sort("method")
+    assert averaged["value"].to_list() == pytest.approx(means.sort("method")["value"].to_list())
+
+    # Per-query rows that cannot be stored (a missing value) take the means down with them.
+    broken = per_query_frame("a", table, "test").with_columns(
+        pl.when(pl.col("query_id") == "q2").then(None).otherwise(pl.col("value")).alias("value")
+    )
+    with pytest.raises(duckdb.ConstraintException, match="per_query"):
+        record("r2", broken)
+    count = "select count(*) as n from metrics where run_id = 'r2'"
+    assert metrics_store.query(database, count)["n"].item() == 0
+    assert metrics_store.latest_long(database)["evaluation_id"].unique().to_list() == [first]
+
+    latest = record("r3", per_query_frame("a", table, "test"))
+    assert set(metrics_store.latest_per_query(database)["evaluation_id"]) == {latest}
+    assert metrics_store.query(database, "select count(*) as n from per_query")["n"].item() == 12
+
+
+def test_report_tests_hydra_against_each_reference(tmp_path: Path) -> None:
+    """Per-query rows from DuckDB: hydra is 0.1 above base on every one of 50 queries (a
+    significant gain) and equal to hybrid (none); gains over hybrid get their own rows."""
+    database = str(tmp_path / "m.duckdb")
+    base = np.random.default_rng(0).uniform(0.0, 0.8, 50).tolist()
+    for task in ("a", "b"):
+        table: ResultsTable = {
+            "base": _scores(base),
+            "hybrid": _scores([v + 0.1 for v in base]),
+            "hydra": _scores([v + 0.1 for v in base]),
+            "hydra-unseen": _scores(base),
+        }
+        metrics_store.record_metrics(
+            database,
+            metrics_frame(task, table),
+            run_id="r",
+            checkpoint="c",
+            per_query=per_query_frame(task, table, "test"),
+        )
+    per_query = metrics_store.latest_per_query(database)
+    markdown, _ = write_report(
+        metrics_store.latest_results(database), tmp_path, per_query=per_query
+    )
+    text = markdown.read_text()
+    headline = text.split("## Significance")[0].splitlines()
+    rows = {
+        line.strip("| ").split(" | ")[0]: line.strip("| ").split(" | ")[1:] for line in headline
+    }
+    columns = rows["task"]
+    assert dict(zip(columns, rows["mean gain over base"], strict=True)) == {
+        "base": "+0.0000",
+        "hybrid": "+0.1000",
+        "hydra": "+0.1000",
+        "hydra-unseen": "+0.0000",
+    }
+    assert dict(zip(columns, rows["worst gain over hybrid"], strict=True)) == {
+        "base": "-0.1000",
+        "hybrid": "+0.0000",
+        "hydra": "+0.0000",
+        "hydra-unseen": "-0.1000",
+    }
+    assert "## Significance of ndcg@10 differences" in text
+    assert "| task | method | vs base | vs hybrid |" in text
+    for task in ("a", "b"):
+        assert f"| {task} | hydra | +0.1000* (p 0.0002) | +0.0000 (p 1.0000) |" in text
+        assert f"| {task} | hydra-unseen | +0.0000 (p 1.0000) | -0.1000* (p 0.0002) |" in text
+    assert "`*` marks a difference with p < 0.05" in text
+    without = write_report(metrics_store.latest_results(database), tmp_path / "plain")[0]
+    assert "Significance" not in without.read_text()
 
 
 _HOLD_LOCK = """

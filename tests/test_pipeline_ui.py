@@ -2,7 +2,8 @@
 
 Debian's chromium through Playwright (never ``playwright install``): the UI must show the
 Hydra asset graph, and a materialization launched from it must run through the daemon's
-run queue and land in the instance.
+run queue and land in the instance. Without chromium the tests are skipped, saying how to
+install it (CI makes it mandatory: see system_tools).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import dagster as dg
 import pytest
 from pipeline_support import Project, make_project
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from system_tools import require_or_skip
 
 from hydra_core.project_config import load_project_config
 from hydra_core.settings import PROJECT_ROOT
 from hydra_core.tasks import RetrievalTask
 from hydra_pipeline.runner import prepare_dagster_home, register_tasks
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -86,11 +87,16 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
+def chromium() -> Path:
+    return require_or_skip("chromium", "apt-get update && apt-get install -y chromium")
+
+
+@pytest.fixture(scope="module")
 def dagster_ui(
-    tmp_path_factory: pytest.TempPathFactory, scifact_slice: RetrievalTask
+    chromium: Path,  # checked first: without a browser there is no point starting the UI
+    tmp_path_factory: pytest.TempPathFactory,
+    scifact_slice: RetrievalTask,
 ) -> Iterator[DagsterUI]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: apt-get update && apt-get install -y chromium")
     root = tmp_path_factory.mktemp("ui")
     project = make_project(root, {"scifact": scifact_slice.head(60, 5)})
     env = {**os.environ, **project.env(root / "cache")}
@@ -124,9 +130,9 @@ def dagster_ui(
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def browser(chromium: Path) -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         yield launched
         launched.close()
 
@@ -164,7 +170,7 @@ def test_ui_shows_the_hydra_asset_graph(dagster_ui: DagsterUI, page: Page) -> No
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     page.goto(f"{dagster_ui.url}/locations/hydra_pipeline.definitions/asset-groups/training")
     page.get_by_text("List", exact=True).click()
-    names = ("hypernet_checkpoint", "labelled_hypernet", "unseen_hypernet", "compiled_head")
+    names = ("hypernet_checkpoint", "labelled_hypernet", "unseen_hypernet", "compiled_retriever")
     for name in names:
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
 

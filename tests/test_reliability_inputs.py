@@ -72,6 +72,9 @@ HOSTILE = [
      "qrels/test.tsv", 2, "query-id", "unknown query id"),
     ("int64-overflow-score", CORPUS, "query-id\tcorpus-id\tscore\nq1\td1\t" + "9" * 30 + "\n",
      "qrels/test.tsv", 2, "score", "out of range"),
+    # Judged, but nothing relevant: every method would score 0, which is no result.
+    ("no-positive-judgment", CORPUS, "query-id\tcorpus-id\tscore\nq1\td1\t0\nq1\td2\t-1\n",
+     "qrels/test.tsv", None, None, "no positive judgment"),
 ]  # fmt: skip
 
 

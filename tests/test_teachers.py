@@ -28,3 +28,15 @@ def test_baseline_table_has_every_method_and_metric(
     # On a 300-document slice holding every judged document, all three find most of them.
     assert min(m["recall@100"] for m in table.values()) > 0.8
     assert table["teacher"]["ndcg@10"] > 0.5
+
+
+def test_bm25_over_one_document_and_for_no_queries() -> None:
+    index = BM25Teacher().index(["d1"], ["Vitamin D and bone density in older adults"])
+    ranking = index.search(["q1", "q2"], ["bone density", "zebra"], k=100)
+    assert ranking.select("query_id", "doc_id", "rank").rows() == [("q1", "d1", 1), ("q2", "d1", 1)]
+    scores = dict(zip(ranking["query_id"], ranking["score"], strict=True))
+    assert scores["q1"] > 0 and scores["q2"] == 0
+    assert index.search([], [], k=100).is_empty()  # a task with no training queries
+    # A document without an indexable word matches no query (bm25s scores both through "").
+    wordless = BM25Teacher().index(["d1"], ["The."])
+    assert wordless.search(["q"], ["zebra"], k=10)["score"].to_list() == [0.0]

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from hydra_core.cards import find_card
 from hydra_core.encoder import FrozenEncoder
+from hydra_core.errors import HydraInputError
 from hydra_core.evaluation import default_ensemble
+from hydra_core.fusion_generator import DEFAULT_FUSION
+from hydra_core.hypernet import Hypernet, initial_hypernet
 from hydra_core.preferences import PairConfig, preference_pairs
+from hydra_core.retriever import ConditionedRetriever
 from hydra_core.tasks import RetrievalTask, load_task
-from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
-from hydra_core.training_data import prepare_training_task
+from hydra_core.trainer import TrainConfig, TrainingTask, reference_embeddings, train_hypernet
+from hydra_core.training_data import label_training_task, prepare_training_task
 from hydra_core.training_queries import training_queries
 
 TINY = TrainConfig(epochs=2, steps_per_epoch=4, pairs_per_task=32)
@@ -88,6 +94,14 @@ def prepared(
     ]
 
 
+@pytest.fixture(scope="module")
+def too_small(scifact_slice: RetrievalTask, encoder: FrozenEncoder) -> TrainingTask:
+    """Ten documents: too few for the fused teachers to rank any below their top ones."""
+    task = scifact_slice.head(10, 5)
+    card = find_card("scifact").model_copy(update={"name": "tiny"})
+    return prepare_training_task(card, task, encoder, default_ensemble(task, encoder))
+
+
 def _weights(directory: Path) -> dict:
     return load_file(str(directory / "model.safetensors"))
 
@@ -142,13 +156,63 @@ def test_resuming_with_another_config_is_refused(
     prepared: list[TrainingTask], tmp_path: Path
 ) -> None:
     train_hypernet(prepared, TINY, tmp_path / "run", base_model="all-MiniLM-L6-v2")
-    with pytest.raises(ValueError, match="different training config"):
+    with pytest.raises(HydraInputError, match="epochs 2 -> 3"):
         train_hypernet(
             prepared,
             TrainConfig(epochs=3, steps_per_epoch=4, pairs_per_task=32),
             tmp_path / "run",
             base_model="all-MiniLM-L6-v2",
         )
+
+
+def test_a_folder_trained_on_other_tasks_or_data_is_refused_unless_fresh(
+    prepared: list[TrainingTask], tmp_path: Path
+) -> None:
+    scifact, nfcorpus = prepared
+    out = tmp_path / "run"
+    train_hypernet([scifact], TINY, out, base_model="all-MiniLM-L6-v2")
+    written = {path.name: path.read_bytes() for path in out.iterdir()}
+    fewer_pairs = replace(
+        scifact,
+        query_index=scifact.query_index[1:],
+        pos_index=scifact.pos_index[1:],
+        neg_index=scifact.neg_index[1:],
+        weight=scifact.weight[1:],
+    )
+    edited_card = replace(scifact, card_parts=scifact.card_parts.flip(0))
+    for tasks, named in (
+        ([nfcorpus], "tasks scifact -> nfcorpus"),
+        ([scifact, nfcorpus], "tasks scifact -> scifact, nfcorpus"),
+        ([fewer_pairs], "scifact's pairs changed"),
+        ([edited_card], "scifact's card changed"),
+    ):
+        with pytest.raises(HydraInputError, match=named):
+            train_hypernet(tasks, TINY, out, base_model="all-MiniLM-L6-v2")
+        assert {path.name: path.read_bytes() for path in out.iterdir()} == written
+
+    train_hypernet([nfcorpus], TINY, out, base_model="all-MiniLM-L6-v2", fresh=True)
+    assert Hypernet.load(out).metadata["tasks"] == ["nfcorpus"]
+    straight = train_hypernet(
+        [nfcorpus], TINY, tmp_path / "straight", base_model="all-MiniLM-L6-v2"
+    )
+    a, b = _weights(out), _weights(straight)
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_trained_cards_give_different_heads(
+    prepared: list[TrainingTask], encoder: FrozenEncoder, tmp_path: Path
+) -> None:
+    """Untrained, every card compiles to the same head; training is what lets cards differ."""
+    cards = [find_card("scifact"), find_card("nfcorpus")]
+    untrained = initial_hypernet("all-MiniLM-L6-v2", reference_embeddings(prepared))
+    first, second = (untrained.compile_card(card, encoder).head for card in cards)
+    assert first is not None and second is not None
+    assert torch.equal(first.weight, second.weight)
+    train_hypernet(prepared, TINY, tmp_path / "run", base_model="all-MiniLM-L6-v2")
+    trained = Hypernet.load(tmp_path / "run")
+    first, second = (trained.compile_card(card, encoder).head for card in cards)
+    assert first is not None and second is not None
+    assert (first.weight - second.weight).abs().max() > 1e-4
 
 
 def test_only_the_hypernet_trains(prepared: list[TrainingTask], tmp_path: Path) -> None:
@@ -159,4 +223,42 @@ def test_only_the_hypernet_trains(prepared: list[TrainingTask], tmp_path: Path) 
     state = load_file(str(tmp_path / "run" / "trainer_state.safetensors"))
     model_keys = {k.removeprefix("model.") for k in state if k.startswith("model.")}
     assert model_keys == set(_weights(tmp_path / "run"))
-    assert all(k.startswith(("card_encoder.", "generator.")) for k in model_keys)
+    assert all(k.startswith(("card_encoder.", "generator.", "fusion.")) for k in model_keys)
+
+
+def test_labels_teach_the_card_its_fusion_and_teachers_do_not(
+    scifact_slice: RetrievalTask, encoder: FrozenEncoder, tmp_path: Path
+) -> None:
+    card = find_card("scifact")
+    teachers = prepare_training_task(
+        card, scifact_slice, encoder, default_ensemble(scifact_slice, encoder)
+    )
+    labels = label_training_task(card, scifact_slice, encoder)
+    assert teachers.fusion is None and labels.fusion is not None
+    assert labels.fusion.lexical_margin.shape == (labels.num_pairs,)
+    fused = {}
+    for name, streams in (("teachers", [teachers]), ("labels", [teachers, labels])):
+        train_hypernet(streams, TINY, tmp_path / name, base_model=encoder.model_name)
+        compiled = ConditionedRetriever(Hypernet.load(tmp_path / name), encoder).compile(card)
+        fused[name] = compiled.fusion
+    assert fused["teachers"].lexical_weight == pytest.approx(DEFAULT_FUSION.lexical_weight)
+    assert fused["teachers"].feedback == pytest.approx(DEFAULT_FUSION.feedback)
+    moved = abs(fused["labels"].lexical_weight - DEFAULT_FUSION.lexical_weight)
+    assert moved + abs(fused["labels"].feedback - DEFAULT_FUSION.feedback) > 1e-4
+
+
+def test_a_task_too_small_for_pairs_is_left_out_and_alone_is_an_error(
+    prepared: list[TrainingTask],
+    too_small: TrainingTask,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert too_small.num_pairs == 0
+    train_hypernet([too_small, *prepared], TINY, tmp_path / "run", base_model="all-MiniLM-L6-v2")
+    assert Hypernet.load(tmp_path / "run").metadata["tasks"] == ["scifact", "nfcorpus"]
+    assert "tiny is left out of training" in caplog.text
+    with pytest.raises(HydraInputError) as alone:
+        train_hypernet([too_small], TINY, tmp_path / "alone", base_model="all-MiniLM-L6-v2")
+    message = str(alone.value)
+    assert message.startswith("no task yields preference pairs to train on (tiny: 10 documents")
+    assert "\n" not in message and not (tmp_path / "alone").exists()

@@ -87,7 +87,13 @@ def test_validate_prints_a_row_per_task_and_epoch(runner: CliRunner) -> None:
     ]
     for row in rows:
         assert 0 < row["base"] <= 1
-        assert set(row["gains"]) == {"hydra", "hydra-generic", "hydra-shuffled"}
+        assert set(row["gains"]) == {
+            "hybrid",
+            "hydra",
+            "hydra-dense",
+            "hydra-generic",
+            "hydra-shuffled",
+        }
         assert all(-1 < gain < 1 for gain in row["gains"].values())
     assert rows[0]["gains"] != rows[2]["gains"], "a second epoch changes the hypernet"
 

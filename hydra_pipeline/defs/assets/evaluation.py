@@ -25,7 +25,7 @@ from hydra_pipeline.defs.resources import EncoderResource, MetricsDbResource
 from hydra_pipeline.defs.versions import code_version
 
 if TYPE_CHECKING:
-    from hydra_core.head import ProjectionHead  # torch: imported by the body, not at load
+    from hydra_core.compiled_retriever import CompiledRetriever  # torch: body only
 
 GROUP = "evaluation"
 
@@ -39,6 +39,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             "hydra_core.head_fitting",
             "hydra_core.training_data",
             "hydra_core.validation",
+            "hydra_core.significance",
         ),
     )
     def supervised_metrics(
@@ -52,8 +53,8 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         query_embeddings: Embeddings,
     ) -> dg.Output[pl.DataFrame]:
         """The supervised-head reference: a head fitted on the card's labels, scored on the
-        test split (no rows when the card declares no labels). Apart from task_metrics so
-        that a retrained hypernet does not refit it."""
+        test split per query (no rows when the card declares no labels). Apart from
+        task_metrics so that a retrained hypernet does not refit it."""
         from hydra_core.stages import supervised_metrics as fit_and_score
 
         task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
@@ -69,6 +70,13 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             "hydra_core.metrics",
             "hydra_core.metrics_store",
             "hydra_core.head_fitting",
+            "hydra_core.retriever",
+            "hydra_core.compiled_retriever",
+            "hydra_core.score_fusion",
+            "hydra_core.rankings",
+            "hydra_core.head",
+            "hydra_core.teachers",
+            "hydra_core.significance",
             config={"refine_steps": config.training.refine_steps},
         ),
         automation_condition=dg.AutomationCondition.eager(),
@@ -86,23 +94,25 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         fused_rankings: pl.DataFrame,
         doc_embeddings: Embeddings,
         query_embeddings: Embeddings,
-        compiled_head: object,
+        compiled_retriever: object,
         hypernet_checkpoint: CheckpointRecord,
         labelled_hypernet: CheckpointRecord,
         unseen_hypernet: CheckpointRecord,
         supervised_metrics: pl.DataFrame,
     ) -> dg.Output[pl.DataFrame]:
         """NDCG@10, MRR@10, Recall@100 of bm25, base, teacher, hydra, its ablations and the
-        reference rows (with labels, supervised-head, unseen, unseen refined).
+        reference rows (with labels, supervised-head, unseen, unseen refined), with their
+        per-query values (DuckDB table per_query) and the paired significance tests.
 
         The shuffled-card ablation uses another of the hypernet's training tasks' cards.
         """
         from hydra_core.metrics_store import record_metrics
         from hydra_core.report import results_text
-        from hydra_core.stages import cards_named, evaluate_task, reference_heads, table_from_frame
+        from hydra_core.significance import paired_tests, table_from_per_query
+        from hydra_core.stages import cards_named, evaluate_task, reference_retrievers
 
         task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
-        references = reference_heads(
+        references = reference_retrievers(
             task,
             task_card,
             encoder.get(),
@@ -110,14 +120,14 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             unseen=unseen_hypernet,
             refine_steps=config.training.refine_steps,
         )
-        rows = evaluate_task(
+        evaluation = evaluate_task(
             task,
             task_card,
             teacher_rankings={"bm25": bm25_rankings, "base": dense_rankings},
             fused=fused_rankings,
             documents=doc_embeddings,
             queries=query_embeddings,
-            head=cast("ProjectionHead", compiled_head),
+            compiled=cast("CompiledRetriever", compiled_retriever),
             checkpoint=hypernet_checkpoint.path,
             other_cards=cards_named(hypernet_checkpoint.tasks),
             encoder=encoder.get(),
@@ -126,12 +136,16 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
         record_metrics(
             metrics_db.database,
-            rows,
+            evaluation.metrics,
             run_id=hypernet_checkpoint.mlflow_run_id,
             checkpoint=hypernet_checkpoint.checkpoint_id,
+            per_query=evaluation.per_query,
             dagster_run_id=context.run.run_id,
         )
-        table = results_text(context.partition_key, table_from_frame(rows))
-        return frame_output(rows, results=dg.MetadataValue.md(f"```\n{table}\n```"))
+        table = table_from_per_query(evaluation.per_query)
+        text = results_text(
+            context.partition_key, table, paired_tests(context.partition_key, table)
+        )
+        return frame_output(evaluation.metrics, results=dg.MetadataValue.md(f"```\n{text}\n```"))
 
     return [supervised_metrics, task_metrics]

@@ -78,13 +78,22 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         ),
     )
     def preference_pairs(
-        fused_rankings: pl.DataFrame, training_queries: pl.DataFrame
+        context: AssetExecutionContext, fused_rankings: pl.DataFrame, training_queries: pl.DataFrame
     ) -> dg.Output[pl.DataFrame]:
-        """(query, better doc, worse doc, weight) from the fused ranking of training queries."""
+        """(query, better doc, worse doc, weight) from the fused ranking of training queries.
+
+        None for a task too small for its teachers to rank documents below their top ones:
+        the hypernet trains without it (it still gets baselines and a compiled head)."""
         from hydra_core.preferences import PairConfig
         from hydra_core.stages import distillation_pairs
 
         pairs = distillation_pairs(fused_rankings, training_queries, PairConfig(**pair_settings))
+        if pairs.is_empty():
+            context.log.warning(
+                f"{context.partition_key}: no preference pairs from its "
+                f"{training_queries.height} training queries (too few documents); the hypernet "
+                "trains without it, and it still gets baselines and a compiled head"
+            )
         return frame_output(pairs, queries=pairs["query_id"].n_unique())
 
     return [bm25_rankings, dense_rankings, fused_rankings, preference_pairs]

@@ -34,7 +34,9 @@ HYPERNET_MODULES = (
     "hydra_core.losses",
     "hydra_core.head",
     "hydra_core.tracked_training",
+    "hydra_core.fusion_generator",
 )
+RETRIEVER_MODULES = ("hydra_core.compiled_retriever", "hydra_core.score_fusion")
 
 
 def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
@@ -181,18 +183,19 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         preference_pairs: dict[str, pl.DataFrame],
     ) -> dg.Output[CheckpointRecord]:
         """The hypernet trained without this task (leave one out), to which the task's card
-        is as new as an unseen task's: for a task that never trained, the hypernet itself.
-        An empty record when no other task trains."""
+        is as new as an unseen task's: for a task that never trained (not a training task,
+        or one too small to yield pairs), the hypernet itself. An empty record when no other
+        task trains."""
         from hydra_core.tracked_training import train_tracked
         from hydra_core.trainer import TrainConfig
 
         held_out = context.partition_key
-        if held_out not in training_tasks:
+        if held_out not in hypernet_checkpoint.tasks:
             return dg.Output(
                 hypernet_checkpoint, data_version=dg.DataVersion(hypernet_checkpoint.checkpoint_id)
             )
-        others = [name for name in training_tasks if name != held_out]
-        if not others:
+        others = [name for name in hypernet_checkpoint.tasks if name != held_out]
+        if not others:  # (then the inputs may not even be {task: value} maps)
             return dg.Output(CheckpointRecord(path="", checkpoint_id="", tasks=[]))
         record = train_tracked(
             {name: task_card[name] for name in others},
@@ -216,23 +219,23 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version(*HYPERNET_MODULES),
+        code_version=code_version(*HYPERNET_MODULES, *RETRIEVER_MODULES),
         automation_condition=dg.AutomationCondition.eager(),
     )
-    def compiled_head(
+    def compiled_retriever(
         encoder: EncoderResource, hypernet_checkpoint: CheckpointRecord, task_card: TaskCard
     ) -> dg.Output:
-        """The task's projection head, generated from its card by the hypernet."""
-        from hydra_core.stages import compile_head, head_digest
+        """The task's whole retriever (head and fusion), compiled from its card."""
+        from hydra_core.stages import compile_card, retriever_digest
 
-        head = compile_head(hypernet_checkpoint.path, task_card, encoder.get())
+        compiled = compile_card(hypernet_checkpoint.path, task_card, encoder.get())
         return dg.Output(
-            head,
-            data_version=dg.DataVersion(head_digest(head)),
+            compiled,
+            data_version=dg.DataVersion(retriever_digest(compiled)),
             metadata={
-                "parameters": head.num_parameters,
+                **compiled.fusion.to_dict(),
                 "checkpoint": hypernet_checkpoint.checkpoint_id,
             },
         )
 
-    return [hypernet_checkpoint, labelled_hypernet, unseen_hypernet, compiled_head]
+    return [hypernet_checkpoint, labelled_hypernet, unseen_hypernet, compiled_retriever]

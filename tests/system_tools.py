@@ -1,0 +1,41 @@
+"""Programs some tests need beyond the Python packages (a browser, a mount namespace).
+
+Without one, such a test is skipped with a reason that says how to get it, so ``uv run pytest``
+passes on a fresh machine; CI sets ``HYDRA_REQUIRE_TOOLS=1`` (in .ci/run), which turns the skip
+into a failure, so CI always runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+REQUIRE_TOOLS = "HYDRA_REQUIRE_TOOLS"
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get(REQUIRE_TOOLS):
+        pytest.fail(f"{reason} ({REQUIRE_TOOLS} is set, so this test may not be skipped)")
+    pytest.skip(reason)
+
+
+def require_or_skip(binary: str, install_hint: str) -> Path:
+    """The path of ``binary`` on PATH; without it, skip (or fail in CI) saying how to get it."""
+    found = shutil.which(binary)
+    if found is None:
+        _unavailable(f"{binary} is not installed: {install_hint}")
+    return Path(found)
+
+
+def mounted(setup: str, command: list[str]) -> list[str]:
+    """``command`` run after the shell ``setup`` mounts something, in a mount namespace of its
+    own: a real full or read-only filesystem, gone when the command ends. Needs root."""
+    unshare = require_or_skip("unshare", "apt-get install util-linux")
+    if subprocess.run([unshare, "--mount", "true"], capture_output=True).returncode != 0:
+        _unavailable("mounting a test filesystem needs root (unshare --mount)")
+    return [str(unshare), "--mount", "sh", "-c", f'{setup} && exec "$@"', "sh", *command]
