@@ -14,7 +14,7 @@ import sys
 import tempfile
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ from hydra_core.cli import run as core_run
 from hydra_core.errors import HydraInputError
 from hydra_core.project_config import ProjectConfig, load_project_config
 from hydra_core.settings import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from hydra_pipeline.runner import PipelineError
 
 __all__ = ["app", "main"]
 
@@ -89,9 +92,15 @@ def run_command(
     force: Annotated[
         bool, typer.Option("--force", help="Rebuild everything, even what is up to date.")
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Print the full traceback of a failed step.")
+    ] = False,
     config_path: ConfigOption = None,
 ) -> None:
-    """Materialize the whole pipeline for the configured tasks; only what changed is rebuilt."""
+    """Materialize the whole pipeline for the configured tasks; only what changed is rebuilt.
+
+    Ctrl-C stops it (status 130); the next run resumes after what finished.
+    """
     _quiet_libraries()
     config = _load_config(config_path)
     updates: dict[str, object] = {}
@@ -107,9 +116,14 @@ def run_command(
     import dagster as dg
 
     from hydra_pipeline.definitions import build_definitions
-    from hydra_pipeline.runner import PipelineError, prepare_dagster_home, run_pipeline
+    from hydra_pipeline.runner import (
+        PipelineError,
+        PipelineInterrupted,
+        prepare_stores,
+        run_pipeline,
+    )
 
-    home = prepare_dagster_home(config)
+    home = prepare_stores(config)
     typer.echo(
         f"hydra run: {len(config.tasks)} tasks ({', '.join(config.tasks)}), "
         f"executor {config.executor.kind}, workspace {config.workspace}",
@@ -123,9 +137,12 @@ def run_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except PipelineError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        typer.echo("the full logs are in the Dagster UI: uv run hydra ui", err=True)
+        _report_failures(exc, verbose)
         raise typer.Exit(1) from None
+    except PipelineInterrupted as exc:
+        typer.echo(f"interrupted: {exc}", err=True)
+        typer.echo("run `hydra run` again to resume: what finished is not rebuilt", err=True)
+        raise typer.Exit(130) from None
     launched = f"{len(summary.launched)} runs" if summary.launched else "nothing to rebuild"
     typer.echo(f"done in {summary.seconds:.1f}s: {launched}\n", err=True)
     _print_results(config, home)
@@ -135,12 +152,24 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def _report_failures(error: PipelineError, verbose: bool) -> None:
+    """Each failed step with its task, Dagster run and causes; tracebacks only if asked."""
+    if not error.failures:
+        typer.echo(f"error: {error}", err=True)
+        return
+    for failure in error.failures:
+        typer.echo(f"error: {failure.describe()}", err=True)
+        if verbose:
+            typer.echo(failure.traceback, err=True)
+    where = "full log: uv run hydra ui, then http://127.0.0.1:3000/runs/<Dagster run>"
+    typer.echo(where if verbose else f"{where}; the traceback: hydra run --verbose", err=True)
+
+
 def _print_results(config: ProjectConfig, dagster_home: Path) -> None:
     from hydra_core.metrics_store import NoMetricsError, latest_results
     from hydra_core.report import results_text
     from hydra_core.stages import table_from_frame
-    from hydra_core.tracking import TrackingTarget
-    from hydra_pipeline.runner import current_checkpoint
+    from hydra_pipeline.runner import current_checkpoint, tracking_target
 
     database = config.resolved_metrics_db
     try:
@@ -153,12 +182,7 @@ def _print_results(config: ProjectConfig, dagster_home: Path) -> None:
         for task in results["task"].unique(maintain_order=True).to_list():
             rows = long.filter(long["task"] == task)
             typer.echo(results_text(task, table_from_frame(rows)) + "\n")
-    target = TrackingTarget(
-        config.resolved_tracking_uri,
-        config.experiment,
-        config.registered_model,
-        config.artifact_root,
-    )
+    target = tracking_target(config)
     checkpoint = current_checkpoint(config)
     lines = [("MLflow UI", target.ui_command())]
     if checkpoint is not None:
@@ -228,11 +252,11 @@ def ui_command(
     config_path: ConfigOption = None,
 ) -> None:
     """Serve the Dagster UI and daemon (schedules, sensors) on the workspace's instance."""
-    from hydra_pipeline.runner import prepare_dagster_home
+    from hydra_pipeline.runner import prepare_stores
 
     config = _load_config(config_path)
     _writable_workspace(config)
-    home = prepare_dagster_home(config)
+    home = prepare_stores(config)
     if config_path is not None:
         os.environ["HYDRA_CONFIG"] = str(config_path.resolve())
     typer.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={home})", err=True)

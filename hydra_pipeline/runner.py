@@ -9,7 +9,9 @@ On the embedded defaults everything lives in the workspace: a local Dagster inst
    missing or stale and run exactly that, task partitions in parallel processes with the
    ``multiprocess`` executor, one after another with ``in_process``.
 
-A second run with nothing changed finds nothing stale and launches no run at all.
+A second run with nothing changed finds nothing stale and launches no run at all. Ctrl-C
+stops after the running partitions have stopped; what finished stays, so the next run
+resumes from there.
 """
 
 from __future__ import annotations
@@ -17,22 +19,29 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
+from types import FrameType
 
 import dagster as dg
+from dagster_shared.error import SerializableErrorInfo
+from filelock import FileLock
 
 from hydra_core.artifacts import CheckpointRecord, load_value, stored_path
-from hydra_core.cards import find_card
+from hydra_core.atomic import write_text_atomic
 from hydra_core.errors import HydraInputError
 from hydra_core.project_config import ProjectConfig
 from hydra_core.settings import load_settings
-from hydra_pipeline.defs.assets.sources import card_state, changed_observations
+from hydra_core.tracking import TrackingTarget, experiment_id
+from hydra_pipeline.defs.assets.sources import changed_observations, task_states
 from hydra_pipeline.defs.jobs import HYPERNET_ASSET, WAVES
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.progress import cause_chain, is_interrupt
 from hydra_pipeline.planning import PlannedRun, plan_wave
 
 Echo = Callable[[str], None]
@@ -46,8 +55,48 @@ telemetry:
 """
 
 
+@dataclass(frozen=True)
+class StepFailure:
+    """One failed step: where (step, task, Dagster run), why (the cause chain's messages,
+    outermost first) and the full traceback for ``--verbose``."""
+
+    step: str
+    partition: str | None
+    run_id: str
+    causes: tuple[str, ...]
+    traceback: str
+
+    def describe(self) -> str:
+        where = f"task {self.partition}" if self.partition else "across tasks"
+        lines = [f"step {self.step} failed ({where}, Dagster run {self.run_id}):"]
+        return "\n".join(lines + [f"  {cause}" for cause in self.causes])
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What became of one planned run (``interrupted`` also when Ctrl-C kept it from starting)."""
+
+    planned: PlannedRun
+    success: bool
+    interrupted: bool = False
+    failures: tuple[StepFailure, ...] = ()
+
+
 class PipelineError(RuntimeError):
-    """A run failed; the message names the task and step, the UI has the full log."""
+    """Runs failed; each failure names its step, task, Dagster run and cause."""
+
+    def __init__(self, message: str, failures: tuple[StepFailure, ...] = ()) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+class PipelineInterrupted(Exception):
+    """Ctrl-C: the runs that finished before it are kept; the next run resumes after them."""
+
+    def __init__(self, finished: list[PlannedRun]) -> None:
+        done = ", ".join(f"[{run.wave.name}] {run.label}" for run in finished)
+        super().__init__(f"finished before the interrupt: {done or 'nothing'}")
+        self.finished = finished
 
 
 @dataclass
@@ -64,8 +113,42 @@ def prepare_dagster_home(config: ProjectConfig) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
     if not settings.exists():
-        settings.write_text(DAGSTER_YAML.format(max_concurrent=config.executor.max_concurrent))
+        text = DAGSTER_YAML.format(max_concurrent=config.executor.max_concurrent)
+        write_text_atomic(settings, text)
     os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def workspace_lock(config: ProjectConfig) -> FileLock:
+    """Held while a process creates the stores or adds task partitions.
+
+    Dagster's and MLflow's sqlite stores build their schema on first use (alembic
+    migrations), and Dagster refuses a task partition added twice: two first ``hydra run``s
+    at once would do both at the same time, and one of them fails.
+    """
+    config.workspace.mkdir(parents=True, exist_ok=True)
+    return FileLock(config.workspace / ".stores.lock")
+
+
+def tracking_target(config: ProjectConfig) -> TrackingTarget:
+    return TrackingTarget(
+        config.resolved_tracking_uri,
+        config.experiment,
+        config.registered_model,
+        config.artifact_root,
+    )
+
+
+def prepare_stores(config: ProjectConfig) -> Path:
+    """The Dagster home, with the Dagster and local MLflow stores created one process at a
+    time (see :func:`workspace_lock`); returns the Dagster home."""
+    with workspace_lock(config):
+        home = prepare_dagster_home(config)
+        with dg.DagsterInstance.get():  # opening it creates (or migrates) its storage
+            pass
+        target = tracking_target(config)
+        if target.is_local:  # an MLflow server manages its own schema
+            experiment_id(target)
     return home
 
 
@@ -73,13 +156,9 @@ def register_tasks(
     instance: dg.DagsterInstance, tasks: list[str], echo: Echo
 ) -> list[dg.AssetObservation]:
     """Add missing task partitions and record changed card/dataset fingerprints."""
-    cards_dir = load_settings().cards_dir
-    states = {}
-    for name in tasks:
-        card = find_card(name, cards_dir)
-        if card.name != name:
-            raise HydraInputError(f"task {name!r} resolves to a card named {card.name!r}")
-        states[name] = card_state(card)
+    states, problems = task_states(tasks, load_settings().cards_dir)
+    if problems:
+        raise HydraInputError(next(iter(problems.values())))
     partitions_name = TASK_PARTITIONS.name or "task"
     missing = [name for name in tasks if not instance.has_dynamic_partition(partitions_name, name)]
     if missing:
@@ -109,26 +188,46 @@ def _run_config(label: str) -> dict:
 
 def execute_planned(
     defs: dg.Definitions, instance: dg.DagsterInstance, planned: PlannedRun
-) -> tuple[bool, str]:
-    """Run one planned run in this process; returns success and a failure message."""
+) -> RunOutcome:
+    """Run one planned run in this process.
+
+    Dagster turns Ctrl-C during a run into a failed run, so an interrupt is recognised
+    here by its error and reported as such, never as a failure to fix.
+    """
     job = defs.resolve_job_def(planned.wave.job)
-    result = job.execute_in_process(
-        run_config=_run_config(planned.label),
-        instance=instance,
-        partition_key=planned.partition,
-        asset_selection=[dg.AssetKey(name) for name in planned.assets],
-        raise_on_error=False,
-        tags={"hydra/launched_by": "hydra run"},
-    )
+    try:
+        result = job.execute_in_process(
+            run_config=_run_config(planned.label),
+            instance=instance,
+            partition_key=planned.partition,
+            asset_selection=[dg.AssetKey(name) for name in planned.assets],
+            raise_on_error=False,
+            tags={"hydra/launched_by": "hydra run"},
+        )
+    except KeyboardInterrupt:  # before Dagster took over the signal
+        return RunOutcome(planned, success=False, interrupted=True)
     if result.success:
-        return True, ""
-    failures = [
-        f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
-        for event in result.all_events
-        if event.is_step_failure and event.step_failure_data.error is not None
-    ]
-    detail = "; ".join(failures) or "the run failed"
-    return False, f"{planned.label} (run {result.run_id}): {detail}"
+        return RunOutcome(planned, success=True)
+    errors: list[tuple[str, SerializableErrorInfo | None]] = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            errors.append((event.step_key or "?", event.step_failure_data.error))
+        elif event.is_run_failure and not errors:  # the run failed outside any step
+            errors.append(("(run)", event.job_failure_data.error))
+    errors = errors or [("(run)", None)]
+    if any(is_interrupt(error) for _, error in errors if error is not None):
+        return RunOutcome(planned, success=False, interrupted=True)
+    failures = tuple(
+        StepFailure(
+            step=step,
+            partition=planned.partition,
+            run_id=result.run_id,
+            causes=tuple(cause_chain(error)) if error else ("the run failed",),
+            traceback=error.to_string() if error else "",
+        )
+        for step, error in errors
+    )
+    return RunOutcome(planned, success=False, failures=failures)
 
 
 @functools.cache
@@ -138,17 +237,48 @@ def _worker_definitions(config_json: str) -> dg.Definitions:
     return build_definitions(ProjectConfig.model_validate_json(config_json))
 
 
-def _worker_init(threads: int) -> None:
-    """Share the cores between workers; torch reads this when a step first imports it."""
+# In a worker: the flag every process sets on Ctrl-C (no worker then starts another run),
+# and whether Ctrl-C came while this worker was between runs.
+_stop: EventType | None = None
+_interrupted = False
+
+
+def _note_interrupt(signum: int, frame: FrameType | None) -> None:
+    global _interrupted
+    _interrupted = True
+
+
+def _worker_init(threads: int, stop: EventType) -> None:
+    """Share the cores between workers; torch reads this when a step first imports it.
+
+    Between runs a worker only notes Ctrl-C (the terminal sends it to every process): a
+    KeyboardInterrupt there would kill the worker and break the pool.
+    """
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
+    global _stop
+    _stop = stop
+    signal.signal(signal.SIGINT, _note_interrupt)
 
 
-def _worker_execute(config_json: str, planned: PlannedRun) -> tuple[bool, str]:
+def _worker_execute(config_json: str, planned: PlannedRun) -> RunOutcome:
     """Entry point of a partition worker process (spawned: a fresh interpreter)."""
+    assert _stop is not None, "the pool's initializer sets it"
     defs = _worker_definitions(config_json)
-    with dg.DagsterInstance.get() as instance:
-        return execute_planned(defs, instance, planned)
+    outcome = RunOutcome(planned, success=False, interrupted=True)
+    if not (_interrupted or _stop.is_set()):
+        # Ctrl-C interrupts the run: as KeyboardInterrupt until Dagster takes the signal over.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with dg.DagsterInstance.get() as instance:
+                outcome = execute_planned(defs, instance, planned)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    if outcome.interrupted:
+        _stop.set()
+    return outcome
 
 
 class WaveExecutor:
@@ -166,6 +296,8 @@ class WaveExecutor:
         self.defs = defs
         self.instance = instance
         self._pool: ProcessPoolExecutor | None = None
+        self._context = multiprocessing.get_context("spawn")
+        self._stop = self._context.Event()
 
     def __enter__(self) -> WaveExecutor:
         return self
@@ -179,19 +311,41 @@ class WaveExecutor:
             workers = self.config.executor.max_concurrent
             self._pool = ProcessPoolExecutor(
                 max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=self._context,
                 initializer=_worker_init,
-                initargs=(max(1, (os.cpu_count() or 1) // workers),),
+                initargs=(max(1, (os.cpu_count() or 1) // workers), self._stop),
             )
         return self._pool
 
-    def run(self, planned: list[PlannedRun]) -> list[tuple[bool, str]]:
+    def run(self, planned: list[PlannedRun]) -> list[RunOutcome]:
+        """One outcome per planned run; after Ctrl-C, the runs not started are interrupted."""
         parallel = min(self.config.executor.max_concurrent, len(planned))
         if self.config.executor.kind != "multiprocess" or parallel < 2:
-            return [execute_planned(self.defs, self.instance, run) for run in planned]
+            outcomes: list[RunOutcome] = []
+            for run in planned:
+                if outcomes and outcomes[-1].interrupted:
+                    outcomes.append(RunOutcome(run, success=False, interrupted=True))
+                else:
+                    outcomes.append(execute_planned(self.defs, self.instance, run))
+            return outcomes
         config_json = self.config.model_dump_json()
         futures = [self._workers().submit(_worker_execute, config_json, run) for run in planned]
-        return [future.result() for future in futures]
+        try:
+            return [future.result() for future in futures]
+        except KeyboardInterrupt:
+            # The workers running a partition got the same Ctrl-C (one process group); wait
+            # for them to stop, and start no other partition.
+            self._stop.set()
+            self._workers().shutdown(cancel_futures=True)
+            self._pool = None
+            pairs = zip(futures, planned, strict=True)
+            return [_finished_or_interrupted(future, run) for future, run in pairs]
+
+
+def _finished_or_interrupted(future: Future[RunOutcome], planned: PlannedRun) -> RunOutcome:
+    if future.done() and not future.cancelled() and future.exception() is None:
+        return future.result()
+    return RunOutcome(planned, success=False, interrupted=True)
 
 
 def run_pipeline(
@@ -210,19 +364,25 @@ def run_pipeline(
         )
     started = time.perf_counter()
     summary = RunSummary()
-    register_tasks(instance, config.tasks, echo)
-    with WaveExecutor(config, defs, instance) as executor:
-        for wave in WAVES:
-            planned = plan_wave(instance, defs, wave, config.tasks, force=force)
-            if not planned:
-                echo(f"[{wave.name}] up to date")
-                continue
-            for run in planned:
-                echo(f"[{wave.name}] {run.label}: {len(run.assets)} assets ({run.reasons[0]})")
-            outcomes = executor.run(planned)
-            summary.launched.extend(planned)
-            failures = [message for ok, message in outcomes if not ok]
-            if failures:
-                raise PipelineError("; ".join(failures))
+    try:
+        with workspace_lock(config):
+            register_tasks(instance, config.tasks, echo)
+        with WaveExecutor(config, defs, instance) as executor:
+            for wave in WAVES:
+                planned = plan_wave(instance, defs, wave, config.tasks, force=force)
+                if not planned:
+                    echo(f"[{wave.name}] up to date")
+                    continue
+                for run in planned:
+                    echo(f"[{wave.name}] {run.label}: {len(run.assets)} assets ({run.reasons[0]})")
+                outcomes = executor.run(planned)
+                summary.launched.extend(outcome.planned for outcome in outcomes if outcome.success)
+                if any(outcome.interrupted for outcome in outcomes):
+                    raise PipelineInterrupted(summary.launched)
+                failures = tuple(f for outcome in outcomes for f in outcome.failures)
+                if failures:
+                    raise PipelineError("\n".join(f.describe() for f in failures), failures)
+    except KeyboardInterrupt:
+        raise PipelineInterrupted(summary.launched) from None
     summary.seconds = time.perf_counter() - started
     return summary

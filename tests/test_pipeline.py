@@ -355,7 +355,7 @@ def test_partitions_run_in_parallel_processes(pipeline: Pipeline) -> None:
     )
     planned = [PlannedRun(WAVES[0], task, ("task_card",), ("test",)) for task in TASKS]
     with WaveExecutor(config, pipeline.defs, pipeline.instance) as executor:
-        assert executor.run(planned) == [(True, ""), (True, "")]
+        assert [outcome.success for outcome in executor.run(planned)] == [True, True]
     pids = set()
     for task in TASKS:
         records = pipeline.instance.fetch_materializations(

@@ -1,9 +1,11 @@
 """The plain-library pieces under the pipeline: config, fingerprints, storage, metrics store,
-report, data checks, what the card sensor asks for. Fast: no model, no pipeline run."""
+report, data checks, what the card sensor asks for, how a failed step is told. Fast: no
+model, no pipeline run."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
+from dagster_shared.error import SerializableErrorInfo
 from pipeline_support import make_project
 
 from hydra_core import metrics_store
@@ -44,6 +47,7 @@ from hydra_core.stages import dangling_qrels, leaked_test_queries, metrics_frame
 from hydra_core.tasks import RetrievalTask, load_beir_folder
 from hydra_core.tracking import flatten_params, metric_key
 from hydra_pipeline.definitions import build_definitions
+from hydra_pipeline.defs.progress import cause_chain
 
 # ------------------------------------------------------------------------------ config
 
@@ -422,3 +426,40 @@ def test_card_sensor_follows_the_configured_tasks(
             instance.report_runless_asset_event(event)
         again = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
         assert isinstance(again, dg.SkipReason)
+
+
+# ------------------------------------------------------------------------------ step failures
+
+
+def _failed_step_error(asset: dg.AssetsDefinition) -> SerializableErrorInfo:
+    result = dg.materialize([asset], raise_on_error=False)
+    (event,) = [event for event in result.all_events if event.is_step_failure]
+    error = event.step_failure_data.error
+    assert error is not None
+    return error
+
+
+def test_cause_chain_drops_dagsters_wrapper_and_quoted_causes() -> None:
+    @dg.asset
+    def migrated() -> None:
+        connection = sqlite3.connect(":memory:")
+        connection.execute("create table runs (id text)")
+        try:
+            connection.execute("create table runs (id text)")
+        except sqlite3.OperationalError as exc:
+            raise RuntimeError(f"(sqlite3.OperationalError) {exc}") from exc
+
+    @dg.asset
+    def trained() -> None:
+        try:
+            {"scifact": 1}["tendoc"]
+        except KeyError as exc:
+            raise ValueError("task 'tendoc' has no preference pairs to train on") from exc
+
+    assert cause_chain(_failed_step_error(migrated)) == [
+        "RuntimeError: (sqlite3.OperationalError) table runs already exists"
+    ]
+    assert cause_chain(_failed_step_error(trained)) == [
+        "ValueError: task 'tendoc' has no preference pairs to train on",
+        "KeyError: 'tendoc'",
+    ]

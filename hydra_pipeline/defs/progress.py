@@ -7,8 +7,42 @@ import logging
 import sys
 
 import dagster as dg
+from dagster_shared.error import SerializableErrorInfo
 
 _SHOWN = {"STEP_SUCCESS", "STEP_FAILURE", "ASSET_CHECK_EVALUATION"}
+# Dagster's wrapper around whatever a step raised ("Error occurred while executing op ..."):
+# it names the step, which is shown anyway, and hides the cause.
+_STEP_WRAPPER = "DagsterExecutionStepExecutionError"
+# Ctrl-C: Dagster's interrupt, raised inside a step, and Python's, raised anywhere else.
+_INTERRUPTS = {"DagsterExecutionInterruptedError", "KeyboardInterrupt"}
+
+
+def is_interrupt(error: SerializableErrorInfo) -> bool:
+    """Whether Ctrl-C, not a fault, ended the step or run that ``error`` describes."""
+    current: SerializableErrorInfo | None = error
+    while current is not None:
+        if current.cls_name in _INTERRUPTS:
+            return True
+        current = current.cause or current.context
+    return False
+
+
+def cause_chain(error: SerializableErrorInfo) -> list[str]:
+    """``Class: first line of the message`` for each error of the chain, outermost first,
+    without Dagster's step wrapper or a link whose message ends the one before (a wrapper
+    that quotes its cause, as SQLAlchemy does sqlite's)."""
+    lines: list[str] = []
+    current: SerializableErrorInfo | None = error
+    while current is not None:
+        name = current.cls_name or "Error"
+        message = current.message.strip()
+        qualified, _, rest = message.partition(": ")
+        text = rest if qualified.endswith(name) else message
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        if name != _STEP_WRAPPER and not (lines and first and lines[-1].endswith(first)):
+            lines.append(f"{name}: {first}" if first else name)
+        current = current.cause or current.context
+    return lines
 
 
 class _ProgressHandler(logging.Handler):
@@ -37,8 +71,10 @@ class _ProgressHandler(logging.Handler):
             return f"{self.prefix}  done {event.step_key} ({seconds:.1f}s)"
         if event.event_type_value == "STEP_FAILURE":
             error = getattr(data, "error", None)
-            message = error.message.strip().splitlines()[-1] if error is not None else ""
-            return f"{self.prefix}  FAILED {event.step_key}: {message}"
+            if error is not None and is_interrupt(error):
+                return f"{self.prefix}  interrupted {event.step_key}"
+            causes = cause_chain(error) if error is not None else []
+            return f"{self.prefix}  FAILED {event.step_key}: {causes[0] if causes else ''}"
         self.check_steps.add(event.step_key or "")
         passed = getattr(data, "passed", False)
         name = getattr(data, "check_name", event.step_key)
