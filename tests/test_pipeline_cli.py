@@ -39,6 +39,12 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+def _failed_steps(stderr: str) -> list[str]:
+    """Progress lines of steps that failed (``FAILED <step>: cause``), not of quality checks
+    (``check <name>: FAILED``, which a 5-query slice may fail without anything going wrong)."""
+    return [line for line in stderr.splitlines() if re.search(r"\bFAILED \w", line)]
+
+
 def _command(project: Project, cache: Path, *args: str) -> dict:
     return {
         "args": [str(HYDRA), "run", *args],
@@ -65,7 +71,7 @@ def test_one_task_project_runs_to_its_results(
     project = make_project(tmp_path, {"cranfield": tiny_tasks["cranfield"]})
     result = _hydra_run(project, cache)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "FAILED" not in result.stderr, result.stderr[-3000:]
+    assert not _failed_steps(result.stderr), result.stderr[-3000:]
     assert "cranfield" in result.stdout and RESULTS_ROW in result.stdout
     assert _materialized(project, "unseen_hypernet") == {"cranfield"}
     assert _materialized(project, "task_metrics") == {"cranfield"}
@@ -134,7 +140,7 @@ def test_ctrl_c_stops_the_run_and_the_next_run_resumes(
     if executor == "in_process":
         assert finished.group(1) == "[task data] cranfield"
     assert "run `hydra run` again to resume" in stderr
-    assert "FAILED" not in stderr and "error:" not in stderr  # Ctrl-C is not a fault
+    assert not _failed_steps(stderr) and "error:" not in stderr  # Ctrl-C is not a fault
     assert "vaswani  done" not in stderr and "[hypernet]" not in stderr
     assert RESULTS_ROW not in stdout
 
@@ -156,5 +162,5 @@ def test_two_first_runs_at_once(
     outputs = [run.communicate(timeout=TIMEOUT) for run in runs]
     for run, (stdout, stderr) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, stderr[-3000:]
-        assert "FAILED" not in stderr and RESULTS_ROW in stdout, stderr[-3000:]
+        assert not _failed_steps(stderr) and RESULTS_ROW in stdout, stderr[-3000:]
     assert _materialized(project, "task_metrics") == {"vaswani"}  # the instance still opens
