@@ -863,6 +863,20 @@ def run_suite(
     return results
 
 
+def contention_warning(machine: dict[str, Any]) -> str | None:
+    """A warning when the load average before or after exceeded the core count: other work
+    then shares the cores, and it moves ratios too (side by side is fairer, not immune)."""
+    cpus = machine.get("cpus") or 1
+    load = max(machine.get("load_average_before", 0.0), machine.get("load_average_after", 0.0))
+    if load <= cpus:
+        return None
+    return (
+        f"load average {load} is above the {cpus} cores: other work shared the machine, so "
+        "these figures (ratios included) may be far from a quiet machine's; measure again "
+        "when the load is under 1"
+    )
+
+
 def render_text(results: dict[str, Any]) -> str:
     """One ``figure.measure  measured  target`` line per measure, for people (``--json`` is
     for tools): what was measured, and in its own column what it should be."""

@@ -365,7 +365,7 @@ def bench(
     """Benchmark suite: encode, cache, compile, project, search, new task, memory, pipeline."""
     import json
 
-    from hydra_core.benchmarks import FULL, QUICK, render_text, run_suite
+    from hydra_core.benchmarks import FULL, QUICK, contention_warning, render_text, run_suite
 
     def progress(name: str) -> None:
         typer.echo(f"bench: {name}", err=True)
@@ -375,3 +375,6 @@ def bench(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     typer.echo(json.dumps(results) if json_output else render_text(results))
+    warning = contention_warning(results["machine"])
+    if warning is not None:
+        typer.echo(f"warning: {warning}", err=True)

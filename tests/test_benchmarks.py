@@ -12,7 +12,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from hydra_core.benchmarks import render_text
+from hydra_core.benchmarks import contention_warning, render_text
 from hydra_core.cli import app
 
 FIGURES = {
@@ -107,6 +107,13 @@ def test_text_shows_targets_in_their_own_column() -> None:
         ["memory.search_start_rss_mib", "950.0"],
     ]
     assert header.index("target") == rows[1].index("<= 1536")
+
+
+def test_a_load_above_the_core_count_is_warned_about() -> None:
+    quiet = {"cpus": 2, "load_average_before": 0.4, "load_average_after": 1.9}
+    assert contention_warning(quiet) is None
+    busy = contention_warning({**quiet, "load_average_after": 9.5})
+    assert busy is not None and busy.startswith("load average 9.5 is above the 2 cores")
 
 
 def test_one_figure_as_text_and_unknown_figures() -> None:
