@@ -864,10 +864,11 @@ def run_suite(
 
 
 def contention_warning(machine: dict[str, Any]) -> str | None:
-    """A warning when the load average before or after exceeded the core count: other work
-    then shares the cores, and it moves ratios too (side by side is fairer, not immune)."""
+    """A warning when the load average before the run exceeded the core count: other work
+    then shares the cores, and it moves ratios too (side by side is fairer, not immune).
+    The load after includes the benchmark's own threads, so it says little about others."""
     cpus = machine.get("cpus") or 1
-    load = max(machine.get("load_average_before", 0.0), machine.get("load_average_after", 0.0))
+    load = machine.get("load_average_before", 0.0)
     if load <= cpus:
         return None
     return (

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from hydra_core.errors import HydraInputError
+from hydra_core.head import torch_threads
 
 _QUERY_CHUNK = 256
 _STD_EPS = 1e-6
@@ -70,18 +71,21 @@ class FusionParameters:
             raise HydraInputError(f"bad fusion parameters ({error!r})") from None
 
 
+def top_rows(scores: torch.Tensor, depth: int) -> torch.Tensor:
+    """Each row's ``depth`` best columns (fewer when there are fewer)."""
+    return torch.topk(scores, min(depth, scores.shape[1]), dim=1).indices
+
+
 def candidates(
-    lexical: torch.Tensor, dense: torch.Tensor, depth: int
+    lexical_top: torch.Tensor, dense: torch.Tensor, depth: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each query's candidates: the union of both channels' top ``depth`` documents.
+    """Each query's candidates: the union of the lexical channel's top documents (given:
+    feedback moves only the dense query, so they are found once) and the dense top ``depth``.
 
     Returns (queries x 2 depth) document indices and a mask that is False on the second
     copy of a document both channels retrieved, so every candidate counts once.
     """
-    depth = min(depth, lexical.shape[1])
-    both = torch.cat(
-        [torch.topk(lexical, depth, dim=1).indices, torch.topk(dense, depth, dim=1).indices], 1
-    )
+    both = torch.cat([lexical_top, top_rows(dense, depth)], 1)
     ordered, _ = torch.sort(both, dim=1)
     valid = torch.ones_like(ordered, dtype=torch.bool)
     valid[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
@@ -104,10 +108,10 @@ def zscore(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def mix(
-    lexical: torch.Tensor, dense: torch.Tensor, weight: float, depth: int
+    lexical: torch.Tensor, lexical_top: torch.Tensor, dense: torch.Tensor, weight: float, depth: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(candidate document indices, fused scores): ``-inf`` on repeated candidates."""
-    docs, valid = candidates(lexical, dense, depth)
+    docs, valid = candidates(lexical_top, dense, depth)
     fused = weight * zscore(lexical.gather(1, docs), valid) + (1.0 - weight) * zscore(
         dense.gather(1, docs), valid
     )
@@ -128,19 +132,22 @@ def fused_top_k(
     memory stays at chunk x docs; fusion itself works on the candidates only.
     """
     all_docs = torch.as_tensor(doc_vectors, dtype=torch.float32)
+    weight, depth = params.lexical_weight, params.candidate_depth
     indices, scores = [], []
-    with torch.inference_mode():
+    # Many small kernels: one thread, since two spend more on synchronising than they save
+    # (0.42 s against 1.2-3.5 s for 1,000 SciFact queries on a busy 2-core machine).
+    with torch.inference_mode(), torch_threads(1):
         for start in range(0, query_vectors.shape[0], _QUERY_CHUNK):
             rows = slice(start, start + _QUERY_CHUNK)
             lexical = torch.as_tensor(lexical_scores[rows], dtype=torch.float32)
+            lexical_top = top_rows(lexical, depth)
             queries = torch.as_tensor(query_vectors[rows], dtype=torch.float32)
-            weight, depth = params.lexical_weight, params.candidate_depth
-            docs, fused = mix(lexical, queries @ all_docs.T, weight, depth)
+            docs, fused = mix(lexical, lexical_top, queries @ all_docs.T, weight, depth)
             if params.feedback > 0:
                 feedback_depth = min(params.feedback_depth, all_docs.shape[0])
                 top = docs.gather(1, torch.topk(fused, feedback_depth, dim=1).indices)
                 queries = rocchio(queries, all_docs[top], params.feedback)
-                docs, fused = mix(lexical, queries @ all_docs.T, weight, depth)
+                docs, fused = mix(lexical, lexical_top, queries @ all_docs.T, weight, depth)
             top = torch.topk(fused, min(k, fused.shape[1]), dim=1)
             indices.append(docs.gather(1, top.indices).numpy())
             scores.append(top.values.numpy())
@@ -173,11 +180,13 @@ def fusion_features(
     """Features of ``pairs`` (query, positive, negative rows) over (queries x docs) scores."""
     lexical = torch.as_tensor(lexical_scores, dtype=torch.float32)
     dense = torch.as_tensor(base_scores, dtype=torch.float32)
-    docs, valid = candidates(lexical, dense, prior.candidate_depth)
+    depth = prior.candidate_depth
+    lexical_top = top_rows(lexical, depth)
+    docs, valid = candidates(lexical_top, dense, depth)
     lexical_mean, lexical_std = moments(lexical.gather(1, docs), valid)
     _, dense_std = moments(dense.gather(1, docs), valid)
     z_lexical = (lexical - lexical_mean) / lexical_std
-    first_docs, first = mix(lexical, dense, prior.lexical_weight, prior.candidate_depth)
+    first_docs, first = mix(lexical, lexical_top, dense, prior.lexical_weight, depth)
     feedback = torch.topk(first, min(prior.feedback_depth, first.shape[1]), dim=1).indices
     query, positive, negative = pairs
     return FusionFeatures(

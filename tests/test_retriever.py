@@ -22,7 +22,7 @@ from hydra_core.fusion_generator import DEFAULT_FUSION
 from hydra_core.hypernet import Hypernet, initial_hypernet
 from hydra_core.rankings import exact_top_k
 from hydra_core.retriever import ConditionedRetriever, RetrieverIndex
-from hydra_core.score_fusion import FusionParameters, candidates, fused_top_k, zscore
+from hydra_core.score_fusion import FusionParameters, candidates, fused_top_k, top_rows, zscore
 from hydra_core.tasks import RetrievalTask
 from hydra_core.teachers import BM25Index, BM25Teacher
 
@@ -48,7 +48,7 @@ def test_zscore_standardises_over_the_valid_entries_only() -> None:
 def test_candidates_are_the_union_of_each_channel_top_k_once() -> None:
     lexical = torch.tensor([[5.0, 4.0, 0.0, 0.0, 0.0]])
     dense = torch.tensor([[0.0, 4.5, 0.9, 0.1, 0.2]])
-    docs, valid = candidates(lexical, dense, 2)
+    docs, valid = candidates(top_rows(lexical, 2), dense, 2)
     assert sorted(docs[valid].tolist()) == [0, 1, 2]
 
 
