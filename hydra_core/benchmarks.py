@@ -727,7 +727,7 @@ def quality_figure(tasks: Sequence[str] = ("scifact", "nfcorpus")) -> Figure:
 
 
 def retriever_figure(sizes: BenchSizes) -> Figure:
-    """9. Queries/s of a compiled retriever (BM25 + head, fused, with feedback) searching
+    """10. Queries/s of a compiled retriever (BM25 + head, fused, with feedback) searching
     SciFact's 5,183 documents for a batch of its queries, against bm25s' own batched search.
 
     Both sides start from query texts (tokenising is part of the work) and return a top 100;
