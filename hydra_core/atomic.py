@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,9 +72,3 @@ def write_bytes_atomic(target: Path | str, data: bytes) -> None:
 def write_text_atomic(target: Path | str, text: str) -> None:
     """Write UTF-8 ``text`` to ``target`` atomically."""
     write_bytes_atomic(target, text.encode("utf-8"))
-
-
-def write_with(target: Path | str, writer: Callable[[Path], object]) -> None:
-    """Call ``writer(tmp_path)`` and move the result over ``target`` atomically."""
-    with atomic_path(target) as tmp:
-        writer(tmp)

@@ -141,11 +141,6 @@ def connect(database: str, *, read_only: bool = False) -> Iterator[duckdb.DuckDB
         connection.close()
 
 
-def ensure_schema(database: str) -> None:
-    with connect(database) as db:
-        db.execute(_CREATE)
-
-
 def record_metrics(
     database: str,
     rows: pl.DataFrame,

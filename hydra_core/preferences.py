@@ -20,13 +20,6 @@ from dataclasses import dataclass
 
 import polars as pl
 
-PAIR_SCHEMA = {
-    "query_id": pl.Utf8,
-    "pos_doc_id": pl.Utf8,
-    "neg_doc_id": pl.Utf8,
-    "weight": pl.Float64,
-}
-
 _NOT_RETRIEVED = 1_000_000
 
 

@@ -1,6 +1,6 @@
-"""The plain-library pieces under the pipeline: config, fingerprints, storage, metrics store,
-report, data checks, what the card sensor asks for, how a failed step is told. Fast: no
-model, no pipeline run."""
+"""The plain-library pieces under the pipeline: config, fingerprints, code versions, storage,
+metrics store, report, data checks, what the card sensor asks for, how a failed step is told.
+Fast: no model, no pipeline run."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ from hydra_core.stages import dangling_qrels, leaked_test_queries, metrics_frame
 from hydra_core.tasks import RetrievalTask, load_beir_folder
 from hydra_core.tracking import flatten_params, metric_key
 from hydra_pipeline.definitions import build_definitions
+from hydra_pipeline.defs import versions
 from hydra_pipeline.defs.progress import cause_chain
+from hydra_pipeline.defs.versions import code_version, direct_imports, module_closure
 
 # ------------------------------------------------------------------------------ config
 
@@ -390,6 +392,99 @@ def test_mlflow_names() -> None:
     assert flatten_params({"train": {"epochs": 2}, "tasks": ["a"]}) == {
         "train.epochs": "2",
         "tasks": '["a"]',
+    }
+
+
+# ------------------------------------------------------------------------------ code versions
+
+
+def test_module_closure_follows_imports_to_what_they_reach_only() -> None:
+    """stages reaches losses only through trainer; nothing cards imports reaches benchmarks.
+    Imports inside functions count (they run), TYPE_CHECKING ones do not."""
+    assert "hydra_core.trainer" in direct_imports("hydra_core.stages")
+    assert "hydra_core.losses" not in direct_imports("hydra_core.stages")
+    assert "hydra_core.losses" in module_closure("hydra_core.stages")
+    assert "hydra_core.validation" in module_closure("hydra_core.stages")  # via head_fitting
+    assert "hydra_core.benchmarks" not in module_closure("hydra_core.stages")
+    assert module_closure("hydra_core.cards") == {
+        "hydra_core",
+        "hydra_core.cards",
+        "hydra_core.atomic",
+        "hydra_core.errors",
+        "hydra_core.settings",
+    }
+    assert "hydra_core.compiled_retriever" in module_closure("hydra_core.artifacts")
+    assert "hydra_core.significance" not in module_closure("hydra_core.report")
+
+
+FAKE_MODULES = {
+    "__init__.py": "",
+    "steps.py": "from {pkg} import helpers\n\ndef step(x):\n    return helpers.scale(x)\n",
+    "helpers.py": (
+        "from typing import TYPE_CHECKING\n\n"
+        "if TYPE_CHECKING:\n    from {pkg}.unrelated import VALUE\n\n"
+        "def scale(x):\n    import {pkg}.numbers\n\n    return x * {pkg}.numbers.FACTOR\n"
+    ),
+    "numbers.py": "FACTOR = 2\n",
+    "unrelated.py": "from {pkg}.steps import step\n\nVALUE = step(1)\n",
+}
+
+
+def test_an_edit_changes_the_version_of_the_steps_that_reach_it_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """steps -> helpers -> numbers (inside a function); unrelated only imports steps, and
+    helpers names it for type checking only."""
+    pkg = f"fake_{tmp_path.name}"  # a name of its own: closures are cached per name
+    folder = tmp_path / pkg
+    folder.mkdir()
+    for name, text in FAKE_MODULES.items():
+        (folder / name).write_text(text.format(pkg=pkg))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    step = f"{pkg}.steps"
+    assert module_closure(step) == {pkg, step, f"{pkg}.helpers", f"{pkg}.numbers"}
+    first = code_version(step)
+    assert code_version(step, config={"k": 1}) != first
+
+    (folder / "unrelated.py").write_text(f"from {pkg}.steps import step\n\nVALUE = step(2)\n")
+    assert code_version(step) == first
+    (folder / "numbers.py").write_text("FACTOR = 3\n")
+    assert code_version(step) != first
+    assert pkg not in sys.modules  # read, never imported
+
+
+def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """validation.py (which no asset named before) feeds every asset that calls stages,
+    through head_fitting, and none of the data assets or the report."""
+    config_file = tmp_path / "hydra.yaml"
+    config_file.write_text("tasks: [a, b]\nworkspace: ws\nexecutor: {kind: in_process}\n")
+    config = load_project_config(config_file)
+
+    def asset_versions() -> dict[str, str | None]:
+        graph = build_definitions(config).resolve_asset_graph()
+        return {
+            key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()
+        }
+
+    before = asset_versions()
+    fingerprint = versions.module_fingerprint
+    clean_env.setattr(
+        versions,
+        "module_fingerprint",
+        lambda module: "edited" if module == "hydra_core.validation" else fingerprint(module),
+    )
+    after = asset_versions()
+    assert {key for key in before if before[key] == after[key]} == {
+        "card_file",
+        "dataset_files",
+        "task_card",
+        "corpus",
+        "queries",
+        "qrels",
+        "training_queries",
+        "results_report",
     }
 
 

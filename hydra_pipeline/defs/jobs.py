@@ -46,10 +46,6 @@ class Wave:
     assets: tuple[str, ...]
     partitioned: bool
 
-    @property
-    def keys(self) -> list[dg.AssetKey]:
-        return [dg.AssetKey(name) for name in self.assets]
-
 
 WAVES: tuple[Wave, ...] = (
     Wave("task data", TASK_JOB, TASK_DATA_ASSETS, partitioned=True),

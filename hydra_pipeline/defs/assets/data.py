@@ -65,7 +65,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         },
         partitions_def=TASK_PARTITIONS,
         deps=[DATASET_FILES],
-        code_version=code_version("hydra_core.tasks", "hydra_core.artifacts"),
+        code_version=code_version("hydra_core.evaluation", "hydra_core.artifacts"),
     )
     def task_data(task_card: TaskCard) -> Iterator[dg.Output[pl.DataFrame]]:
         """Load the card's dataset (BEIR folder or ir_datasets) once for all three frames."""
@@ -82,7 +82,9 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version("hydra_core.training_queries", config=query_settings),
+        code_version=code_version(
+            "hydra_core.training_queries", "hydra_core.artifacts", config=query_settings
+        ),
     )
     def training_queries(
         context: AssetExecutionContext,

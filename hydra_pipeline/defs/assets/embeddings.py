@@ -18,7 +18,6 @@ from hydra_pipeline.defs.resources import EncoderResource
 from hydra_pipeline.defs.versions import code_version
 
 GROUP = "embeddings"
-_MODULES = ("hydra_core.encoder", "hydra_core.stages")
 
 
 def embeddings_output(
@@ -34,7 +33,10 @@ def embeddings_output(
 
 
 def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
-    version = code_version(*_MODULES, config={"model": config.encoder_model})
+    # The encoder resource's module, and the stages the bodies call.
+    version = code_version(
+        "hydra_core.encoder", "hydra_core.stages", config={"model": config.encoder_model}
+    )
 
     @dg.asset(partitions_def=TASK_PARTITIONS, group_name=GROUP, code_version=version)
     def doc_embeddings(

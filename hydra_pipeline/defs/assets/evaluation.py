@@ -34,13 +34,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version(
-            "hydra_core.stages",
-            "hydra_core.head_fitting",
-            "hydra_core.training_data",
-            "hydra_core.validation",
-            "hydra_core.significance",
-        ),
+        code_version=code_version("hydra_core.stages", "hydra_core.artifacts"),
     )
     def supervised_metrics(
         context: AssetExecutionContext,
@@ -66,16 +60,9 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         code_version=code_version(
             "hydra_core.stages",
-            "hydra_core.evaluation",
-            "hydra_core.metrics",
+            "hydra_core.artifacts",
             "hydra_core.metrics_store",
-            "hydra_core.head_fitting",
-            "hydra_core.retriever",
-            "hydra_core.compiled_retriever",
-            "hydra_core.score_fusion",
-            "hydra_core.rankings",
-            "hydra_core.head",
-            "hydra_core.teachers",
+            "hydra_core.report",
             "hydra_core.significance",
             config={"refine_steps": config.training.refine_steps},
         ),

@@ -18,7 +18,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         deps=["task_metrics"],
         group_name="evaluation",
-        code_version=code_version("hydra_core.results_report", "hydra_core.metrics_store"),
+        code_version=code_version("hydra_core.results_report"),
         automation_condition=dg.AutomationCondition.eager(),
     )
     def results_report(

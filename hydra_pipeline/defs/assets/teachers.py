@@ -24,9 +24,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version(
-            "hydra_core.teachers", "hydra_core.rankings", "hydra_core.stages"
-        ),
+        code_version=code_version("hydra_core.stages", "hydra_core.artifacts"),
     )
     def bm25_rankings(
         context: AssetExecutionContext,
@@ -45,7 +43,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version("hydra_core.rankings", "hydra_core.stages"),
+        code_version=code_version("hydra_core.stages"),
     )
     def dense_rankings(
         doc_embeddings: Embeddings, query_embeddings: Embeddings
@@ -58,7 +56,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version("hydra_core.fusion", "hydra_core.stages"),
+        code_version=code_version("hydra_core.stages"),
     )
     def fused_rankings(
         bm25_rankings: pl.DataFrame, dense_rankings: pl.DataFrame

@@ -26,17 +26,6 @@ from hydra_pipeline.defs.resources import EncoderResource, TrackingResource, Wor
 from hydra_pipeline.defs.versions import code_version
 
 GROUP = "training"
-HYPERNET_MODULES = (
-    "hydra_core.trainer",
-    "hydra_core.hypernet",
-    "hydra_core.head_generator",
-    "hydra_core.card_encoder",
-    "hydra_core.losses",
-    "hydra_core.head",
-    "hydra_core.tracked_training",
-    "hydra_core.fusion_generator",
-)
-RETRIEVER_MODULES = ("hydra_core.compiled_retriever", "hydra_core.score_fusion")
 
 
 def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
@@ -51,7 +40,8 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     }
     train_settings = config.training.train
     hypernet_version = code_version(
-        *HYPERNET_MODULES,
+        "hydra_core.tracked_training",
+        "hydra_core.trainer",
         config={"train": train_settings, "tasks": training_tasks, "model": config.encoder_model},
     )
 
@@ -102,8 +92,9 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 
     labelled_settings = config.training.labelled_train
     labelled_version = code_version(
-        *HYPERNET_MODULES,
-        "hydra_core.training_data",
+        "hydra_core.tracked_training",
+        "hydra_core.trainer",
+        "hydra_core.stages",
         config={"train": labelled_settings, "tasks": training_tasks, "model": config.encoder_model},
     )
 
@@ -219,7 +210,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version(*HYPERNET_MODULES, *RETRIEVER_MODULES),
+        code_version=code_version("hydra_core.stages"),
         automation_condition=dg.AutomationCondition.eager(),
     )
     def compiled_retriever(
