@@ -1,4 +1,4 @@
-"""The results report: a markdown table and a chart of per-task NDCG@10 by method.
+"""The results report: a markdown table and a chart of per-task NDCG@10 gains by method.
 
 It is built from the latest results table of the metrics store (one row per task and
 method, one column per metric), so the report, ``hydra metrics`` and the MLflow run always
@@ -7,6 +7,7 @@ show the same numbers; its significance tests read the same evaluations' per-que
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from hydra_core.tracking import TrackingTarget, log_report, log_task_metrics
 HEADLINE_METRIC = "ndcg@10"
 GAIN_REFERENCES: tuple[str, ...] = ("base", "hybrid")
 """Rows every method's mean and worst gain is given over, whichever the table has."""
+GAIN_REFERENCE = "base"
+"""What the chart and the task metadata give gains over: the frozen encoder."""
 MARKDOWN_FILE = "results.md"
 CHART_FILE = "ndcg_at_10.png"
 
@@ -128,33 +131,148 @@ def full_markdown_table(results: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def ndcg_chart(results: pl.DataFrame, path: Path, metric: str = HEADLINE_METRIC) -> Path:
-    """Grouped bars: one group per task, one bar per method."""
+def gain_table(
+    results: pl.DataFrame,
+    per_query: pl.DataFrame | None = None,
+    metric: str = HEADLINE_METRIC,
+    reference: str = GAIN_REFERENCE,
+) -> pl.DataFrame:
+    """Each method's gain in ``metric`` over ``reference`` per task, with a 95% half-width.
+
+    Gains of a few thousandths are the result, and plotted against 0-1 they vanish; the
+    half-width (1.96 sd / sqrt(n) of the per-query differences, null without per-query
+    rows or with fewer than two shared queries) says how much of a gain is query noise.
+    Columns: task, method, gain, half_width; ``reference`` itself and tasks without it
+    are left out.
+    """
+    schema = {"task": pl.String(), "method": pl.String(), "gain": pl.Float64()}
+    table = headline_table(results, metric) if not results.is_empty() else pl.DataFrame()
+    if reference not in table.columns:
+        return pl.DataFrame(schema={**schema, "half_width": pl.Float64()})
+    methods = [m for m in table.columns[1:] if m != reference]
+    gains = (
+        table.select("task", *[(pl.col(m) - pl.col(reference)).alias(m) for m in methods])
+        .unpivot(index="task", on=methods, variable_name="method", value_name="gain")
+        .drop_nulls("gain")
+        .cast(schema)  # type: ignore[arg-type]
+    )
+    if per_query is None or per_query.is_empty():
+        return gains.with_columns(pl.lit(None, pl.Float64()).alias("half_width"))
+    rows = per_query.filter(pl.col("metric") == metric).select(
+        "task", "method", "query_id", "value"
+    )
+    reference_rows = rows.filter(pl.col("method") == reference).drop("method")
+    intervals = (
+        rows.filter(pl.col("method") != reference)
+        .join(reference_rows, on=["task", "query_id"], suffix="_reference")
+        .group_by("task", "method")
+        .agg(
+            ((pl.col("value") - pl.col("value_reference")).std(ddof=1) * 1.96)
+            / pl.len().cast(pl.Float64).sqrt()
+        )
+        .rename({"value": "half_width"})
+    )
+    return gains.join(intervals, on=["task", "method"], how="left")
+
+
+def gain_limits(gains: pl.DataFrame) -> tuple[float, float]:
+    """A y-range fitted to the gains and their error bars, always showing the zero line.
+
+    Padded by a tenth of the span (at least 0.005), so ±0.01 differences fill the plot
+    instead of disappearing on a 0-1 axis.
+    """
+    spread = gains.select(pl.col("half_width").fill_null(0.0), "gain")
+    low = min([0.0, *(spread["gain"] - spread["half_width"]).to_list()])
+    high = max([0.0, *(spread["gain"] + spread["half_width"]).to_list()])
+    pad = max((high - low) * 0.1, 0.005)
+    return low - pad, high + pad
+
+
+def ndcg_chart(
+    results: pl.DataFrame,
+    path: Path,
+    metric: str = HEADLINE_METRIC,
+    per_query: pl.DataFrame | None = None,
+    reference: str = GAIN_REFERENCE,
+) -> Path:
+    """Grouped bars of each method's gain over ``reference`` (one group per task), with 95%
+    error bars where ``per_query`` has the rows: the question a reader has is whether a
+    method beats the frozen encoder, and by more than the noise between queries."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
     import matplotlib.pyplot as plt
 
-    table = headline_table(results, metric)
-    methods = table.columns[1:]
-    tasks = table["task"].to_list()
+    gains = gain_table(results, per_query, metric, reference)
+    tasks = gains["task"].unique(maintain_order=True).to_list()
+    methods = [m for m in _methods(results) if m in set(gains["method"].to_list())]
     width = 0.8 / max(len(methods), 1)
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.6 * len(tasks) + 2), 4.0), dpi=100)
+    columns = min(max(len(methods), 1), 4)
+    legend_rows = -(-len(methods) // columns)
+    figure, axes = plt.subplots(
+        figsize=(max(6.0, 1.6 * len(tasks) + 2), 4.0 + 0.25 * legend_rows),
+        dpi=100,
+        layout="constrained",  # room for the legend under the axes, whatever its size
+    )
     for i, method in enumerate(methods):
-        values = [v if v is not None else 0.0 for v in table[method].to_list()]
-        positions = [t + (i - (len(methods) - 1) / 2) * width for t in range(len(tasks))]
-        axes.bar(positions, values, width, label=method)
+        rows = gains.filter(pl.col("method") == method)
+        offset = (i - (len(methods) - 1) / 2) * width
+        positions = [tasks.index(task) + offset for task in rows["task"].to_list()]
+        has_errors = rows["half_width"].drop_nulls().len() > 0
+        axes.bar(
+            positions,
+            rows["gain"].to_list(),
+            width,
+            label=method,
+            yerr=rows["half_width"].fill_null(0.0).to_list() if has_errors else None,
+            capsize=2 if has_errors else 0,
+            error_kw={"elinewidth": 0.8},
+        )
+    axes.axhline(0.0, color="black", linewidth=0.8)
     axes.set_xticks(range(len(tasks)), tasks)
-    axes.set_ylabel(metric)
-    axes.set_ylim(0, 1)
-    axes.set_title(f"{metric} by task and method (test split)")
-    axes.legend(ncols=min(len(methods), 3), fontsize="small", loc="upper right")
+    axes.set_ylabel(f"{metric} gain over {reference}")
+    axes.set_ylim(*gain_limits(gains))
+    title = f"{metric} gain over {reference} by task and method (test split)"
+    if per_query is not None:
+        title += "\nerror bars: 95% interval of the mean per-query difference"
+    axes.set_title(title, fontsize="medium")
+    if methods:
+        figure.legend(loc="outside lower center", ncols=columns, fontsize="small")
     axes.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
     plt.close(figure)
     return path
+
+
+def inline_image_markdown(path: Path, alt: str = "chart") -> str:
+    """The PNG at ``path`` as a markdown image with a base64 data URI: a UI that renders
+    markdown (Dagster's asset page) shows it without serving the file."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"![{alt}](data:image/png;base64,{data})"
+
+
+def headline_metadata(
+    metrics: pl.DataFrame, metric: str = HEADLINE_METRIC, reference: str = GAIN_REFERENCE
+) -> dict[str, float]:
+    """One task's evaluation (long rows: method, metric, value) as flat numeric entries,
+    ``<metric>/<method>`` and ``gain_over_<reference>/<method>``: numbers an asset
+    catalogue can plot across materializations, unlike a text table."""
+    values = {
+        method: float(value)
+        for method, value in metrics.filter(pl.col("metric") == metric)
+        .select("method", "value")
+        .iter_rows()
+    }
+    ordered = sorted(values, key=lambda method: METHOD_RANK.get(method, len(METHOD_RANK)))
+    entries = {f"{metric}/{method}": values[method] for method in ordered}
+    if reference in values:
+        entries |= {
+            f"gain_over_{reference}/{method}": values[method] - values[reference]
+            for method in ordered
+            if method != reference
+        }
+    return entries
 
 
 def write_report(
@@ -166,12 +284,12 @@ def write_report(
     missing: list[str] | None = None,
     per_query: pl.DataFrame | None = None,
 ) -> list[Path]:
-    """Write ``results.md`` and the NDCG@10 chart into ``folder``; returns both paths.
+    """Write ``results.md`` and the NDCG@10 gain chart into ``folder``; returns both paths.
 
     With ``per_query`` (the evaluations' per-query rows), a section gives the paired
     significance test of hydra (and hydra-unseen) against each reference on every task.
     """
-    chart = ndcg_chart(results, folder / CHART_FILE)
+    chart = ndcg_chart(results, folder / CHART_FILE, per_query=per_query)
     tests = significance_tests(per_query) if per_query is not None else []
     provenance = []
     if checkpoint:
@@ -186,7 +304,7 @@ def write_report(
             + ".",
             f"## {HEADLINE_METRIC} by method",
             markdown_table(results),
-            f"![{HEADLINE_METRIC} by task and method]({CHART_FILE})",
+            f"![{HEADLINE_METRIC} gain over {GAIN_REFERENCE} by task and method]({CHART_FILE})",
             *(
                 [f"## Significance of {HEADLINE_METRIC} differences", significance_markdown(tests)]
                 if tests

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 REPORT_ARTIFACT = "report"
+MLFLOW_UI_ADDRESS = "http://127.0.0.1:5000"
+"""Where ``mlflow ui`` (the command :meth:`TrackingTarget.ui_command` prints) serves a
+local store by default: the address a link to a run on a sqlite/file store points at."""
 _MAX_PARAM_CHARS = 6000
 _UNSAFE = re.compile(r"[^\w./\- ]")
 
@@ -61,6 +64,25 @@ class TrackingTarget:
         if self.artifact_root is not None:
             command += f" --default-artifact-root {self.artifact_root.as_uri()}"
         return command
+
+
+def run_url(tracking_uri: str, run_id: str, ui_address: str = MLFLOW_UI_ADDRESS) -> str | None:
+    """A browser link to a run: on a server, the server's own page of the run; on a local
+    (sqlite/file) store, the page ``mlflow ui`` serves at ``ui_address`` once started.
+
+    None without a run, or when the store does not know it (a link that cannot work is
+    worse than none); a lookup failure never fails the caller, the link is a convenience.
+    """
+    if not tracking_uri or not run_id:
+        return None
+    try:
+        run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+    except (MlflowException, OSError) as exc:
+        log.warning("no MLflow link for run %s: %s", run_id, exc)
+        return None
+    remote = tracking_uri.startswith(("http://", "https://"))
+    address = (tracking_uri if remote else ui_address).rstrip("/")
+    return f"{address}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
 
 
 def metric_key(*parts: str) -> str:

@@ -8,6 +8,7 @@ order of the tests matters where they change the project (a card edit, a new car
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -318,6 +319,57 @@ def test_report_files(pipeline: Pipeline) -> None:
     assert "| task | method | vs base | vs teacher | vs hybrid |" in significance
     chart = report.with_name("ndcg_at_10.png").read_bytes()
     assert chart.startswith(b"\x89PNG") and len(chart) > 5_000
+
+
+def _latest_metadata(
+    pipeline: Pipeline, name: str, partition: str | None = None
+) -> dict[str, dg.MetadataValue]:
+    records = pipeline.instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(name),
+            asset_partitions=[partition] if partition is not None else None,
+        ),
+        limit=1,
+    ).records
+    materialization = records[0].asset_materialization
+    assert materialization is not None
+    return dict(materialization.metadata)
+
+
+def test_metrics_and_report_metadata_for_the_dagster_ui(pipeline: Pipeline) -> None:
+    """task_metrics carries floats the asset page plots (equal to DuckDB's figures) and a
+    link to the MLflow run; the report shows its chart inline."""
+    results = metrics_store.latest_results(pipeline.config.resolved_metrics_db)
+    checkpoint = current_checkpoint(pipeline.config)
+    assert checkpoint is not None
+    (run,) = pipeline.training_runs()
+    for task in TASKS:
+        metadata = _latest_metadata(pipeline, "task_metrics", task)
+        stored = dict(
+            results.filter(pl.col("task") == task).select("method", "ndcg@10").iter_rows()
+        )
+        for method in METHODS:
+            value = metadata[f"ndcg@10/{method}"]
+            assert isinstance(value, dg.FloatMetadataValue)
+            assert value.value == pytest.approx(stored[method], abs=1e-12)
+        gain = metadata["gain_over_base/hydra"]
+        assert isinstance(gain, dg.FloatMetadataValue)
+        assert gain.value == pytest.approx(stored["hydra"] - stored["base"], abs=1e-12)
+        assert "gain_over_base/base" not in metadata
+        link = metadata["mlflow_run"]
+        assert isinstance(link, dg.UrlMetadataValue)
+        assert link.url == (
+            f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}"
+            f"/runs/{checkpoint.mlflow_run_id}"
+        )
+    report = _latest_metadata(pipeline, "results_report")
+    image = report["chart_image"]
+    assert isinstance(image, dg.MarkdownMetadataValue)
+    chart = pipeline.config.workspace / "reports" / "ndcg_at_10.png"
+    prefix = "![ndcg@10 gains](data:image/png;base64,"
+    text = image.md_str or ""
+    assert text.startswith(prefix)
+    assert base64.b64decode(text.removeprefix(prefix).removesuffix(")")) == (chart.read_bytes())
 
 
 def test_second_run_rebuilds_and_encodes_nothing(pipeline: Pipeline) -> None:

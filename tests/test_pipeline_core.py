@@ -4,6 +4,7 @@ Fast: no model, no pipeline run."""
 
 from __future__ import annotations
 
+import base64
 import os
 import sqlite3
 import subprocess
@@ -41,11 +42,19 @@ from hydra_core.fingerprints import (
 from hydra_core.metrics import Scores
 from hydra_core.project_config import load_project_config
 from hydra_core.report import ResultsTable
-from hydra_core.results_report import markdown_table, write_report
+from hydra_core.results_report import (
+    gain_limits,
+    gain_table,
+    headline_metadata,
+    inline_image_markdown,
+    markdown_table,
+    ndcg_chart,
+    write_report,
+)
 from hydra_core.significance import per_query_frame
 from hydra_core.stages import dangling_qrels, leaked_test_queries, metrics_frame
 from hydra_core.tasks import RetrievalTask, load_beir_folder
-from hydra_core.tracking import flatten_params, metric_key
+from hydra_core.tracking import MLFLOW_UI_ADDRESS, flatten_params, metric_key, run_url
 from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.defs import versions
 from hydra_pipeline.defs.progress import cause_chain
@@ -366,6 +375,98 @@ def test_report_table_and_chart(tmp_path: Path) -> None:
     markdown, chart = write_report(results, tmp_path, checkpoint="c1", missing=["z"])
     assert "checkpoint `c1`" in markdown.read_text() and "evaluated" in markdown.read_text()
     assert chart.read_bytes().startswith(b"\x89PNG")
+    assert "![ndcg@10 gain over base by task and method](ndcg_at_10.png)" in markdown.read_text()
+
+
+def _gain_fixture() -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray]:
+    """Two tasks of 50 queries: hydra gains 0 or 0.02 per query (mean +0.01, noisy),
+    hydra-unseen loses exactly 0.005 on each (no spread); returns results, per-query rows
+    and hydra's per-query differences."""
+    base = np.random.default_rng(1).uniform(0.2, 0.8, 50)
+    differences = np.where(np.arange(50) % 2 == 0, 0.02, 0.0)
+    results = []
+    per_query = []
+    for task in ("a", "b"):
+        table: ResultsTable = {
+            "base": _scores(base.tolist()),
+            "hydra": _scores((base + differences).tolist()),
+            "hydra-unseen": _scores((base - 0.005).tolist()),
+        }
+        results.append(metrics_frame(task, table))
+        per_query.append(per_query_frame(task, table, "test"))
+    wide = pl.concat(results).pivot(on="metric", index=["task", "method"], values="value")
+    return wide, pl.concat(per_query), differences
+
+
+def test_gain_table_has_intervals_from_per_query_differences() -> None:
+    results, per_query, differences = _gain_fixture()
+    gains = gain_table(results, per_query).sort("task", "method")
+    assert gains.columns == ["task", "method", "gain", "half_width"]
+    assert "base" not in gains["method"].to_list()  # its gain is zero by definition
+    hydra = gains.filter(pl.col("method") == "hydra")
+    assert hydra["gain"].to_list() == pytest.approx([0.01, 0.01], abs=1e-12)
+    expected = 1.96 * float(np.std(differences, ddof=1)) / np.sqrt(50)
+    assert hydra["half_width"].to_list() == pytest.approx([expected] * 2, rel=1e-9)
+    unseen = gains.filter(pl.col("method") == "hydra-unseen")
+    assert unseen["gain"].to_list() == pytest.approx([-0.005, -0.005], abs=1e-12)
+    assert unseen["half_width"].to_list() == pytest.approx([0.0, 0.0], abs=1e-9)
+    assert gain_table(results)["half_width"].null_count() == 4  # no per-query rows
+    assert gain_table(results.filter(pl.col("method") != "base")).is_empty()
+
+
+def test_gain_chart_fits_the_axis_to_small_and_negative_gains(tmp_path: Path) -> None:
+    results, per_query, differences = _gain_fixture()
+    low, high = gain_limits(gain_table(results, per_query))
+    half_width = 1.96 * float(np.std(differences, ddof=1)) / np.sqrt(50)
+    assert low < -0.005 and high > 0.01 + half_width  # every bar and error bar is inside
+    assert high - low < 0.05  # fitted to the gains, not 0-1: a 0.01 gain is visible
+    assert gain_limits(gain_table(results.filter(pl.col("method") == "base"))) == (
+        pytest.approx(-0.005),
+        pytest.approx(0.005),
+    )  # nothing but the zero line: a small range around it
+    chart = ndcg_chart(results, tmp_path / "ndcg_at_10.png", per_query=per_query)
+    data = chart.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 5_000
+    image = inline_image_markdown(chart)
+    assert image.startswith("![chart](data:image/png;base64,") and image.endswith(")")
+    assert base64.b64decode(image.split(",", 1)[1][:-1]) == data
+
+
+def test_headline_metadata_per_method_and_gain_over_base() -> None:
+    table: ResultsTable = {
+        "hydra": {"ndcg@10": 0.31, "mrr@10": 0.9},
+        "base": {"ndcg@10": 0.30, "mrr@10": 0.8},
+        "hybrid": {"ndcg@10": 0.29, "mrr@10": 0.7},
+    }
+    metadata = headline_metadata(metrics_frame("a", table))
+    assert list(metadata) == [  # the store's method order, whatever the rows' order
+        "ndcg@10/base",
+        "ndcg@10/hybrid",
+        "ndcg@10/hydra",
+        "gain_over_base/hybrid",
+        "gain_over_base/hydra",
+    ]
+    assert metadata["ndcg@10/hydra"] == 0.31
+    assert metadata["gain_over_base/hydra"] == pytest.approx(0.01, abs=1e-12)
+    assert metadata["gain_over_base/hybrid"] == pytest.approx(-0.01, abs=1e-12)
+    without_base = headline_metadata(metrics_frame("a", {"hydra": table["hydra"]}))
+    assert without_base == {"ndcg@10/hydra": 0.31}
+
+
+def test_run_url_points_at_the_run_in_the_mlflow_ui(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    assert run_url(uri, run_id) == f"{MLFLOW_UI_ADDRESS}/#/experiments/{experiment}/runs/{run_id}"
+    assert (
+        run_url(uri, run_id, "http://h:1/")
+        == f"http://h:1/#/experiments/{experiment}/runs/{run_id}"
+    )
+    assert run_url(uri, "0" * 32) is None  # a run the store does not know: no dead link
+    assert run_url(uri, "") is None and run_url("", run_id) is None
 
 
 def test_data_checks_find_problems() -> None:

@@ -91,12 +91,18 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         reference rows (with labels, supervised-head, unseen, unseen refined), with their
         per-query values (DuckDB table per_query) and the paired significance tests.
 
+        Metadata: the results as text, plus ``ndcg@10/<method>`` and
+        ``gain_over_base/<method>`` floats (plotted across materializations on the asset
+        page) and ``mlflow_run``, a link to the checkpoint's MLflow run when it has one.
+
         The shuffled-card ablation uses another of the hypernet's training tasks' cards.
         """
         from hydra_core.metrics_store import record_metrics
         from hydra_core.report import results_text
+        from hydra_core.results_report import headline_metadata
         from hydra_core.significance import paired_tests, table_from_per_query
         from hydra_core.stages import cards_named, evaluate_task, reference_retrievers
+        from hydra_core.tracking import run_url
 
         task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
         references = reference_retrievers(
@@ -133,6 +139,16 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         text = results_text(
             context.partition_key, table, paired_tests(context.partition_key, table)
         )
-        return frame_output(evaluation.metrics, results=dg.MetadataValue.md(f"```\n{text}\n```"))
+        metadata: dict[str, dg.MetadataValue] = {
+            "results": dg.MetadataValue.md(f"```\n{text}\n```")
+        }
+        metadata |= {
+            key: dg.MetadataValue.float(value)
+            for key, value in headline_metadata(evaluation.metrics).items()
+        }
+        url = run_url(hypernet_checkpoint.tracking_uri, hypernet_checkpoint.mlflow_run_id)
+        if url is not None:
+            metadata["mlflow_run"] = dg.MetadataValue.url(url)
+        return frame_output(evaluation.metrics, "result", **metadata)
 
     return [supervised_metrics, task_metrics]

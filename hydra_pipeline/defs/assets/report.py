@@ -1,4 +1,4 @@
-"""The results report across tasks: a markdown table and a chart of NDCG@10 by method."""
+"""The results report across tasks: a markdown table and a chart of NDCG@10 gains."""
 
 # No `from __future__ import annotations` here: Dagster reads these functions' annotations
 # at definition time and needs real types (a string `context` annotation is refused).
@@ -28,8 +28,12 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         tracking: TrackingResource,
         hypernet_checkpoint: CheckpointRecord,
     ) -> dg.MaterializeResult:
-        """Per-task NDCG@10 by method for the current checkpoint, also on its MLflow run."""
-        from hydra_core.results_report import markdown_table, publish_report
+        """Per-task NDCG@10 by method for the current checkpoint, also on its MLflow run.
+
+        The chart is also inline in the metadata (a base64 data URI): Dagster's UI shows
+        it on the asset page, where a file path would be only text.
+        """
+        from hydra_core.results_report import inline_image_markdown, markdown_table, publish_report
 
         tasks = context.instance.get_dynamic_partitions(TASK_PARTITIONS.name or "task")
         files, results = publish_report(
@@ -42,6 +46,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "ndcg@10": dg.MetadataValue.md(markdown_table(results)),
                 "report": dg.MetadataValue.path(str(markdown)),
                 "chart": dg.MetadataValue.path(str(chart)),
+                "chart_image": dg.MetadataValue.md(inline_image_markdown(chart, "ndcg@10 gains")),
                 "tasks": results["task"].n_unique(),
             },
         )
