@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import METHODS, _console, cards_dir  # noqa: F401  (cards_dir is a fixture)
+from test_cli import METHODS, _add_card, _console, cards_dir  # noqa: F401  (cards_dir: fixture)
 
 from hydra_core.cards import find_card
 from hydra_core.encoder import FrozenEncoder
@@ -97,8 +97,11 @@ def test_eval_perturb_json_from_the_console_script(
     checkpoint = tmp_path / "ck"
     tiny = TrainConfig(epochs=1, steps_per_epoch=4, pairs_per_task=32)
     train_on_cards([find_card("scifact", cards_dir)], checkpoint, encoder, tiny)
+    # Without labels, so no supervised head is fitted twice: the table is METHODS.
+    _add_card(tmp_path, "plain", cards_dir / "scifact.yaml", cards_dir / "data" / "scifact")
 
-    args = ["--checkpoint", str(checkpoint), "--card", "scifact", "--perturb", "typos:0.3"]
+    card = str(tmp_path / "plain.yaml")
+    args = ["--checkpoint", str(checkpoint), "--card", card, "--perturb", "typos:0.3"]
     evaluated = _console("eval", *args, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     result = json.loads(evaluated.stdout)
