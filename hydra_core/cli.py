@@ -199,19 +199,35 @@ def evaluate(
     tasks: Annotated[list[str] | None, tasks_option("Tasks for --loo")] = None,
     out: Annotated[Path | None, typer.Option(help="Where --loo writes checkpoints.")] = None,
     refine: RefineOption = 0,
+    perturb: Annotated[
+        str | None,
+        typer.Option(
+            "--perturb",
+            metavar="KIND[:RATE]",
+            help="Also score every method on perturbed test queries "
+            "(typos, drop, swap, noise or inflect; RATE in (0, 1]) and report the NDCG@10 drop.",
+        ),
+    ] = None,
+    perturb_seed: Annotated[
+        int, typer.Option("--perturb-seed", help="Seed of the --perturb perturbations.")
+    ] = 0,
     json_output: JsonOption = False,
 ) -> None:
     """Test-split table for bm25, base, teacher, hydra, hydra-generic, hydra-shuffled,
     with a paired significance test of hydra against each reference."""
     from hydra_core.encoder import FrozenEncoder
     from hydra_core.hypernet import Hypernet
+    from hydra_core.perturbations import Robustness, parse_perturbation
     from hydra_core.significance import paired_tests
-    from hydra_core.workflows import evaluate_card, leave_one_out
+    from hydra_core.workflows import evaluate_card, evaluate_robustness, leave_one_out
 
-    def render(name: str, table: ResultsTable) -> str:
+    def render(name: str, table: ResultsTable, robustness: Robustness | None = None) -> str:
         tests = paired_tests(name, table)
-        return (results_json if json_output else results_text)(name, table, tests)
+        return (results_json if json_output else results_text)(name, table, tests, robustness)
 
+    perturbation = None if perturb is None else parse_perturbation(perturb, perturb_seed)
+    if loo and perturbation is not None:
+        raise typer.BadParameter("--perturb needs --checkpoint and --card, not --loo")
     encoder = FrozenEncoder()
     if loo:
         cards = [find_card(name) for name in tasks or []]
@@ -225,10 +241,15 @@ def evaluate(
         raise typer.BadParameter("eval needs --checkpoint and --card (or --loo --tasks ...)")
     task_card = find_card(card)
     hypernet = Hypernet.load(checkpoint)
-    table = evaluate_card(
-        task_card, hypernet, encoder, other_cards=_all_cards(), refine_steps=refine
+    others = _all_cards()
+    if perturbation is None:
+        table = evaluate_card(task_card, hypernet, encoder, other_cards=others, refine_steps=refine)
+        typer.echo(render(task_card.name, table))
+        return
+    robustness = evaluate_robustness(
+        task_card, hypernet, encoder, perturbation, other_cards=others, refine_steps=refine
     )
-    typer.echo(render(task_card.name, table))
+    typer.echo(render(task_card.name, robustness.clean, robustness))
 
 
 @app.command(cls=TaskListCommand)

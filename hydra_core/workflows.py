@@ -14,6 +14,7 @@ from hydra_core.cards import TaskCard
 from hydra_core.compiled_retriever import DENSE_ONLY, CompiledRetriever
 from hydra_core.encoder import FrozenEncoder
 from hydra_core.evaluation import (
+    EVAL_SPLIT,
     baseline_table,
     card_retrievers,
     default_ensemble,
@@ -24,8 +25,10 @@ from hydra_core.evaluation import (
 )
 from hydra_core.head_fitting import refine_retriever, supervised_reference
 from hydra_core.hypernet import Hypernet
+from hydra_core.perturbations import Perturbation, Robustness, perturbed_task
 from hydra_core.report import ResultsTable
 from hydra_core.retriever import ConditionedRetriever
+from hydra_core.tasks import RetrievalTask
 from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
 from hydra_core.training_data import label_split, label_training_task, prepare_training_task
 
@@ -98,6 +101,7 @@ def evaluate_card(
     other_cards: Sequence[TaskCard],
     refine_steps: int = 0,
     supervised: bool = True,
+    task: RetrievalTask | None = None,
 ) -> ResultsTable:
     """The full table for one task: the teachers, ``hybrid``, and the card's retriever
     (``hydra``), its head alone (``hydra-dense``) and the card ablations
@@ -105,9 +109,10 @@ def evaluate_card(
 
     With ``refine_steps`` it adds ``hydra-refined`` (the compiled head polished on the
     task's own corpus); with ``supervised``, a card that declares ``labels`` also gets the
-    ``supervised-head`` reference fitted on them.
+    ``supervised-head`` reference fitted on them. ``task`` stands in for the card's own
+    (already loaded, or with perturbed queries).
     """
-    task = load_card_task(card)
+    task = load_card_task(card) if task is None else task
     ensemble = default_ensemble(task, encoder)
     table = baseline_table(task, ensemble)
     retriever = ConditionedRetriever(hypernet, encoder)
@@ -126,6 +131,28 @@ def evaluate_card(
     doc_vectors = encoder.encode(task.doc_texts(), "document")
     table.update(retriever_table(task, rows, doc_vectors, ensemble.lexical, encoder=encoder))
     return table
+
+
+def evaluate_robustness(
+    card: TaskCard,
+    hypernet: Hypernet,
+    encoder: FrozenEncoder,
+    perturbation: Perturbation,
+    *,
+    other_cards: Sequence[TaskCard],
+    refine_steps: int = 0,
+) -> Robustness:
+    """The card's full table on its test queries as they are and as ``perturbation`` leaves
+    them: the same :func:`evaluate_card` on both, so every method is measured alike."""
+    clean_task = load_card_task(card)
+    noisy_task = perturbed_task(clean_task, perturbation, EVAL_SPLIT)
+    clean, perturbed = (
+        evaluate_card(
+            card, hypernet, encoder, other_cards=other_cards, refine_steps=refine_steps, task=task
+        )
+        for task in (clean_task, noisy_task)
+    )
+    return Robustness(perturbation, clean=clean, perturbed=perturbed)
 
 
 def leave_one_out(
