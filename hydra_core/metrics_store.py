@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +47,12 @@ METHOD_ORDER: tuple[str, ...] = (
 )
 METHOD_RANK: dict[str, int] = {method: i for i, method in enumerate(METHOD_ORDER)}
 """Each method's place in tables; a method not in ``METHOD_ORDER`` goes after them all."""
+
+
+def in_table_order(methods: Iterable[str]) -> list[str]:
+    """``methods`` in ``METHOD_ORDER``; others after them, in the order given."""
+    return sorted(methods, key=lambda method: METHOD_RANK.get(method, len(METHOD_RANK)))
+
 
 _CREATE = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (

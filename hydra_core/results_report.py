@@ -16,7 +16,7 @@ import polars as pl
 from hydra_core.artifacts import CheckpointRecord
 from hydra_core.atomic import atomic_path, write_text_atomic
 from hydra_core.metrics import METRIC_NAMES
-from hydra_core.metrics_store import METHOD_RANK, latest_long, latest_per_query, latest_results
+from hydra_core.metrics_store import in_table_order, latest_long, latest_per_query, latest_results
 from hydra_core.significance import (
     REFERENCES,
     RESAMPLES,
@@ -39,7 +39,7 @@ CHART_FILE = "ndcg_at_10.png"
 def _methods(results: pl.DataFrame) -> list[str]:
     """Methods in the store's order (baselines, hydra, ablations, references), then others."""
     present = results["method"].unique(maintain_order=True).to_list()
-    return sorted(present, key=lambda method: METHOD_RANK.get(method, len(METHOD_RANK)))
+    return in_table_order(present)
 
 
 def headline_table(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> pl.DataFrame:
@@ -205,7 +205,8 @@ def ndcg_chart(
 
     gains = gain_table(results, per_query, metric, reference)
     tasks = gains["task"].unique(maintain_order=True).to_list()
-    methods = [m for m in _methods(results) if m in set(gains["method"].to_list())]
+    charted = set(gains["method"].to_list())
+    methods = [m for m in _methods(results) if m in charted]
     width = 0.8 / max(len(methods), 1)
     columns = min(max(len(methods), 1), 4)
     legend_rows = -(-len(methods) // columns)
@@ -264,7 +265,7 @@ def headline_metadata(
         .select("method", "value")
         .iter_rows()
     }
-    ordered = sorted(values, key=lambda method: METHOD_RANK.get(method, len(METHOD_RANK)))
+    ordered = in_table_order(values)
     entries = {f"{metric}/{method}": values[method] for method in ordered}
     if reference in values:
         entries |= {

@@ -37,7 +37,7 @@ from hydra_core.fingerprints import array_digest, frame_digest, text_digest
 from hydra_core.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
 from hydra_core.head_fitting import refine_retriever, supervised_reference
 from hydra_core.hypernet import WEIGHTS_FILE, Hypernet
-from hydra_core.metrics_store import METHOD_RANK
+from hydra_core.metrics_store import in_table_order
 from hydra_core.preferences import PairConfig, preference_pairs
 from hydra_core.rankings import exact_top_k, ranking_frame
 from hydra_core.report import ResultsTable
@@ -343,8 +343,7 @@ def evaluate_task(
     table.update(retriever_metrics(task, rows, documents, queries, split))
     if scored is not None:
         table.update(table_from_per_query(scored))
-    rank = len(METHOD_RANK)
-    ordered = dict(sorted(table.items(), key=lambda item: METHOD_RANK.get(item[0], rank)))
+    ordered = {method: table[method] for method in in_table_order(table)}
     return TaskEvaluation(
         metrics_frame(task.name, ordered, split), per_query_frame(task.name, ordered, split)
     )

@@ -7,7 +7,7 @@ pipeline run the very same steps.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hydra_core.cards import TaskCard
@@ -29,6 +29,7 @@ from hydra_core.perturbations import Perturbation, Robustness, perturbed_task
 from hydra_core.report import ResultsTable
 from hydra_core.retriever import ConditionedRetriever
 from hydra_core.tasks import RetrievalTask
+from hydra_core.teacher_ensemble import TeacherEnsemble
 from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
 from hydra_core.training_data import label_split, label_training_task, prepare_training_task
 
@@ -101,7 +102,6 @@ def evaluate_card(
     other_cards: Sequence[TaskCard],
     refine_steps: int = 0,
     supervised: bool = True,
-    task: RetrievalTask | None = None,
 ) -> ResultsTable:
     """The full table for one task: the teachers, ``hybrid``, and the card's retriever
     (``hydra``), its head alone (``hydra-dense``) and the card ablations
@@ -109,12 +109,28 @@ def evaluate_card(
 
     With ``refine_steps`` it adds ``hydra-refined`` (the compiled head polished on the
     task's own corpus); with ``supervised``, a card that declares ``labels`` also gets the
-    ``supervised-head`` reference fitted on them. ``task`` stands in for the card's own
-    (already loaded, or with perturbed queries).
+    ``supervised-head`` reference fitted on them.
     """
-    task = load_card_task(card) if task is None else task
+    task = load_card_task(card)
     ensemble = default_ensemble(task, encoder)
-    table = baseline_table(task, ensemble)
+    rows = _card_rows(
+        card, task, hypernet, encoder, ensemble, other_cards, refine_steps, supervised
+    )
+    return _scored(task, ensemble, rows, encoder)
+
+
+def _card_rows(
+    card: TaskCard,
+    task: RetrievalTask,
+    hypernet: Hypernet,
+    encoder: FrozenEncoder,
+    ensemble: TeacherEnsemble,
+    other_cards: Sequence[TaskCard],
+    refine_steps: int,
+    supervised: bool,
+) -> dict[str, CompiledRetriever]:
+    """The retrievers of :func:`evaluate_card`'s table; they depend on the task's corpus and
+    training data, never on its test queries."""
     retriever = ConditionedRetriever(hypernet, encoder)
     others = [other for other in other_cards if other.name != card.name]
     shuffled = shuffled_card(card, others) if others else None
@@ -128,6 +144,17 @@ def evaluate_card(
     reference = supervised_reference(card, task, encoder) if supervised else None
     if reference is not None:
         rows["supervised-head"] = CompiledRetriever(head=reference, fusion=DENSE_ONLY)
+    return rows
+
+
+def _scored(
+    task: RetrievalTask,
+    ensemble: TeacherEnsemble,
+    rows: Mapping[str, CompiledRetriever],
+    encoder: FrozenEncoder,
+) -> ResultsTable:
+    """The teachers' rows and each retriever's, on the task's test queries."""
+    table = baseline_table(task, ensemble)
     doc_vectors = encoder.encode(task.doc_texts(), "document")
     table.update(retriever_table(task, rows, doc_vectors, ensemble.lexical, encoder=encoder))
     return table
@@ -143,16 +170,16 @@ def evaluate_robustness(
     refine_steps: int = 0,
 ) -> Robustness:
     """The card's full table on its test queries as they are and as ``perturbation`` leaves
-    them: the same :func:`evaluate_card` on both, so every method is measured alike."""
-    clean_task = load_card_task(card)
-    noisy_task = perturbed_task(clean_task, perturbation, EVAL_SPLIT)
-    clean, perturbed = (
-        evaluate_card(
-            card, hypernet, encoder, other_cards=other_cards, refine_steps=refine_steps, task=task
-        )
-        for task in (clean_task, noisy_task)
+    them: the same retrievers (built once: they never see test queries) scored on both."""
+    task = load_card_task(card)
+    ensemble = default_ensemble(task, encoder)
+    rows = _card_rows(card, task, hypernet, encoder, ensemble, other_cards, refine_steps, True)
+    noisy = perturbed_task(task, perturbation, EVAL_SPLIT)
+    return Robustness(
+        perturbation,
+        clean=_scored(task, ensemble, rows, encoder),
+        perturbed=_scored(noisy, ensemble, rows, encoder),
     )
-    return Robustness(perturbation, clean=clean, perturbed=perturbed)
 
 
 def leave_one_out(

@@ -1,4 +1,5 @@
-"""Programs some tests need beyond the Python packages (a browser, a mount namespace).
+"""Programs tests run: the installed ``hydra`` console script, and some beyond the Python
+packages (a browser, a mount namespace).
 
 Without one, such a test is skipped with a reason that says how to get it, so ``uv run pytest``
 passes on a fresh machine; CI sets ``HYDRA_REQUIRE_TOOLS=1`` (in .ci/run), which turns the skip
@@ -10,11 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
+HYDRA = Path(sys.executable).with_name("hydra")
+"""The console script ``uv run hydra`` starts: tests run it for real exit statuses."""
 REQUIRE_TOOLS = "HYDRA_REQUIRE_TOOLS"
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-from system_tools import mounted
+from system_tools import HYDRA, mounted
 from typer.testing import CliRunner
 
 from hydra_core.artifacts import save_beir_folder
@@ -24,7 +23,6 @@ from hydra_core.metrics_store import latest_long, record_metrics
 from hydra_core.tasks import RetrievalTask
 from hydra_pipeline.runner import DAGSTER_YAML
 
-HYDRA = Path(sys.executable).with_name("hydra")
 METHODS = {
     "bm25",
     "base",
@@ -179,7 +177,7 @@ def test_train_eval_compile_search(
     # The installed console script, as a user runs it (environment from the runner fixture).
     evaluated = subprocess.run(
         [
-            str(Path(sys.executable).with_name("hydra")),
+            str(HYDRA),
             "eval",
             "--checkpoint",
             str(checkpoint),
@@ -300,25 +298,18 @@ def test_a_read_only_workspace_is_named_and_still_readable(tmp_path: Path) -> No
     record_metrics(store, pl.DataFrame({**rows, "value": [0.5]}), run_id="r", checkpoint="c")
     read_only = f"mount --bind {workspace} {workspace} && mount -o remount,bind,ro {workspace}"
     env = {**os.environ, "HYDRA_WORKSPACE": str(workspace)}
-    ran = subprocess.run(
-        mounted(read_only, [str(HYDRA), "run", "--tasks", "scifact"]),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+
+    def on_read_only_workspace(*args: str) -> subprocess.CompletedProcess[str]:
+        command = mounted(read_only, [str(HYDRA), *args])
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+    ran = on_read_only_workspace("run", "--tasks", "scifact")
     assert ran.returncode == 2, ran.stderr
     assert ran.stderr.splitlines() == [
         f"error: {workspace}: the workspace is not writable (Read-only file system); set "
         "HYDRA_WORKSPACE (or workspace in hydra.yaml) to a writable folder"
     ]
-    shown = subprocess.run(
-        mounted(read_only, [str(HYDRA), "metrics", "--format", "csv"]),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    shown = on_read_only_workspace("metrics", "--format", "csv")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[1].startswith("a,base,test,0.5,")
 
@@ -352,8 +343,7 @@ def test_a_full_disk_fails_naming_the_file_and_leaves_nothing_behind(tmp_path: P
 
 def _console(*args: str) -> subprocess.CompletedProcess[str]:
     """The installed ``hydra`` script in its own process: real exit status and streams."""
-    script = Path(sys.executable).with_name("hydra")
-    return subprocess.run([str(script), *args], capture_output=True, text=True, check=False)
+    return subprocess.run([str(HYDRA), *args], capture_output=True, text=True, check=False)
 
 
 def test_train_refuses_a_folder_trained_on_other_tasks_unless_forced(

@@ -12,16 +12,15 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from pipeline_support import Project, make_project
+from system_tools import HYDRA
 
 from hydra_core.tasks import RetrievalTask, load_task
 
-HYDRA = Path(sys.executable).with_name("hydra")  # the console script `uv run hydra` starts
 TIMEOUT = 1200
 RESULTS_ROW = "hydra-generic"  # a row of every task's results table on stdout
 

@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from system_tools import HYDRA
 
 from hydra_core.artifacts import card_from_record, card_record
 from hydra_core.card_encoder import CARD_PARTS, card_part_embeddings
@@ -295,9 +295,8 @@ def test_hydra_ui_serves_on_loopback_by_default(tmp_path: Path) -> None:
         "HYDRA_WORKSPACE": str(tmp_path / "workspace"),
         "DAGSTER_HOME": str(tmp_path / "dagster"),
     }
-    hydra = Path(sys.executable).with_name("hydra")
     ui = subprocess.Popen(
-        [str(hydra), "ui", "--port", str(port)],
+        [str(HYDRA), "ui", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

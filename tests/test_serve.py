@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +28,7 @@ import pytest
 import torch
 import yaml
 from pipeline_support import Project, make_project
+from system_tools import HYDRA
 
 from hydra_core.artifacts import load_value, save_beir_folder, save_value
 from hydra_core.cards import TaskCard, find_card, load_card, write_card
@@ -358,9 +358,8 @@ def test_hydra_serve_console_script(served: Served) -> None:
     """The real ``hydra serve``: binds 127.0.0.1 by default, searches, Ctrl+C stops it (130)."""
     port = _free_port()
     env = {**os.environ, **served.project.env(served.project.root / "cache")}
-    hydra = Path(sys.executable).with_name("hydra")
     server = subprocess.Popen(
-        [str(hydra), "serve", "--port", str(port)],
+        [str(HYDRA), "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -392,9 +391,8 @@ def test_hydra_serve_without_results_says_to_run_first(
 ) -> None:
     project = make_project(tmp_path, {"scifact": scifact_slice.head(20, 2)})
     env = {**os.environ, **project.env(tmp_path / "cache")}
-    hydra = Path(sys.executable).with_name("hydra")
     result = subprocess.run(
-        [str(hydra), "serve"], env=env, capture_output=True, text=True, timeout=STARTUP_SECONDS
+        [str(HYDRA), "serve"], env=env, capture_output=True, text=True, timeout=STARTUP_SECONDS
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
