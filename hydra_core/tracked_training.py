@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from filelock import FileLock
 from mlflow.exceptions import MlflowException
 
 from hydra_core.artifacts import CheckpointRecord, Embeddings
@@ -114,57 +115,63 @@ def train_tracked(
         "code_version": code_version,
         **dict(params or {}),
     }
-    path: Path | None = None
-    training = False
-    try:
-        with TrainingRun(
-            target, run_name=f"hypernet-{run_key[:8]}", params=all_params, tags=tags
-        ) as run:
-            logged: set[int] = set()
-            epoch_errors: list[Exception] = []
+    # Two runs of the same inputs (two `hydra run`s at once) share the folder: the second
+    # waits, then resumes the finished state instead of writing beside the first's upload.
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(checkpoints_dir / f".{run_key}.lock"):
+        path: Path | None = None
+        training = False
+        try:
+            with TrainingRun(
+                target, run_name=f"hypernet-{run_key[:8]}", params=all_params, tags=tags
+            ) as run:
+                logged: set[int] = set()
+                epoch_errors: list[Exception] = []
 
-            def on_epoch(epoch: int, values: dict[str, float]) -> None:
-                if epoch_errors:  # the store went away: keep training, report at the end
-                    return
-                try:
-                    run.log_epoch(epoch, values)
-                    logged.add(epoch)
-                except TRACKING_ERRORS as error:
-                    log.warning("MLflow stopped accepting epoch metrics: %s", error)
-                    epoch_errors.append(error)
+                def on_epoch(epoch: int, values: dict[str, float]) -> None:
+                    if epoch_errors:  # the store went away: keep training, report at the end
+                        return
+                    try:
+                        run.log_epoch(epoch, values)
+                        logged.add(epoch)
+                    except TRACKING_ERRORS as error:
+                        log.warning("MLflow stopped accepting epoch metrics: %s", error)
+                        epoch_errors.append(error)
 
-            training = True
-            path = train_hypernet(
-                tasks,
-                config,
-                out_dir,
-                base_model=encoder.model_name,
-                on_epoch=on_epoch,
-                show_progress=False,
-            )
-            training = False
-            if epoch_errors:
-                raise epoch_errors[0]
-            history = read_config(path).get("metadata", {}).get("history", [])
-            for epoch, values in enumerate(history, start=1):
-                if epoch not in logged:  # epochs done by an earlier, resumed attempt
-                    run.log_epoch(epoch, values)
-            checkpoint_id = file_fingerprint(path / WEIGHTS_FILE)
-            source = run.log_checkpoint(path)
-            version = (
-                run.register(source, tags={"checkpoint_id": checkpoint_id}) if register else ""
-            )
-    except TRACKING_ERRORS as error:
-        if training:  # the training itself failed (e.g. a full disk): not a tracking problem
-            raise
-        if path is None:  # MLflow failed before training: train anyway, so nothing is lost
-            log.warning(
-                "MLflow at %s is unavailable (%s); training untracked", target.tracking_uri, error
-            )
-            path = train_hypernet(
-                tasks, config, out_dir, base_model=encoder.model_name, show_progress=False
-            )
-        raise TrackingUnavailableError(target, path, error) from error
+                training = True
+                path = train_hypernet(
+                    tasks,
+                    config,
+                    out_dir,
+                    base_model=encoder.model_name,
+                    on_epoch=on_epoch,
+                    show_progress=False,
+                )
+                training = False
+                if epoch_errors:
+                    raise epoch_errors[0]
+                history = read_config(path).get("metadata", {}).get("history", [])
+                for epoch, values in enumerate(history, start=1):
+                    if epoch not in logged:  # epochs done by an earlier, resumed attempt
+                        run.log_epoch(epoch, values)
+                checkpoint_id = file_fingerprint(path / WEIGHTS_FILE)
+                source = run.log_checkpoint(path)
+                version = (
+                    run.register(source, tags={"checkpoint_id": checkpoint_id}) if register else ""
+                )
+        except TRACKING_ERRORS as error:
+            if training:  # the training itself failed (e.g. a full disk): not a tracking problem
+                raise
+            if path is None:  # MLflow failed before training: train anyway, so nothing is lost
+                log.warning(
+                    "MLflow at %s is unavailable (%s); training untracked",
+                    target.tracking_uri,
+                    error,
+                )
+                path = train_hypernet(
+                    tasks, config, out_dir, base_model=encoder.model_name, show_progress=False
+                )
+            raise TrackingUnavailableError(target, path, error) from error
     log.info("hypernet %s trained on %s: MLflow run %s", checkpoint_id, names, run.run_id)
     return CheckpointRecord(
         path=str(path),
