@@ -10,10 +10,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hydra_core.cards import TaskCard
-from hydra_core.compiled_retriever import DENSE_ONLY, CompiledRetriever
-from hydra_core.encoder import FrozenEncoder
-from hydra_core.evaluation import (
+from hydra_core.data.cards import TaskCard
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.evaluation.methods import (
     EVAL_SPLIT,
     baseline_table,
     card_retrievers,
@@ -23,15 +23,19 @@ from hydra_core.evaluation import (
     retriever_table,
     shuffled_card,
 )
-from hydra_core.head_fitting import refine_retriever, supervised_reference
-from hydra_core.hypernet import Hypernet
-from hydra_core.perturbations import Perturbation, Robustness, perturbed_task
-from hydra_core.report import ResultsTable
-from hydra_core.retriever import ConditionedRetriever
-from hydra_core.tasks import RetrievalTask
-from hydra_core.teacher_ensemble import TeacherEnsemble
-from hydra_core.trainer import TrainConfig, TrainingTask, train_hypernet
-from hydra_core.training_data import label_split, label_training_task, prepare_training_task
+from hydra_core.evaluation.perturbations import Perturbation, Robustness, perturbed_task
+from hydra_core.evaluation.report import ResultsTable
+from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
+from hydra_core.model.hypernet import Hypernet
+from hydra_core.model.retriever import ConditionedRetriever
+from hydra_core.ranking.teacher_ensemble import TeacherEnsemble
+from hydra_core.training.head_fitting import refine_retriever, supervised_reference
+from hydra_core.training.trainer import TrainConfig, TrainingTask, train_hypernet
+from hydra_core.training.training_data import (
+    label_split,
+    label_training_task,
+    prepare_training_task,
+)
 
 log = logging.getLogger(__name__)
 

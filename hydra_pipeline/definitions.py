@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from hydra_core.project_config import ProjectConfig, load_project_config
 from hydra_pipeline.defs import asset_checks, schedules, sensors
 from hydra_pipeline.defs.assets import (
     data,
@@ -25,6 +24,7 @@ from hydra_pipeline.defs.io_manager import HydraIOManager
 from hydra_pipeline.defs.jobs import build_jobs
 from hydra_pipeline.defs.progress import hydra_progress
 from hydra_pipeline.defs.resources import build_resources
+from hydra_pipeline.project_config import ProjectConfig, load_project_config
 
 
 def build_executor(config: ProjectConfig) -> dg.ExecutorDefinition:

@@ -32,17 +32,17 @@ import dagster as dg
 from dagster_shared.error import SerializableErrorInfo
 from filelock import FileLock
 
-from hydra_core.artifacts import CheckpointRecord, load_value, stored_path
 from hydra_core.atomic import write_text_atomic
 from hydra_core.errors import HydraInputError
-from hydra_core.project_config import ProjectConfig
 from hydra_core.settings import load_settings
-from hydra_core.tracking import TrackingTarget, experiment_id
+from hydra_pipeline.artifacts import CheckpointRecord, load_value, stored_path
 from hydra_pipeline.defs.assets.sources import changed_observations, task_states
 from hydra_pipeline.defs.jobs import HYPERNET_ASSET, WAVES
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.progress import cause_chain, is_interrupt
 from hydra_pipeline.planning import PlannedRun, plan_wave
+from hydra_pipeline.project_config import ProjectConfig
+from hydra_pipeline.tracking import TrackingTarget, experiment_id
 
 Echo = Callable[[str], None]
 

@@ -1,4 +1,5 @@
-"""``hydra serve``: the pipeline's results behind one search API (:mod:`hydra_core.service`).
+"""``hydra serve``: the pipeline's results behind one search API
+(:mod:`hydra_core.serving.http_api`).
 
 Serves every task of the configured list from what ``hydra run`` stored in the workspace:
 its card, corpus, document embeddings and compiled retriever, with one encoder for all tasks and
@@ -9,7 +10,8 @@ folder's cards are compiled by that hypernet and their corpora's embeddings come
 embedding cache (what is missing is encoded).
 
 It lives beside the pipeline because it reads the pipeline's storage; the service itself
-(:mod:`hydra_core.serving`, :mod:`hydra_core.service`) knows nothing of it. The modelling
+(:mod:`hydra_core.serving.registry`, :mod:`hydra_core.serving.http_api`) knows nothing of
+it. The modelling
 stack is imported inside the functions, so a workspace without results is refused fast.
 """
 
@@ -23,17 +25,18 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from hydra_core.artifacts import CheckpointRecord, Embeddings, load_value, stored_path
-from hydra_core.cards import TaskCard, find_card
+from hydra_core.data.cards import TaskCard, find_card
+from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.errors import HydraInputError
-from hydra_core.project_config import ProjectConfig
 from hydra_core.settings import load_settings
+from hydra_pipeline.artifacts import CheckpointRecord, load_value, stored_path
 from hydra_pipeline.defs.resources import _encoder
+from hydra_pipeline.project_config import ProjectConfig
 from hydra_pipeline.runner import current_checkpoint, prepare_dagster_home
 
 if TYPE_CHECKING:
-    from hydra_core.encoder import FrozenEncoder
-    from hydra_core.serving import Corpus, TaskRegistry
+    from hydra_core.encoding.encoder import FrozenEncoder
+    from hydra_core.serving.registry import Corpus, TaskRegistry
 
 Echo = Callable[[str], None]
 RETRIEVER_ASSET = "compiled_retriever"
@@ -52,9 +55,9 @@ def stored_checkpoint(config: ProjectConfig) -> CheckpointRecord:
 
 
 def _stored_corpus(assets: Path, task: str, key: str) -> Corpus:
-    from hydra_core.serving import Corpus
-    from hydra_core.stages import corpus_task
-    from hydra_core.teachers import BM25Teacher
+    from hydra_core.ranking.teachers import BM25Teacher
+    from hydra_core.serving.registry import Corpus
+    from hydra_pipeline.stages import corpus_task
 
     frame = load_value(assets / "corpus" / task)
     embeddings: Embeddings = load_value(assets / "doc_embeddings" / task)
@@ -85,8 +88,8 @@ def stored_registry(
 ) -> TaskRegistry:
     """Every configured task from the stored results of ``hydra run``; ``record`` is its
     hypernet."""
-    from hydra_core.hypernet import Hypernet
-    from hydra_core.serving import TaskRegistry, corpus_key
+    from hydra_core.model.hypernet import Hypernet
+    from hydra_core.serving.registry import TaskRegistry, corpus_key
 
     assets = config.workspace / "assets"
     registry = TaskRegistry(
@@ -119,9 +122,9 @@ def checkpoint_registry(
     config: ProjectConfig, checkpoint: Path, encoder: FrozenEncoder
 ) -> TaskRegistry:
     """Every configured task's card from the cards folder, compiled by ``checkpoint``."""
-    from hydra_core.fingerprints import file_fingerprint
-    from hydra_core.hypernet import WEIGHTS_FILE, Hypernet
-    from hydra_core.serving import TaskRegistry, card_corpus, corpus_key
+    from hydra_core.data.fingerprints import file_fingerprint
+    from hydra_core.model.hypernet import WEIGHTS_FILE, Hypernet
+    from hydra_core.serving.registry import TaskRegistry, card_corpus, corpus_key
 
     cards_dir = load_settings().cards_dir
     hypernet = Hypernet.load(checkpoint)
@@ -156,7 +159,7 @@ def serve(
     registry = build_registry(config, checkpoint, echo)
     import uvicorn
 
-    from hydra_core.service import create_app
+    from hydra_core.serving.http_api import create_app
 
     tasks = registry.tasks()
     corpora = {task.corpus.key for task in tasks}

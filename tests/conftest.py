@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from hydra_core.embedding_cache import EmbeddingCache
-from hydra_core.encoder import FrozenEncoder
+from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.encoding.embedding_cache import EmbeddingCache
+from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.settings import load_settings
-from hydra_core.tasks import RetrievalTask, load_task
 
 
 @pytest.fixture(scope="session")

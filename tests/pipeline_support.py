@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from hydra_core.artifacts import save_beir_folder
-from hydra_core.cards import find_card, write_card
+from hydra_core.data.cards import find_card, write_card
+from hydra_core.data.tasks import RetrievalTask
 from hydra_core.settings import PROJECT_ROOT
-from hydra_core.tasks import RetrievalTask
+from hydra_pipeline.artifacts import save_beir_folder
 
 QUICK_TRAINING = {"epochs": 2, "steps_per_epoch": 8, "pairs_per_task": 32}
 

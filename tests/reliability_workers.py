@@ -63,8 +63,8 @@ def synthetic_tasks(n_tasks: int = 2, seed: int = 0) -> list:
     """Training tasks of random (but fixed) embeddings: the point is process death, not data."""
     import torch
 
-    from hydra_core.card_encoder import CARD_PARTS
-    from hydra_core.trainer import TrainingTask
+    from hydra_core.encoding.card_encoder import CARD_PARTS
+    from hydra_core.training.trainer import TrainingTask
 
     generator = torch.Generator().manual_seed(seed)
 
@@ -99,7 +99,7 @@ def train(steps_per_epoch: str, straight_dir: str, victim_dir: str, go_file: str
     pid and every finished epoch."""
     import torch
 
-    from hydra_core.trainer import TrainConfig, train_hypernet
+    from hydra_core.training.trainer import TrainConfig, train_hypernet
 
     torch.set_num_threads(1)  # the same arithmetic in every process, and gentle on the CPU
     config = TrainConfig(
@@ -154,7 +154,8 @@ def write_safetensors(target: str, megabytes: str, start: str) -> None:
 
 def write_embeddings(base: str, rows: str, start: str) -> None:
     """Store :class:`Embeddings` at ``base`` forever through the pipeline's ``save_value``."""
-    from hydra_core.artifacts import Embeddings, save_value
+    from hydra_core.encoding.embeddings import Embeddings
+    from hydra_pipeline.artifacts import save_value
 
     version = int(start)
     n_rows = int(rows)
@@ -193,8 +194,8 @@ def encode(cache_path: str, go_file: str, out_prefix: str, racers: str) -> None:
     The model is loaded before forking, so the encodings themselves overlap; each process
     opens its own connections to the cache and writes ``<out_prefix>-<i>.npy``.
     """
-    from hydra_core.embedding_cache import EmbeddingCache
-    from hydra_core.encoder import FrozenEncoder
+    from hydra_core.encoding.embedding_cache import EmbeddingCache
+    from hydra_core.encoding.encoder import FrozenEncoder
 
     encoder = FrozenEncoder(cache=EmbeddingCache(cache_path), show_progress=False)
     encoder.model  # noqa: B018  (load it once, before the processes split)

@@ -12,8 +12,8 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from hydra_core.benchmarks import contention_warning, render_text
-from hydra_core.cli import app
+from hydra_pipeline.benchmarks import contention_warning, render_text
+from hydra_pipeline.cli import app
 
 FIGURES = {
     "encode",

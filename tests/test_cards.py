@@ -14,7 +14,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hydra_core.cards import (
+from hydra_core.data.cards import (
     GENERIC_CARD_NAME,
     MAX_EXAMPLE_CHARS,
     MAX_TEXT_CHARS,

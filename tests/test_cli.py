@@ -13,14 +13,14 @@ import pytest
 from system_tools import HYDRA, mounted
 from typer.testing import CliRunner
 
-from hydra_core.artifacts import save_beir_folder
-from hydra_core.cards import find_card, load_card, write_card
-from hydra_core.cli import app
-from hydra_core.compiled_retriever import CompiledRetriever
-from hydra_core.encoder import FrozenEncoder
-from hydra_core.hypernet import Hypernet, initial_hypernet
-from hydra_core.metrics_store import latest_long, record_metrics
-from hydra_core.tasks import RetrievalTask
+from hydra_core.data.cards import find_card, load_card, write_card
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.model.compiled_retriever import CompiledRetriever
+from hydra_core.model.hypernet import Hypernet, initial_hypernet
+from hydra_pipeline.artifacts import save_beir_folder
+from hydra_pipeline.cli import app
+from hydra_pipeline.metrics_store import latest_long, record_metrics
 from hydra_pipeline.runner import DAGSTER_YAML
 
 METHODS = {

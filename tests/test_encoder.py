@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hydra_core.embedding_cache import EmbeddingCache, text_key
-from hydra_core.encoder import DEFAULT_MODEL, FrozenEncoder, resolve_model_path
+from hydra_core.encoding.embedding_cache import EmbeddingCache, text_key
+from hydra_core.encoding.encoder import DEFAULT_MODEL, FrozenEncoder, resolve_model_path
 
 
 def test_default_model_resolves_to_bundled_folder() -> None:

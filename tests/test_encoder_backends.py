@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hydra_core.embedding_cache import EmbeddingCache
-from hydra_core.encoder import BACKEND_ENV, FrozenEncoder, Precision, default_backend
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.encoding.embedding_cache import EmbeddingCache
+from hydra_core.encoding.encoder import BACKEND_ENV, FrozenEncoder, Precision, default_backend
 from hydra_core.errors import HydraInputError
-from hydra_core.tasks import RetrievalTask
 
 
 def test_backend_comes_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from hydra_core import head as head_module
-from hydra_core.benchmarks import random_head, unit_vectors, untrained_hypernet
-from hydra_core.cards import TaskCard, find_card
-from hydra_core.compiled_retriever import CompiledRetriever
-from hydra_core.encoder import FrozenEncoder
-from hydra_core.head import head_forward
-from hydra_core.retriever import ConditionedRetriever
+from hydra_core.data.cards import TaskCard, find_card
+from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.model import head as head_module
+from hydra_core.model.compiled_retriever import CompiledRetriever
+from hydra_core.model.head import head_forward
+from hydra_core.model.retriever import ConditionedRetriever
+from hydra_pipeline.benchmarks import random_head, unit_vectors, untrained_hypernet
 
 
 @pytest.mark.parametrize("rows_per_block", [128, 1024])

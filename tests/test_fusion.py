@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hydra_core.fusion import reciprocal_rank_fusion
-from hydra_core.preferences import preference_pairs
-from hydra_core.rankings import exact_top_k, ranking_frame, ranking_to_run
+from hydra_core.ranking.fusion import reciprocal_rank_fusion
+from hydra_core.ranking.rankings import exact_top_k, ranking_frame, ranking_to_run
+from hydra_core.training.preferences import preference_pairs
 
 
 def _ranking(query: str, docs: list[str]) -> pl.DataFrame:

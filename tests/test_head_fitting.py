@@ -6,16 +6,20 @@ import polars as pl
 import pytest
 import torch
 
-from hydra_core.cards import find_card
-from hydra_core.compiled_retriever import DENSE_ONLY, CompiledRetriever
-from hydra_core.encoder import FrozenEncoder
+from hydra_core.data.cards import find_card
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.evaluation import default_ensemble, retriever_table
-from hydra_core.head import ProjectionHead
-from hydra_core.head_fitting import base_head, refine_head, supervised_head
-from hydra_core.tasks import RetrievalTask
-from hydra_core.trainer import TrainConfig, task_loss
-from hydra_core.training_data import label_pairs, label_training_task, prepare_training_task
+from hydra_core.evaluation.methods import default_ensemble, retriever_table
+from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
+from hydra_core.model.head import ProjectionHead
+from hydra_core.training.head_fitting import base_head, refine_head, supervised_head
+from hydra_core.training.trainer import TrainConfig, task_loss
+from hydra_core.training.training_data import (
+    label_pairs,
+    label_training_task,
+    prepare_training_task,
+)
 
 
 def test_labels_become_a_stream_of_their_own_beside_the_teachers(

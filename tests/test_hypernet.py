@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from hydra_core.cards import TaskCard, find_card, generic_card
-from hydra_core.encoder import FrozenEncoder
+from hydra_core.data.cards import TaskCard, find_card, generic_card
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.evaluation import (
+from hydra_core.evaluation.methods import (
     baseline_table,
     default_ensemble,
     retriever_table,
 )
-from hydra_core.head import ProjectionHead
-from hydra_core.hypernet import Hypernet, initial_hypernet
-from hydra_core.retriever import ConditionedRetriever
-from hydra_core.tasks import RetrievalTask
+from hydra_core.model.head import ProjectionHead
+from hydra_core.model.hypernet import Hypernet, initial_hypernet
+from hydra_core.model.retriever import ConditionedRetriever
 
 
 def compiled_head(hypernet: Hypernet, card: TaskCard, encoder: FrozenEncoder) -> ProjectionHead:

@@ -15,7 +15,7 @@ import pytrec_eval
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hydra_core.metrics import (
+from hydra_core.evaluation.metrics import (
     METRIC_NAMES,
     Qrels,
     Run,

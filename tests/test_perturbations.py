@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from test_cli import METHODS, _add_card, _console, cards_dir  # noqa: F401  (cards_dir: fixture)
 
-from hydra_core.cards import find_card
-from hydra_core.encoder import FrozenEncoder
+from hydra_core.data.cards import find_card
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.perturbations import (
+from hydra_core.evaluation.perturbations import (
     KINDS,
     Perturbation,
     Robustness,
@@ -20,9 +21,8 @@ from hydra_core.perturbations import (
     parse_perturbation,
     perturbed_task,
 )
-from hydra_core.report import results_text
-from hydra_core.tasks import RetrievalTask
-from hydra_core.trainer import TrainConfig
+from hydra_core.evaluation.report import results_text
+from hydra_core.training.trainer import TrainConfig
 from hydra_core.workflows import train_on_cards
 
 TEXT = "Vitamin D supplements reduce fractures in elderly patients with osteoporosis"

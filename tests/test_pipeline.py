@@ -24,28 +24,26 @@ from mlflow.tracking import MlflowClient
 from pipeline_support import QUICK_TRAINING, Project, make_project
 from typer.testing import CliRunner
 
-from hydra_core import metrics_store
-from hydra_core.artifacts import load_value
-from hydra_core.cards import find_card
-from hydra_core.compiled_retriever import CompiledRetriever
-from hydra_core.encoder import FrozenEncoder
-from hydra_core.evaluation import (
+from hydra_core.data.cards import find_card
+from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.evaluation.methods import (
     baseline_table,
     default_ensemble,
     load_card_task,
     retriever_table,
 )
-from hydra_core.head_fitting import refine_retriever
-from hydra_core.project_config import ProjectConfig, load_project_config
-from hydra_core.stages import compile_card
-from hydra_core.tasks import RetrievalTask, load_task
-from hydra_core.teachers import BM25Teacher
-from hydra_core.tracking import metric_key
+from hydra_core.model.compiled_retriever import CompiledRetriever
+from hydra_core.ranking.teachers import BM25Teacher
+from hydra_core.training.head_fitting import refine_retriever
+from hydra_pipeline import metrics_store
+from hydra_pipeline.artifacts import load_value
 from hydra_pipeline.cli import app
 from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.defs.jobs import TASK_JOB, WAVES
 from hydra_pipeline.defs.resources import _encoder
 from hydra_pipeline.planning import PlannedRun
+from hydra_pipeline.project_config import ProjectConfig, load_project_config
 from hydra_pipeline.runner import (
     PipelineError,
     RunSummary,
@@ -54,6 +52,8 @@ from hydra_pipeline.runner import (
     prepare_dagster_home,
     run_pipeline,
 )
+from hydra_pipeline.stages import compile_card
+from hydra_pipeline.tracking import metric_key
 
 TASKS = ("scifact", "nfcorpus")
 UNSEEN_METHODS = (

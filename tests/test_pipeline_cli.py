@@ -19,7 +19,7 @@ import pytest
 from pipeline_support import Project, make_project
 from system_tools import HYDRA
 
-from hydra_core.tasks import RetrievalTask, load_task
+from hydra_core.data.tasks import RetrievalTask, load_task
 
 TIMEOUT = 1200
 RESULTS_ROW = "hydra-generic"  # a row of every task's results table on stdout
@@ -102,7 +102,7 @@ def test_a_failed_step_shows_its_cause_task_and_run(
     verbose = _hydra_run(project, cache, "--verbose")
     assert verbose.returncode == 1
     assert re.search(cause, verbose.stderr, re.MULTILINE)
-    assert "Stack Trace:" in verbose.stderr and "hydra_core/tasks.py" in verbose.stderr
+    assert "Stack Trace:" in verbose.stderr and "hydra_core/data/tasks.py" in verbose.stderr
 
 
 @pytest.mark.parametrize(

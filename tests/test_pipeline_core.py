@@ -20,8 +20,20 @@ import pytest
 from dagster_shared.error import SerializableErrorInfo
 from pipeline_support import make_project
 
-from hydra_core import metrics_store
-from hydra_core.artifacts import (
+from hydra_core.data.cards import find_card, write_card
+from hydra_core.data.fingerprints import (
+    beir_folder_fingerprint,
+    card_source_fingerprint,
+    file_fingerprint,
+    frame_digest,
+)
+from hydra_core.data.tasks import RetrievalTask, load_beir_folder
+from hydra_core.errors import HydraInputError
+from hydra_core.evaluation.metrics import Scores
+from hydra_core.evaluation.report import ResultsTable
+from hydra_core.evaluation.significance import per_query_frame
+from hydra_pipeline import metrics_store
+from hydra_pipeline.artifacts import (
     CheckpointRecord,
     Embeddings,
     load_value,
@@ -31,18 +43,12 @@ from hydra_core.artifacts import (
     stored_path,
     task_from_frames,
 )
-from hydra_core.cards import find_card, write_card
-from hydra_core.errors import HydraInputError
-from hydra_core.fingerprints import (
-    beir_folder_fingerprint,
-    card_source_fingerprint,
-    file_fingerprint,
-    frame_digest,
-)
-from hydra_core.metrics import Scores
-from hydra_core.project_config import load_project_config
-from hydra_core.report import ResultsTable
-from hydra_core.results_report import (
+from hydra_pipeline.definitions import build_definitions
+from hydra_pipeline.defs import versions
+from hydra_pipeline.defs.progress import cause_chain
+from hydra_pipeline.defs.versions import code_version, direct_imports, module_closure
+from hydra_pipeline.project_config import load_project_config
+from hydra_pipeline.results_report import (
     gain_limits,
     gain_table,
     headline_metadata,
@@ -51,14 +57,8 @@ from hydra_core.results_report import (
     ndcg_chart,
     write_report,
 )
-from hydra_core.significance import per_query_frame
-from hydra_core.stages import dangling_qrels, leaked_test_queries, metrics_frame
-from hydra_core.tasks import RetrievalTask, load_beir_folder
-from hydra_core.tracking import MLFLOW_UI_ADDRESS, flatten_params, metric_key, run_url
-from hydra_pipeline.definitions import build_definitions
-from hydra_pipeline.defs import versions
-from hydra_pipeline.defs.progress import cause_chain
-from hydra_pipeline.defs.versions import code_version, direct_imports, module_closure
+from hydra_pipeline.stages import dangling_qrels, leaked_test_queries, metrics_frame
+from hydra_pipeline.tracking import MLFLOW_UI_ADDRESS, flatten_params, metric_key, run_url
 
 # ------------------------------------------------------------------------------ config
 
@@ -502,20 +502,24 @@ def test_mlflow_names() -> None:
 def test_module_closure_follows_imports_to_what_they_reach_only() -> None:
     """stages reaches losses only through trainer; nothing cards imports reaches benchmarks.
     Imports inside functions count (they run), TYPE_CHECKING ones do not."""
-    assert "hydra_core.trainer" in direct_imports("hydra_core.stages")
-    assert "hydra_core.losses" not in direct_imports("hydra_core.stages")
-    assert "hydra_core.losses" in module_closure("hydra_core.stages")
-    assert "hydra_core.validation" in module_closure("hydra_core.stages")  # via head_fitting
-    assert "hydra_core.benchmarks" not in module_closure("hydra_core.stages")
-    assert module_closure("hydra_core.cards") == {
+    assert "hydra_core.training.trainer" in direct_imports("hydra_pipeline.stages")
+    assert "hydra_core.training.losses" not in direct_imports("hydra_pipeline.stages")
+    assert "hydra_core.training.losses" in module_closure("hydra_pipeline.stages")
+    via_head_fitting = module_closure("hydra_pipeline.stages")
+    assert "hydra_core.evaluation.validation" in via_head_fitting
+    assert "hydra_pipeline.benchmarks" not in module_closure("hydra_pipeline.stages")
+    assert module_closure("hydra_core.data.cards") == {
         "hydra_core",
-        "hydra_core.cards",
+        "hydra_core.data",
+        "hydra_core.data.cards",
         "hydra_core.atomic",
         "hydra_core.errors",
         "hydra_core.settings",
     }
-    assert "hydra_core.compiled_retriever" in module_closure("hydra_core.artifacts")
-    assert "hydra_core.significance" not in module_closure("hydra_core.report")
+    assert "hydra_core.model.compiled_retriever" in module_closure("hydra_pipeline.artifacts")
+    assert "hydra_core.evaluation.significance" not in module_closure(
+        "hydra_core.evaluation.report"
+    )
 
 
 FAKE_MODULES = {
@@ -574,7 +578,9 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(
     clean_env.setattr(
         versions,
         "module_fingerprint",
-        lambda module: "edited" if module == "hydra_core.validation" else fingerprint(module),
+        lambda module: (
+            "edited" if module == "hydra_core.evaluation.validation" else fingerprint(module)
+        ),
     )
     after = asset_versions()
     assert {key for key in before if before[key] == after[key]} == {

@@ -25,9 +25,9 @@ from pipeline_support import Project, make_project
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from system_tools import require_or_skip
 
-from hydra_core.project_config import load_project_config
+from hydra_core.data.tasks import RetrievalTask
 from hydra_core.settings import PROJECT_ROOT
-from hydra_core.tasks import RetrievalTask
+from hydra_pipeline.project_config import load_project_config
 from hydra_pipeline.runner import prepare_dagster_home, register_tasks
 
 CHROMIUM_ARGS = [

@@ -32,14 +32,18 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 from safetensors.torch import load_file
 
-from hydra_core import metrics_store
-from hydra_core.artifacts import Embeddings, load_value, save_value, stored_path
 from hydra_core.atomic import atomic_path
-from hydra_core.cards import TaskCard, find_card
-from hydra_core.embedding_cache import EmbeddingCache, text_key
-from hydra_core.encoder import FrozenEncoder
-from hydra_core.hypernet import WEIGHTS_FILE, Hypernet
-from hydra_core.stages import (
+from hydra_core.data.cards import TaskCard, find_card
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.training_queries import training_queries
+from hydra_core.encoding.embedding_cache import EmbeddingCache, text_key
+from hydra_core.encoding.embeddings import Embeddings
+from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.model.hypernet import WEIGHTS_FILE, Hypernet
+from hydra_core.training.trainer import STATE_FILE, TrainConfig
+from hydra_pipeline import metrics_store
+from hydra_pipeline.artifacts import load_value, save_value, stored_path
+from hydra_pipeline.stages import (
     bm25_rankings,
     dense_rankings,
     distillation_pairs,
@@ -47,11 +51,8 @@ from hydra_core.stages import (
     encode_queries,
     fuse_teachers,
 )
-from hydra_core.tasks import RetrievalTask
-from hydra_core.tracked_training import TrackingUnavailableError, train_tracked
-from hydra_core.tracking import TrackingTarget
-from hydra_core.trainer import STATE_FILE, TrainConfig
-from hydra_core.training_queries import training_queries
+from hydra_pipeline.tracked_training import TrackingUnavailableError, train_tracked
+from hydra_pipeline.tracking import TrackingTarget
 
 WORKERS = Path(__file__).with_name("reliability_workers.py")
 # One BLAS/torch thread per child: the same arithmetic in every process, and the shared

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hydra_core.fusion import reciprocal_rank_fusion
+from hydra_core.ranking.fusion import reciprocal_rank_fusion
 
 QUERIES = ["q1", "q2", "q3"]
 DOCS = [f"d{i}" for i in range(12)]

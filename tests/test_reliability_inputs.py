@@ -23,16 +23,16 @@ import torch
 import yaml
 from system_tools import HYDRA
 
-from hydra_core.artifacts import card_from_record, card_record
-from hydra_core.card_encoder import CARD_PARTS, card_part_embeddings
-from hydra_core.cards import load_card, write_card
-from hydra_core.encoder import FrozenEncoder
+from hydra_core.data.cards import load_card, write_card
+from hydra_core.data.tasks import load_beir_folder
+from hydra_core.encoding.card_encoder import CARD_PARTS, card_part_embeddings
+from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.head import head_forward
-from hydra_core.hypernet import initial_hypernet
+from hydra_core.model.head import head_forward
+from hydra_core.model.hypernet import initial_hypernet
 from hydra_core.settings import PROJECT_ROOT
-from hydra_core.tasks import load_beir_folder
-from hydra_core.tracking import TrackingTarget
+from hydra_pipeline.artifacts import card_from_record, card_record
+from hydra_pipeline.tracking import TrackingTarget
 
 # ------------------------------------------------------------------------------ corpora, qrels
 

@@ -8,23 +8,29 @@ import numpy as np
 import pytest
 import torch
 
-from hydra_core.cards import find_card, generic_card
-from hydra_core.compiled_retriever import DENSE_ONLY, HYBRID_FUSION, CompiledRetriever
-from hydra_core.encoder import FrozenEncoder
+from hydra_core.data.cards import find_card, generic_card
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.evaluation import (
+from hydra_core.evaluation.methods import (
     baseline_table,
     default_ensemble,
     hybrid_retriever,
     score_ranking,
 )
-from hydra_core.fusion_generator import DEFAULT_FUSION
-from hydra_core.hypernet import Hypernet, initial_hypernet
-from hydra_core.rankings import exact_top_k
-from hydra_core.retriever import ConditionedRetriever, RetrieverIndex
-from hydra_core.score_fusion import FusionParameters, candidates, fused_top_k, top_rows, zscore
-from hydra_core.tasks import RetrievalTask
-from hydra_core.teachers import BM25Index, BM25Teacher
+from hydra_core.model.compiled_retriever import DENSE_ONLY, HYBRID_FUSION, CompiledRetriever
+from hydra_core.model.fusion_generator import DEFAULT_FUSION
+from hydra_core.model.hypernet import Hypernet, initial_hypernet
+from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
+from hydra_core.model.score_fusion import (
+    FusionParameters,
+    candidates,
+    fused_top_k,
+    top_rows,
+    zscore,
+)
+from hydra_core.ranking.rankings import exact_top_k
+from hydra_core.ranking.teachers import BM25Index, BM25Teacher
 
 
 @pytest.fixture(scope="module")

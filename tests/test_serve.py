@@ -30,15 +30,15 @@ import yaml
 from pipeline_support import Project, make_project
 from system_tools import HYDRA
 
-from hydra_core.artifacts import load_value, save_beir_folder, save_value
-from hydra_core.cards import TaskCard, find_card, load_card, write_card
-from hydra_core.load_test import local_address, run_load_test
-from hydra_core.project_config import ProjectConfig, load_project_config
-from hydra_core.retriever import RetrieverIndex
-from hydra_core.service import MAX_BODY_BYTES, create_app, running_server
-from hydra_core.serving import RetrieverSearcher, TaskRegistry
-from hydra_core.tasks import RetrievalTask, load_task
+from hydra_core.data.cards import TaskCard, find_card, load_card, write_card
+from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.model.retriever import RetrieverIndex
+from hydra_core.serving.http_api import MAX_BODY_BYTES, create_app, running_server
+from hydra_core.serving.registry import RetrieverSearcher, TaskRegistry
+from hydra_pipeline.artifacts import load_value, save_beir_folder, save_value
 from hydra_pipeline.definitions import build_definitions
+from hydra_pipeline.load_test import local_address, run_load_test
+from hydra_pipeline.project_config import ProjectConfig, load_project_config
 from hydra_pipeline.runner import current_checkpoint, prepare_dagster_home, run_pipeline
 from hydra_pipeline.serve import build_registry
 

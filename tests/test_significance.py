@@ -11,20 +11,20 @@ import polars as pl
 import pytest
 import pytrec_eval
 
-from hydra_core.evaluation import EVAL_SPLIT, score_ranking
-from hydra_core.metrics import METRIC_NAMES, Scores, evaluate_run
-from hydra_core.rankings import rank_by_score, ranking_to_run
-from hydra_core.report import ResultsTable, results_json, results_text
-from hydra_core.significance import (
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.evaluation.methods import EVAL_SPLIT, score_ranking
+from hydra_core.evaluation.metrics import METRIC_NAMES, Scores, evaluate_run
+from hydra_core.evaluation.report import ResultsTable, results_json, results_text
+from hydra_core.evaluation.significance import (
     paired_test,
     paired_tests,
     per_query_frame,
     randomisation_p_value,
     table_from_per_query,
 )
-from hydra_core.stages import bm25_rankings
-from hydra_core.tasks import RetrievalTask
-from hydra_core.teacher_ensemble import FUSED_DEPTH
+from hydra_core.ranking.rankings import rank_by_score, ranking_to_run
+from hydra_core.ranking.teacher_ensemble import FUSED_DEPTH
+from hydra_pipeline.stages import bm25_rankings
 
 
 @pytest.fixture(scope="module")

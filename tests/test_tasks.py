@@ -10,8 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from hydra_core.errors import HydraInputError
-from hydra_core.tasks import (
+from hydra_core.data.tasks import (
     RetrievalTask,
     UnknownSplitError,
     dataset_name,
@@ -21,6 +20,7 @@ from hydra_core.tasks import (
     load_task,
     parse_ir_datasets_id,
 )
+from hydra_core.errors import HydraInputError
 
 # ----------------------------------------------------------------------------- real data
 

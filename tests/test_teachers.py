@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from hydra_core.encoder import FrozenEncoder
-from hydra_core.evaluation import baseline_table, default_ensemble
-from hydra_core.metrics import METRIC_NAMES
-from hydra_core.tasks import RetrievalTask
-from hydra_core.teachers import BM25Teacher
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.evaluation.methods import baseline_table, default_ensemble
+from hydra_core.evaluation.metrics import METRIC_NAMES
+from hydra_core.ranking.teachers import BM25Teacher
 
 
 def test_bm25_ranks_an_exact_title_first(scifact_slice: RetrievalTask) -> None:

@@ -10,18 +10,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hydra_core.cards import find_card
-from hydra_core.encoder import FrozenEncoder
+from hydra_core.data.cards import find_card
+from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.data.training_queries import training_queries
+from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.evaluation import default_ensemble
-from hydra_core.fusion_generator import DEFAULT_FUSION
-from hydra_core.hypernet import Hypernet, initial_hypernet
-from hydra_core.preferences import PairConfig, preference_pairs
-from hydra_core.retriever import ConditionedRetriever
-from hydra_core.tasks import RetrievalTask, load_task
-from hydra_core.trainer import TrainConfig, TrainingTask, reference_embeddings, train_hypernet
-from hydra_core.training_data import label_training_task, prepare_training_task
-from hydra_core.training_queries import training_queries
+from hydra_core.evaluation.methods import default_ensemble
+from hydra_core.model.fusion_generator import DEFAULT_FUSION
+from hydra_core.model.hypernet import Hypernet, initial_hypernet
+from hydra_core.model.retriever import ConditionedRetriever
+from hydra_core.training.preferences import PairConfig, preference_pairs
+from hydra_core.training.trainer import (
+    TrainConfig,
+    TrainingTask,
+    reference_embeddings,
+    train_hypernet,
+)
+from hydra_core.training.training_data import label_training_task, prepare_training_task
 
 TINY = TrainConfig(epochs=2, steps_per_epoch=4, pairs_per_task=32)
 

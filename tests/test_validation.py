@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from hydra_core.artifacts import save_beir_folder
-from hydra_core.cards import find_card, write_card
-from hydra_core.cli import app
-from hydra_core.tasks import RetrievalTask
-from hydra_core.training_queries import training_queries
-from hydra_core.validation import VALIDATION, is_holdout, split_for_validation
+from hydra_core.data.cards import find_card, write_card
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.training_queries import training_queries
+from hydra_core.evaluation.validation import VALIDATION, is_holdout, split_for_validation
+from hydra_pipeline.artifacts import save_beir_folder
+from hydra_pipeline.cli import app
 
 
 def test_a_task_without_dev_holds_out_a_fifth_of_its_train_queries(

@@ -7,8 +7,8 @@ up with the frozen base on every task. A failing check shows red in the Dagster 
 import dagster as dg
 import polars as pl
 
-from hydra_core.project_config import ProjectConfig
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.project_config import ProjectConfig
 
 
 def _no_problem_rows(problems: pl.DataFrame, what: str, checked: int) -> dg.AssetCheckResult:
@@ -29,7 +29,7 @@ def build(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
     def qrels_reference_existing_ids(
         qrels: pl.DataFrame, corpus: pl.DataFrame, queries: pl.DataFrame
     ) -> dg.AssetCheckResult:
-        from hydra_core.stages import dangling_qrels
+        from hydra_pipeline.stages import dangling_qrels
 
         return _no_problem_rows(dangling_qrels(corpus, queries, qrels), "dangling", qrels.height)
 
@@ -43,7 +43,7 @@ def build(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
     def no_test_queries_in_training(
         training_queries: pl.DataFrame, queries: pl.DataFrame, qrels: pl.DataFrame
     ) -> dg.AssetCheckResult:
-        from hydra_core.stages import leaked_test_queries
+        from hydra_pipeline.stages import leaked_test_queries
 
         leaked = leaked_test_queries(training_queries, queries, qrels)
         return _no_problem_rows(leaked, "leaked", training_queries.height)
@@ -56,7 +56,7 @@ def build(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
         description=f"Hydra's NDCG@10 is at most {tolerance} below the frozen base's.",
     )
     def hydra_within_tolerance_of_base(task_metrics: pl.DataFrame) -> dg.AssetCheckResult:
-        from hydra_core.stages import hydra_margin, table_from_frame
+        from hydra_pipeline.stages import hydra_margin, table_from_frame
 
         margin = hydra_margin(table_from_frame(task_metrics))
         return dg.AssetCheckResult(

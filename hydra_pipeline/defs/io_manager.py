@@ -1,7 +1,7 @@
 """The IO manager: every asset's value as a file under ``<workspace>/assets``.
 
 ``assets/<asset>/<task>.<ext>`` for per-task assets and ``assets/<asset>.<ext>`` for the
-others, in the formats of :mod:`hydra_core.artifacts` (parquet, ``.npy``, safetensors,
+others, in the formats of :mod:`hydra_pipeline.artifacts` (parquet, ``.npy``, safetensors,
 JSON), so any stored result can be opened without Dagster. An input declared as a mapping
 (``dict[str, Embeddings]``: the hypernets read every training task) gets a ``{task: value}``
 dict however many partitions it reads, one training task included.
@@ -15,7 +15,7 @@ from typing import Any, get_origin
 
 import dagster as dg
 
-from hydra_core.artifacts import load_value, save_value
+from hydra_pipeline.artifacts import load_value, save_value
 
 
 def _declared_as_mapping(context: dg.InputContext) -> bool:

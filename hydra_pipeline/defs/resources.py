@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from hydra_core.project_config import ProjectConfig
+from hydra_pipeline.project_config import ProjectConfig
 
 if TYPE_CHECKING:
-    from hydra_core.encoder import FrozenEncoder
-    from hydra_core.tracking import TrackingTarget
+    from hydra_core.encoding.encoder import FrozenEncoder
+    from hydra_pipeline.tracking import TrackingTarget
 
 
 class WorkspaceResource(dg.ConfigurableResource):
@@ -41,8 +41,8 @@ class WorkspaceResource(dg.ConfigurableResource):
 @functools.cache
 def _encoder(model: str, cache_dir: str) -> FrozenEncoder:
     """One encoder per process and model: loading the model is the expensive part."""
-    from hydra_core.embedding_cache import EmbeddingCache
-    from hydra_core.encoder import FrozenEncoder
+    from hydra_core.encoding.embedding_cache import EmbeddingCache
+    from hydra_core.encoding.encoder import FrozenEncoder
 
     cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite")
     return FrozenEncoder(model, cache=cache, show_progress=False)
@@ -67,7 +67,7 @@ class TrackingResource(dg.ConfigurableResource):
     artifact_root: str
 
     def target(self) -> TrackingTarget:
-        from hydra_core.tracking import TrackingTarget
+        from hydra_pipeline.tracking import TrackingTarget
 
         return TrackingTarget(
             tracking_uri=self.tracking_uri,

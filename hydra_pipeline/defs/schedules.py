@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from hydra_core.project_config import ProjectConfig
 from hydra_pipeline.defs.jobs import HYPERNET_JOB
+from hydra_pipeline.project_config import ProjectConfig
 
 
 def build(config: ProjectConfig) -> list[dg.ScheduleDefinition]:

@@ -16,7 +16,6 @@ retrained hypernet (the schedule, or a click in the UI) refreshes everything aft
 
 import dagster as dg
 
-from hydra_core.project_config import ProjectConfig
 from hydra_core.settings import load_settings
 from hydra_pipeline.defs.assets.sources import changed_observations, task_states
 from hydra_pipeline.defs.jobs import (
@@ -27,6 +26,7 @@ from hydra_pipeline.defs.jobs import (
     TASK_JOB,
 )
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.project_config import ProjectConfig
 
 CARD_SENSOR = "task_card_sensor"
 

@@ -1,8 +1,9 @@
 """Code versions: what makes Dagster consider a stored result out of date.
 
-An asset's code version hashes the source of the ``hydra_core`` modules that compute it and
-the configuration it depends on. An asset names only the modules its body calls; the
-version covers every module of the same package those reach by importing, directly or not,
+An asset's code version hashes the source of the project modules that compute it and the
+configuration it depends on. An asset names only the modules its body calls; the version
+covers every module of ``hydra_core`` and ``hydra_pipeline`` those reach by importing,
+directly or not,
 so an edit to a helper two imports away still marks the asset as changed, while a module
 it never reaches is left out. Sources are read and parsed as files, never imported, so
 building the definitions stays fast.
@@ -23,7 +24,10 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from hydra_core.fingerprints import file_fingerprint, text_digest
+from hydra_core.data.fingerprints import file_fingerprint, text_digest
+
+PROJECT_PACKAGES = frozenset({"hydra_core", "hydra_pipeline"})
+"""The packages whose modules a code version follows; third-party code is pinned by the lock."""
 
 
 def module_path(module: str) -> Path | None:
@@ -93,11 +97,12 @@ def _imported_names(module: str, path: Path, node: ast.Import | ast.ImportFrom) 
 
 @functools.cache
 def direct_imports(module: str) -> frozenset[str]:
-    """The modules of ``module``'s top-level package that its source imports itself."""
+    """The modules of the project (see :data:`PROJECT_PACKAGES`) and of ``module``'s own
+    top-level package that ``module``'s source imports."""
     path = module_path(module)
     if path is None:
         raise ModuleNotFoundError(f"no module named {module!r}")
-    top = module.partition(".")[0]
+    packages = PROJECT_PACKAGES | {module.partition(".")[0]}
     tree = ast.parse(path.read_bytes(), filename=str(path))
     found: set[str] = set()
     for node in _import_nodes(tree):
@@ -105,7 +110,7 @@ def direct_imports(module: str) -> frozenset[str]:
             found.update(
                 parent
                 for parent in _with_parents(name)
-                if parent.partition(".")[0] == top and module_path(parent) is not None
+                if parent.partition(".")[0] in packages and module_path(parent) is not None
             )
     found.discard(module)
     return frozenset(found)
@@ -113,8 +118,8 @@ def direct_imports(module: str) -> frozenset[str]:
 
 @functools.cache
 def module_closure(module: str) -> frozenset[str]:
-    """``module``, its packages and every module of its top-level package it reaches by
-    importing. Cached for the process: a code location reloads in a new one."""
+    """``module``, its packages and every project module it reaches by importing. Cached
+    for the process: a code location reloads in a new one."""
     seen: set[str] = set()
     pending = list(_with_parents(module))
     while pending:

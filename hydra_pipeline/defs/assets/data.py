@@ -11,14 +11,14 @@ import dagster as dg
 import polars as pl
 from dagster import AssetExecutionContext
 
-from hydra_core.artifacts import card_record, qrels_long, task_from_frames
-from hydra_core.cards import TaskCard, find_card
-from hydra_core.fingerprints import frame_digest, text_digest
-from hydra_core.project_config import ProjectConfig
+from hydra_core.data.cards import TaskCard, find_card
+from hydra_core.data.fingerprints import frame_digest, text_digest
 from hydra_core.settings import load_settings
+from hydra_pipeline.artifacts import card_record, qrels_long, task_from_frames
 from hydra_pipeline.defs.assets.sources import CARD_FILE, DATASET_FILES
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.versions import code_version
+from hydra_pipeline.project_config import ProjectConfig
 
 GROUP = "data"
 
@@ -40,7 +40,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         partitions_def=TASK_PARTITIONS,
         deps=[CARD_FILE],
         group_name=GROUP,
-        code_version=code_version("hydra_core.cards"),
+        code_version=code_version("hydra_core.data.cards"),
     )
     def task_card(context: AssetExecutionContext) -> dg.Output[TaskCard]:
         """The task card, validated; its version is its content (comments do not count)."""
@@ -65,11 +65,11 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         },
         partitions_def=TASK_PARTITIONS,
         deps=[DATASET_FILES],
-        code_version=code_version("hydra_core.evaluation", "hydra_core.artifacts"),
+        code_version=code_version("hydra_core.evaluation.methods", "hydra_pipeline.artifacts"),
     )
     def task_data(task_card: TaskCard) -> Iterator[dg.Output[pl.DataFrame]]:
         """Load the card's dataset (BEIR folder or ir_datasets) once for all three frames."""
-        from hydra_core.evaluation import load_card_task
+        from hydra_core.evaluation.methods import load_card_task
 
         task = load_card_task(task_card)
         yield frame_output(task.corpus, "corpus")
@@ -83,7 +83,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
         code_version=code_version(
-            "hydra_core.training_queries", "hydra_core.artifacts", config=query_settings
+            "hydra_core.data.training_queries", "hydra_pipeline.artifacts", config=query_settings
         ),
     )
     def training_queries(
@@ -93,7 +93,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         qrels: pl.DataFrame,
     ) -> dg.Output[pl.DataFrame]:
         """Queries the teachers rank for distillation: train split, or generated; never test."""
-        from hydra_core.training_queries import training_queries as make_training_queries
+        from hydra_core.data.training_queries import training_queries as make_training_queries
 
         task = task_from_frames(context.partition_key, "", corpus, queries, qrels)
         frame = make_training_queries(task, **query_settings)

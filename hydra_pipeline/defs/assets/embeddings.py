@@ -11,11 +11,12 @@ import dagster as dg
 import polars as pl
 from dagster import AssetExecutionContext
 
-from hydra_core.artifacts import Embeddings, task_from_frames
-from hydra_core.project_config import ProjectConfig
+from hydra_core.encoding.embeddings import Embeddings
+from hydra_pipeline.artifacts import task_from_frames
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.resources import EncoderResource
 from hydra_pipeline.defs.versions import code_version
+from hydra_pipeline.project_config import ProjectConfig
 
 GROUP = "embeddings"
 
@@ -35,7 +36,9 @@ def embeddings_output(
 def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     # The encoder resource's module, and the stages the bodies call.
     version = code_version(
-        "hydra_core.encoder", "hydra_core.stages", config={"model": config.encoder_model}
+        "hydra_core.encoding.encoder",
+        "hydra_pipeline.stages",
+        config={"model": config.encoder_model},
     )
 
     @dg.asset(partitions_def=TASK_PARTITIONS, group_name=GROUP, code_version=version)
@@ -43,7 +46,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         context: AssetExecutionContext, encoder: EncoderResource, corpus: pl.DataFrame
     ) -> dg.Output[Embeddings]:
         """Base embeddings of every document (title + text), in corpus order."""
-        from hydra_core.stages import corpus_task, encode_documents
+        from hydra_pipeline.stages import corpus_task, encode_documents
 
         return embeddings_output(
             context, encode_documents(encoder.get(), corpus_task(corpus)), encoder
@@ -59,7 +62,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         training_queries: pl.DataFrame,
     ) -> dg.Output[Embeddings]:
         """Base embeddings of the test queries and the training queries."""
-        from hydra_core.stages import encode_queries, ranked_queries
+        from hydra_pipeline.stages import encode_queries, ranked_queries
 
         task = task_from_frames(context.partition_key, "", corpus, queries, qrels)
         ranked = ranked_queries(task, training_queries)

@@ -16,16 +16,17 @@ import dagster as dg
 import polars as pl
 from dagster import AssetExecutionContext
 
-from hydra_core.artifacts import CheckpointRecord, Embeddings, task_from_frames
-from hydra_core.cards import TaskCard
-from hydra_core.project_config import ProjectConfig
+from hydra_core.data.cards import TaskCard
+from hydra_core.encoding.embeddings import Embeddings
+from hydra_pipeline.artifacts import CheckpointRecord, task_from_frames
 from hydra_pipeline.defs.assets.data import frame_output
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.resources import EncoderResource, MetricsDbResource
 from hydra_pipeline.defs.versions import code_version
+from hydra_pipeline.project_config import ProjectConfig
 
 if TYPE_CHECKING:
-    from hydra_core.compiled_retriever import CompiledRetriever  # torch: body only
+    from hydra_core.model.compiled_retriever import CompiledRetriever  # torch: body only
 
 GROUP = "evaluation"
 
@@ -34,7 +35,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version("hydra_core.stages", "hydra_core.artifacts"),
+        code_version=code_version("hydra_pipeline.stages", "hydra_pipeline.artifacts"),
     )
     def supervised_metrics(
         context: AssetExecutionContext,
@@ -49,7 +50,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         """The supervised-head reference: a head fitted on the card's labels, scored on the
         test split per query (no rows when the card declares no labels). Apart from
         task_metrics so that a retrained hypernet does not refit it."""
-        from hydra_core.stages import supervised_metrics as fit_and_score
+        from hydra_pipeline.stages import supervised_metrics as fit_and_score
 
         task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
         rows = fit_and_score(task, task_card, encoder.get(), doc_embeddings, query_embeddings)
@@ -59,13 +60,13 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
         code_version=code_version(
-            "hydra_core.stages",
-            "hydra_core.artifacts",
-            "hydra_core.metrics_store",
-            "hydra_core.report",
-            "hydra_core.results_report",
-            "hydra_core.significance",
-            "hydra_core.tracking",
+            "hydra_pipeline.stages",
+            "hydra_pipeline.artifacts",
+            "hydra_pipeline.metrics_store",
+            "hydra_core.evaluation.report",
+            "hydra_pipeline.results_report",
+            "hydra_core.evaluation.significance",
+            "hydra_pipeline.tracking",
             config={"refine_steps": config.training.refine_steps},
         ),
         automation_condition=dg.AutomationCondition.eager(),
@@ -99,12 +100,12 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 
         The shuffled-card ablation uses another of the hypernet's training tasks' cards.
         """
-        from hydra_core.metrics_store import record_metrics
-        from hydra_core.report import results_text
-        from hydra_core.results_report import headline_metadata
-        from hydra_core.significance import paired_tests, table_from_per_query
-        from hydra_core.stages import cards_named, evaluate_task, reference_retrievers
-        from hydra_core.tracking import run_url
+        from hydra_core.evaluation.report import results_text
+        from hydra_core.evaluation.significance import paired_tests, table_from_per_query
+        from hydra_pipeline.metrics_store import record_metrics
+        from hydra_pipeline.results_report import headline_metadata
+        from hydra_pipeline.stages import cards_named, evaluate_task, reference_retrievers
+        from hydra_pipeline.tracking import run_url
 
         task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
         references = reference_retrievers(

@@ -6,19 +6,19 @@
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from hydra_core.artifacts import CheckpointRecord
-from hydra_core.fingerprints import file_fingerprint
-from hydra_core.project_config import ProjectConfig
+from hydra_core.data.fingerprints import file_fingerprint
+from hydra_pipeline.artifacts import CheckpointRecord
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.resources import MetricsDbResource, TrackingResource, WorkspaceResource
 from hydra_pipeline.defs.versions import code_version
+from hydra_pipeline.project_config import ProjectConfig
 
 
 def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         deps=["task_metrics"],
         group_name="evaluation",
-        code_version=code_version("hydra_core.results_report"),
+        code_version=code_version("hydra_pipeline.results_report"),
         automation_condition=dg.AutomationCondition.eager(),
     )
     def results_report(
@@ -33,7 +33,11 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         The chart is also inline in the metadata (a base64 data URI): Dagster's UI shows
         it on the asset page, where a file path would be only text.
         """
-        from hydra_core.results_report import inline_image_markdown, markdown_table, publish_report
+        from hydra_pipeline.results_report import (
+            inline_image_markdown,
+            markdown_table,
+            publish_report,
+        )
 
         tasks = context.instance.get_dynamic_partitions(TASK_PARTITIONS.name or "task")
         files, results = publish_report(

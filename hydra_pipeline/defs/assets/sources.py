@@ -17,9 +17,9 @@ from pathlib import Path
 import dagster as dg
 from dagster import OpExecutionContext
 
-from hydra_core.cards import TaskCard, find_card
+from hydra_core.data.cards import TaskCard, find_card
+from hydra_core.data.fingerprints import card_source_fingerprint, file_fingerprint
 from hydra_core.errors import HydraInputError
-from hydra_core.fingerprints import card_source_fingerprint, file_fingerprint
 from hydra_core.settings import load_settings
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 

@@ -11,11 +11,12 @@ import dagster as dg
 import polars as pl
 from dagster import AssetExecutionContext
 
-from hydra_core.artifacts import Embeddings, task_from_frames
-from hydra_core.project_config import ProjectConfig
+from hydra_core.encoding.embeddings import Embeddings
+from hydra_pipeline.artifacts import task_from_frames
 from hydra_pipeline.defs.assets.data import frame_output
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.versions import code_version
+from hydra_pipeline.project_config import ProjectConfig
 
 GROUP = "teachers"
 
@@ -24,7 +25,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version("hydra_core.stages", "hydra_core.artifacts"),
+        code_version=code_version("hydra_pipeline.stages", "hydra_pipeline.artifacts"),
     )
     def bm25_rankings(
         context: AssetExecutionContext,
@@ -34,8 +35,8 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         training_queries: pl.DataFrame,
     ) -> dg.Output[pl.DataFrame]:
         """BM25 (k1=1.5, b=0.75, stemmed) top-200 per test and training query."""
-        from hydra_core.stages import bm25_rankings as rank_bm25
-        from hydra_core.stages import ranked_queries
+        from hydra_pipeline.stages import bm25_rankings as rank_bm25
+        from hydra_pipeline.stages import ranked_queries
 
         task = task_from_frames(context.partition_key, "", corpus, queries, qrels)
         return frame_output(rank_bm25(task, ranked_queries(task, training_queries)))
@@ -43,26 +44,26 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version("hydra_core.stages"),
+        code_version=code_version("hydra_pipeline.stages"),
     )
     def dense_rankings(
         doc_embeddings: Embeddings, query_embeddings: Embeddings
     ) -> dg.Output[pl.DataFrame]:
         """The frozen base model's exact top-200 per test and training query."""
-        from hydra_core.stages import dense_rankings as rank_dense
+        from hydra_pipeline.stages import dense_rankings as rank_dense
 
         return frame_output(rank_dense(doc_embeddings, query_embeddings))
 
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version("hydra_core.stages"),
+        code_version=code_version("hydra_pipeline.stages"),
     )
     def fused_rankings(
         bm25_rankings: pl.DataFrame, dense_rankings: pl.DataFrame
     ) -> dg.Output[pl.DataFrame]:
         """Reciprocal rank fusion of BM25 and the base (k=60), top 100, teacher ranks kept."""
-        from hydra_core.stages import BASE, BM25, fuse_teachers
+        from hydra_pipeline.stages import BASE, BM25, fuse_teachers
 
         return frame_output(fuse_teachers({BM25: bm25_rankings, BASE: dense_rankings}))
 
@@ -72,7 +73,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
         code_version=code_version(
-            "hydra_core.preferences", "hydra_core.stages", config=pair_settings
+            "hydra_core.training.preferences", "hydra_pipeline.stages", config=pair_settings
         ),
     )
     def preference_pairs(
@@ -82,8 +83,8 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 
         None for a task too small for its teachers to rank documents below their top ones:
         the hypernet trains without it (it still gets baselines and a compiled head)."""
-        from hydra_core.preferences import PairConfig
-        from hydra_core.stages import distillation_pairs
+        from hydra_core.training.preferences import PairConfig
+        from hydra_pipeline.stages import distillation_pairs
 
         pairs = distillation_pairs(fused_rankings, training_queries, PairConfig(**pair_settings))
         if pairs.is_empty():

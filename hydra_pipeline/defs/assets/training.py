@@ -18,12 +18,13 @@ import dagster as dg
 import polars as pl
 from dagster import AssetExecutionContext
 
-from hydra_core.artifacts import CheckpointRecord, Embeddings
-from hydra_core.cards import TaskCard
-from hydra_core.project_config import ProjectConfig
+from hydra_core.data.cards import TaskCard
+from hydra_core.encoding.embeddings import Embeddings
+from hydra_pipeline.artifacts import CheckpointRecord
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.resources import EncoderResource, TrackingResource, WorkspaceResource
 from hydra_pipeline.defs.versions import code_version
+from hydra_pipeline.project_config import ProjectConfig
 
 GROUP = "training"
 
@@ -40,8 +41,8 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     }
     train_settings = config.training.train
     hypernet_version = code_version(
-        "hydra_core.tracked_training",
-        "hydra_core.trainer",
+        "hydra_pipeline.tracked_training",
+        "hydra_core.training.trainer",
         config={"train": train_settings, "tasks": training_tasks, "model": config.encoder_model},
     )
 
@@ -62,8 +63,8 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         preference_pairs: dict[str, pl.DataFrame],
     ) -> dg.Output[CheckpointRecord]:
         """Train once on all training tasks; tracked as one MLflow run with a model version."""
-        from hydra_core.tracked_training import train_tracked
-        from hydra_core.trainer import TrainConfig
+        from hydra_core.training.trainer import TrainConfig
+        from hydra_pipeline.tracked_training import train_tracked
 
         record = train_tracked(
             task_card,
@@ -92,9 +93,9 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 
     labelled_settings = config.training.labelled_train
     labelled_version = code_version(
-        "hydra_core.tracked_training",
-        "hydra_core.trainer",
-        "hydra_core.stages",
+        "hydra_pipeline.tracked_training",
+        "hydra_core.training.trainer",
+        "hydra_pipeline.stages",
         config={"train": labelled_settings, "tasks": training_tasks, "model": config.encoder_model},
     )
 
@@ -125,9 +126,9 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 
         With no card declaring labels it is the hypernet itself, and no task gets the row.
         """
-        from hydra_core.stages import label_streams
-        from hydra_core.tracked_training import train_tracked
-        from hydra_core.trainer import LABELLED_TRAINING
+        from hydra_core.training.trainer import LABELLED_TRAINING
+        from hydra_pipeline.stages import label_streams
+        from hydra_pipeline.tracked_training import train_tracked
 
         streams = label_streams(task_card, corpus, queries, qrels, encoder.get())
         if not streams:
@@ -177,8 +178,8 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         is as new as an unseen task's: for a task that never trained (not a training task,
         or one too small to yield pairs), the hypernet itself. An empty record when no other
         task trains."""
-        from hydra_core.tracked_training import train_tracked
-        from hydra_core.trainer import TrainConfig
+        from hydra_core.training.trainer import TrainConfig
+        from hydra_pipeline.tracked_training import train_tracked
 
         held_out = context.partition_key
         if held_out not in hypernet_checkpoint.tasks:
@@ -210,14 +211,14 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version("hydra_core.stages"),
+        code_version=code_version("hydra_pipeline.stages"),
         automation_condition=dg.AutomationCondition.eager(),
     )
     def compiled_retriever(
         encoder: EncoderResource, hypernet_checkpoint: CheckpointRecord, task_card: TaskCard
     ) -> dg.Output:
         """The task's whole retriever (head and fusion), compiled from its card."""
-        from hydra_core.stages import compile_card, retriever_digest
+        from hydra_pipeline.stages import compile_card, retriever_digest
 
         compiled = compile_card(hypernet_checkpoint.path, task_card, encoder.get())
         return dg.Output(

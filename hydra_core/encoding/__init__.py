@@ -1,0 +1,1 @@
+"""The frozen base encoder, its embedding cache, and card texts encoded through it."""

@@ -1,0 +1,134 @@
+"""Results tables: every method scored on a task's test split with the same metrics.
+
+Teachers are scored from their rankings; every other row (``hybrid``, ``hydra``,
+``hydra-dense``, the ablations and references) is a compiled retriever scored by
+:func:`retriever_table`, the one path ``hydra eval``, ``hydra validate`` and the pipeline
+share.
+
+A table maps method name to metric name to value, e.g.
+``{"bm25": {"ndcg@10": 0.68, "mrr@10": ..., "recall@100": ...}, "base": {...}}``;
+every evaluation command prints this shape, per task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from hydra_core.data.cards import TaskCard, generic_card
+from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.encoding.embeddings import Embeddings
+from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.evaluation.metrics import METRIC_NAMES, Scores, evaluate_run
+from hydra_core.evaluation.report import ResultsTable
+from hydra_core.model.compiled_retriever import HYBRID_FUSION, CompiledRetriever
+from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
+from hydra_core.ranking.rankings import ranking_to_run
+from hydra_core.ranking.teacher_ensemble import FUSED_DEPTH, TeacherEnsemble
+from hydra_core.ranking.teachers import BM25Index, BM25Teacher, DenseTeacher
+
+EVAL_SPLIT = "test"
+
+
+def load_card_task(card: TaskCard) -> RetrievalTask:
+    """The task a card describes; relative folder sources resolve against the card file."""
+    base_dir = card.card_path.parent if card.card_path is not None else None
+    return load_task(card.source, base_dir=base_dir, name=card.name)
+
+
+def default_ensemble(task: RetrievalTask, encoder: FrozenEncoder) -> TeacherEnsemble:
+    """BM25 plus the frozen base, unweighted RRF: the ``teacher`` baseline."""
+    return TeacherEnsemble(
+        task.corpus["doc_id"].to_list(),
+        task.doc_texts(),
+        dense=[DenseTeacher(encoder, name="base")],
+        bm25=BM25Teacher(),
+    )
+
+
+def score_ranking(ranking: pl.DataFrame, task: RetrievalTask, split: str = EVAL_SPLIT) -> Scores:
+    """NDCG@10, MRR@10 and Recall@100 of a ranking frame against a split's qrels.
+
+    Every row of a results table comes from here, so each keeps its per-query values
+    (``Scores.per_query``) for the paired significance tests and the ``per_query`` store.
+    """
+    top = ranking.filter(pl.col("rank") <= FUSED_DEPTH)
+    return evaluate_run(ranking_to_run(top), task.qrels_dict(split), METRIC_NAMES)
+
+
+def baseline_table(
+    task: RetrievalTask, ensemble: TeacherEnsemble, split: str = EVAL_SPLIT
+) -> ResultsTable:
+    """Each teacher alone and their RRF fusion (``teacher``) on ``split``."""
+    queries = task.split_queries(split)
+    rankings = ensemble.rank(queries["query_id"].to_list(), queries["text"].to_list())
+    table: ResultsTable = {
+        name: score_ranking(frame, task, split) for name, frame in rankings.items()
+    }
+    table["teacher"] = score_ranking(ensemble.fuse(rankings), task, split)
+    return table
+
+
+def shuffled_card(card: TaskCard, cards: Sequence[TaskCard]) -> TaskCard:
+    """Another task's card for the shuffled-card ablation: the next one by name."""
+    others = sorted((c for c in cards if c.name != card.name), key=lambda c: c.name)
+    if not others:
+        raise ValueError(f"no other task card than {card.name!r} to shuffle with")
+    later = [c for c in others if c.name > card.name]
+    return (later or others)[0]
+
+
+def hybrid_retriever() -> CompiledRetriever:
+    """The ``hybrid`` row: BM25 and the frozen base at the one fixed weight, no head."""
+    return CompiledRetriever(head=None, fusion=HYBRID_FUSION, task="hybrid")
+
+
+def card_retrievers(
+    retriever: ConditionedRetriever, card: TaskCard, *, shuffled: TaskCard | None
+) -> dict[str, CompiledRetriever]:
+    """``hydra`` (the card's whole retriever), ``hydra-dense`` (its head alone), and the
+    generic-card and another-task's-card ablations."""
+    compiled = retriever.compile(card)
+    rows = {
+        "hydra": compiled,
+        "hydra-dense": compiled.dense_only(),
+        "hydra-generic": retriever.compile(generic_card()),
+    }
+    if shuffled is not None:
+        rows["hydra-shuffled"] = retriever.compile(shuffled)
+    return rows
+
+
+def retriever_table(
+    task: RetrievalTask,
+    retrievers: Mapping[str, CompiledRetriever],
+    doc_vectors: np.ndarray,
+    lexical: BM25Index | None,
+    split: str = EVAL_SPLIT,
+    *,
+    encoder: FrozenEncoder | None = None,
+    query_embeddings: Embeddings | None = None,
+) -> ResultsTable:
+    """Each compiled retriever searching the task's corpus (its base ``doc_vectors`` and
+    BM25 index), scored on ``split``. Query vectors come from ``query_embeddings`` (stored)
+    or the ``encoder``; the queries' BM25 scores are computed once for every row."""
+    queries = task.split_queries(split)
+    query_ids, texts = queries["query_id"].to_list(), queries["text"].to_list()
+    if query_embeddings is not None:
+        query_vectors = query_embeddings.select(query_ids)
+    elif encoder is not None:
+        query_vectors = encoder.encode(texts, "query")
+    else:
+        raise ValueError("retriever_table needs query_embeddings or an encoder")
+    doc_ids = task.corpus["doc_id"].to_list()
+    lexical_scores = None
+    table: ResultsTable = {}
+    for method, compiled in retrievers.items():
+        index = RetrieverIndex(compiled, doc_ids, doc_vectors, lexical)
+        if lexical_scores is None and compiled.fusion.lexical_weight > 0:
+            lexical_scores = index.lexical_scores(texts)
+        ranking = index.search(query_ids, texts, FUSED_DEPTH, query_vectors, lexical_scores)
+        table[method] = score_ranking(ranking, task, split)
+    return table

@@ -1,0 +1,227 @@
+"""Validation: the labels every recipe choice is made on, so no choice ever sees a test split.
+
+A task's validation queries are its ``dev`` split when it has one, else a fixed fifth of its
+``train`` queries (by a hash of the id), else it has none. :func:`split_for_validation`
+cuts a task in two: the task to train on, without those held-out queries (neither their
+text nor their labels can train), and the task to validate on, whose only qrels are theirs.
+
+:func:`validation_curves` (``hydra validate``) trains hypernets as ``hydra train`` and
+``hydra eval --loo`` do, on the training parts, and after every epoch scores the validation
+queries with the task's own card, another task's card and the generic card: the curve a
+recipe change (steps, pairs, teachers, losses) is judged on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from hydra_core.data.cards import TaskCard
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.errors import HydraInputError
+from hydra_core.evaluation.methods import (
+    card_retrievers,
+    default_ensemble,
+    hybrid_retriever,
+    load_card_task,
+    retriever_table,
+    shuffled_card,
+)
+from hydra_core.evaluation.report import ResultsTable
+from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
+from hydra_core.model.hypernet import Hypernet
+from hydra_core.model.retriever import ConditionedRetriever
+from hydra_core.ranking.teachers import BM25Index, BM25Teacher
+from hydra_core.training.trainer import TrainConfig, TrainingTask, train_hypernet
+from hydra_core.training.training_data import (
+    label_split,
+    label_training_task,
+    prepare_training_task,
+)
+
+DEV_SPLIT = "dev"
+HOLDOUT_SPLIT = "train"
+VALIDATION = "validation"
+"""The one split of a validation task: its held-out judgments under a single name."""
+
+
+def is_holdout(query_id: str) -> bool:
+    """A fixed fifth of a split's queries (by a hash of the id) held out for validation."""
+    return int(hashlib.md5(query_id.encode()).hexdigest(), 16) % 5 == 0
+
+
+def split_for_validation(
+    task: RetrievalTask, labels: str = HOLDOUT_SPLIT
+) -> tuple[RetrievalTask, RetrievalTask | None]:
+    """(the task to train on, the task to validate on, ``None`` without validation labels).
+
+    ``labels`` is the split that trains: ``dev`` validates unless it is that split, else
+    a fifth of ``labels`` is held out of it.
+    """
+    if DEV_SPLIT in task.splits and labels != DEV_SPLIT:
+        return task, _with_qrels(task, {VALIDATION: task.split_qrels(DEV_SPLIT)})
+    if labels not in task.splits:
+        return task, None
+    qrels = task.split_qrels(labels)
+    held = qrels["query_id"].map_elements(is_holdout, return_dtype=pl.Boolean)
+    training = _with_qrels(task, {**task.qrels, labels: qrels.filter(~held)})
+    return training, _with_qrels(task, {VALIDATION: qrels.filter(held)})
+
+
+def _with_qrels(task: RetrievalTask, qrels: dict[str, pl.DataFrame]) -> RetrievalTask:
+    return RetrievalTask(task.name, task.source, task.corpus, task.queries, qrels)
+
+
+@dataclass(frozen=True)
+class ValidationRow:
+    """One validation task's NDCG@10 after ``steps`` training steps of one hypernet."""
+
+    hypernet: str
+    """``all`` (trained on every task) or ``without-<task>`` (leave one out)."""
+    steps: int
+    task: str
+    base: float
+    gains: dict[str, float]
+    """NDCG@10 change over the frozen base: ``hybrid``, ``hydra``, ``hydra-dense``,
+    ``hydra-generic``, ``hydra-shuffled``."""
+
+
+def validation_curves(
+    cards: Sequence[TaskCard],
+    encoder: FrozenEncoder,
+    config: TrainConfig,
+    *,
+    leave_one_out: bool = False,
+    use_labels: bool = False,
+    on_row: Callable[[ValidationRow], None] | None = None,
+) -> list[ValidationRow]:
+    """Validation NDCG@10 after every epoch: one hypernet on all tasks, or one per left-out task.
+
+    ``use_labels`` adds the labels streams of cards that declare labels (their held-out
+    queries excluded), as ``hydra train --labels`` does.
+    """
+    tasks = {card.name: split_for_validation(load_card_task(card)) for card in cards}
+    held = {name: task for name, (_, task) in tasks.items() if task is not None}
+    if not held:
+        names = ", ".join(card.name for card in cards)
+        raise HydraInputError(f"none of {names} has dev or train qrels to validate on")
+    streams = {
+        card.name: _streams(card, tasks[card.name][0], encoder, use_labels) for card in cards
+    }
+    references = {name: _References.of(task, encoder) for name, task in held.items()}
+    validated = [card for card in cards if card.name in held]
+    if leave_one_out:
+        if len(cards) < 2:
+            raise HydraInputError("leave-one-out validation needs at least two tasks")
+        runs = [
+            (f"without-{card.name}", [c for c in cards if c.name != card.name], [card])
+            for card in validated
+        ]
+    else:
+        runs = [("all", list(cards), validated)]
+    rows: list[ValidationRow] = []
+    for label, training_cards, evaluated in runs:
+        with tempfile.TemporaryDirectory(prefix=f"hydra-validate-{label}-") as out:
+            scorer = _EpochScorer(
+                hypernet=label,
+                checkpoint=Path(out),
+                evaluated=evaluated,
+                shuffle_pool=training_cards if leave_one_out else list(cards),
+                held=held,
+                references=references,
+                encoder=encoder,
+                steps_per_epoch=config.steps_per_epoch,
+                on_row=on_row,
+            )
+            training = [stream for card in training_cards for stream in streams[card.name]]
+            train_hypernet(training, config, out, base_model=encoder.model_name, on_epoch=scorer)
+            rows.extend(scorer.rows)
+    return rows
+
+
+@dataclass
+class _EpochScorer:
+    """Scores the validation tasks on the checkpoint training writes after each epoch."""
+
+    hypernet: str
+    checkpoint: Path
+    evaluated: list[TaskCard]
+    shuffle_pool: list[TaskCard]
+    held: dict[str, RetrievalTask]
+    references: dict[str, _References]
+    encoder: FrozenEncoder
+    steps_per_epoch: int
+    on_row: Callable[[ValidationRow], None] | None
+    rows: list[ValidationRow] = field(default_factory=list)
+
+    def __call__(self, epoch: int, _: dict[str, float]) -> None:
+        retriever = ConditionedRetriever(Hypernet.load(self.checkpoint), self.encoder)
+        for card in self.evaluated:
+            shuffled = shuffled_card(card, self.shuffle_pool)
+            task, reference = self.held[card.name], self.references[card.name]
+            rows = card_retrievers(retriever, card, shuffled=shuffled)
+            table = reference.score(task, rows, self.encoder)
+            row = ValidationRow(
+                hypernet=self.hypernet,
+                steps=epoch * self.steps_per_epoch,
+                task=card.name,
+                base=reference.base,
+                gains={
+                    "hybrid": reference.hybrid - reference.base,
+                    **{m: scores["ndcg@10"] - reference.base for m, scores in table.items()},
+                },
+            )
+            self.rows.append(row)
+            if self.on_row is not None:
+                self.on_row(row)
+
+
+def _streams(
+    card: TaskCard, task: RetrievalTask, encoder: FrozenEncoder, use_labels: bool
+) -> list[TrainingTask]:
+    streams = [prepare_training_task(card, task, encoder, default_ensemble(task, encoder))]
+    if use_labels and card.labels == DEV_SPLIT:
+        raise HydraInputError(
+            "labels: dev is the validation split; validation cannot also train on it",
+            path=card.card_path,
+            field="labels",
+        )
+    if use_labels and label_split(card, task) is not None:
+        streams.append(label_training_task(card, task, encoder))
+    return streams
+
+
+@dataclass(frozen=True)
+class _References:
+    """A validation task's corpus as retrievers search it, and the rows that do not train."""
+
+    doc_vectors: np.ndarray
+    lexical: BM25Index
+    base: float
+    hybrid: float
+
+    @classmethod
+    def of(cls, task: RetrievalTask, encoder: FrozenEncoder) -> _References:
+        doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
+        doc_vectors = encoder.encode(texts, "document")
+        lexical = BM25Teacher().index(doc_ids, texts)
+        fixed = {"base": CompiledRetriever(None, DENSE_ONLY), "hybrid": hybrid_retriever()}
+        table = retriever_table(task, fixed, doc_vectors, lexical, VALIDATION, encoder=encoder)
+        return cls(doc_vectors, lexical, table["base"]["ndcg@10"], table["hybrid"]["ndcg@10"])
+
+    def score(
+        self,
+        task: RetrievalTask,
+        retrievers: dict[str, CompiledRetriever],
+        encoder: FrozenEncoder,
+    ) -> ResultsTable:
+        return retriever_table(
+            task, retrievers, self.doc_vectors, self.lexical, VALIDATION, encoder=encoder
+        )

@@ -1,0 +1,243 @@
+"""The metrics store: every evaluation's numbers as long rows in one DuckDB table.
+
+One row per task x method x split x metric, tagged with the hypernet run and checkpoint that
+produced it and the time, so a question like "how did scifact's NDCG@10 move across
+checkpoints?" is one SQL query. Table ``per_query`` holds the values those means average,
+one row per query, with the same tags: where a method wins and loses, and what the
+significance tests read. The database is a file in the workspace by default; a
+``md:<name>`` location puts it on MotherDuck for a team, with no code change.
+
+DuckDB lets one process write a file at a time, and pipeline partitions run in parallel
+processes, so connections are short and retried while another process holds the lock.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from hydra_core.evaluation.metrics import METRIC_NAMES
+
+TABLE = "metrics"
+LATEST_VIEW = "latest_metrics"
+PER_QUERY_TABLE = "per_query"
+LATEST_PER_QUERY_VIEW = "latest_per_query"
+METHOD_ORDER: tuple[str, ...] = (
+    "bm25",
+    "base",
+    "teacher",
+    "hybrid",
+    "hydra",
+    "hydra-dense",
+    "hydra-generic",
+    "hydra-shuffled",
+    "hydra+labels",
+    "supervised-head",
+    "hydra-unseen",
+    "hydra-unseen-dense",
+    "hydra-unseen-generic",
+    "hydra-unseen-refined",
+)
+METHOD_RANK: dict[str, int] = {method: i for i, method in enumerate(METHOD_ORDER)}
+"""Each method's place in tables; a method not in ``METHOD_ORDER`` goes after them all."""
+
+
+def in_table_order(methods: Iterable[str]) -> list[str]:
+    """``methods`` in ``METHOD_ORDER``; others after them, in the order given."""
+    return sorted(methods, key=lambda method: METHOD_RANK.get(method, len(METHOD_RANK)))
+
+
+_CREATE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    run_id VARCHAR NOT NULL,
+    checkpoint VARCHAR NOT NULL,
+    task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    value DOUBLE NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    evaluation_id VARCHAR NOT NULL,
+    dagster_run_id VARCHAR NOT NULL
+);
+CREATE OR REPLACE VIEW {LATEST_VIEW} AS
+SELECT m.* FROM {TABLE} AS m
+JOIN (
+    SELECT task, arg_max(evaluation_id, created_at) AS evaluation_id FROM {TABLE} GROUP BY task
+) AS latest USING (task, evaluation_id);
+CREATE TABLE IF NOT EXISTS {PER_QUERY_TABLE} (
+    run_id VARCHAR NOT NULL,
+    checkpoint VARCHAR NOT NULL,
+    task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    query_id VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    value DOUBLE NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    evaluation_id VARCHAR NOT NULL,
+    dagster_run_id VARCHAR NOT NULL
+);
+CREATE OR REPLACE VIEW {LATEST_PER_QUERY_VIEW} AS
+SELECT p.* FROM {PER_QUERY_TABLE} AS p
+JOIN (SELECT DISTINCT task, evaluation_id FROM {LATEST_VIEW}) AS latest
+USING (task, evaluation_id);
+"""
+_LOCK_WAIT_SECONDS = 120.0
+
+
+class NoMetricsError(LookupError):
+    """The metrics database does not exist yet: nothing has been evaluated."""
+
+
+class MetricsDbUnavailable(duckdb.IOException):
+    """The database cannot be opened (still locked after the wait, or not a database file).
+
+    A ``duckdb.IOException``, so callers that handle DuckDB errors keep working; the message
+    names the database and the setting that moves it.
+    """
+
+    def __init__(self, database: str, cause: duckdb.Error, *, locked: bool) -> None:
+        if locked:
+            fix = (
+                f"another process held its lock for {_LOCK_WAIT_SECONDS:.0f}s; close it "
+                "(a DuckDB shell, a notebook, another hydra run) or"
+            )
+        else:
+            fix = "make it a writable DuckDB file or"
+        super().__init__(
+            f"metrics database {database} is unavailable: {cause}. To fix: {fix} set "
+            "HYDRA_METRICS_DB (or metrics_db in hydra.yaml) to another database, then run again"
+        )
+
+
+def _is_local(database: str) -> bool:
+    return not database.startswith("md:") and database != ":memory:"
+
+
+@contextmanager
+def connect(database: str, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection; waits while another process holds the file's lock."""
+    if _is_local(database):
+        if read_only and not Path(database).exists():
+            raise NoMetricsError(f"no metrics database at {database}: run `hydra run` first")
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            connection = duckdb.connect(database, read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            locked = "lock" in str(exc).lower()
+            if not locked or time.monotonic() > deadline:
+                raise MetricsDbUnavailable(database, exc, locked=locked) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def record_metrics(
+    database: str,
+    rows: pl.DataFrame,
+    *,
+    run_id: str,
+    checkpoint: str,
+    per_query: pl.DataFrame | None = None,
+    dagster_run_id: str = "",
+    created_at: datetime | None = None,
+) -> str:
+    """Append one evaluation (rows of task, method, split, metric, value); returns its id.
+
+    ``per_query`` (rows of task, method, split, query_id, metric, value) goes to the
+    ``per_query`` table in the same transaction: an evaluation is stored whole or not at all.
+    """
+    evaluation_id = uuid.uuid4().hex
+    tags = {
+        "run_id": run_id,
+        "checkpoint": checkpoint,
+        "created_at": created_at or datetime.now(UTC),
+        "evaluation_id": evaluation_id,
+        "dagster_run_id": dagster_run_id,
+    }
+    inserts = [(TABLE, rows.select("task", "method", "split", "metric", "value"))]
+    if per_query is not None:
+        columns = ("task", "method", "split", "query_id", "metric", "value")
+        inserts.append((PER_QUERY_TABLE, per_query.select(columns)))
+    with connect(database) as db:
+        db.execute(_CREATE)
+        db.begin()
+        try:
+            for table, frame in inserts:
+                incoming = frame.with_columns(
+                    pl.lit(value).alias(name) for name, value in tags.items()
+                )
+                db.register("incoming", incoming.to_arrow())
+                db.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                db.unregister("incoming")
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+    return evaluation_id
+
+
+def query(database: str, sql: str) -> pl.DataFrame:
+    """Run any SQL on the store and return the result as a frame; the store survives any query.
+
+    The store is opened read-only, and the SQL reaches nothing outside it: external access
+    (files, network, extensions) is off and the configuration locked before it runs, so
+    ``COPY ... TO`` a file, ``read_text('/etc/passwd')`` or ``INSTALL`` fail.
+    """
+    with connect(database, read_only=True) as db:
+        db.execute("SET enable_external_access = false")
+        db.execute("SET lock_configuration = true")
+        relation = db.sql(sql)
+        return relation.pl() if relation is not None else pl.DataFrame()
+
+
+def latest_long(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
+    """The rows of each task's most recent evaluation."""
+    frame = query(database, f"SELECT * FROM {LATEST_VIEW}")
+    if tasks is not None:
+        frame = frame.filter(pl.col("task").is_in(list(tasks)))
+    return frame
+
+
+def latest_per_query(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
+    """The per-query rows of each task's most recent evaluation."""
+    frame = query(database, f"SELECT * FROM {LATEST_PER_QUERY_VIEW}")
+    if tasks is not None:
+        frame = frame.filter(pl.col("task").is_in(list(tasks)))
+    return frame
+
+
+def latest_results(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
+    """The latest results table: one row per task and method, one column per metric."""
+    long = latest_long(database, tasks)
+    if long.is_empty():
+        return pl.DataFrame(schema={"task": pl.String(), "method": pl.String()})
+    wide = long.pivot(
+        on="metric",
+        index=["task", "method", "split", "run_id", "checkpoint", "created_at"],
+        values="value",
+    )
+    metrics = [m for m in METRIC_NAMES if m in wide.columns]
+    metrics += [c for c in wide.columns if "@" in c and c not in metrics]
+    return (
+        wide.with_columns(
+            pl.col("method").replace_strict(METHOD_RANK, default=len(METHOD_RANK)).alias("_order")
+        )
+        .sort("task", "_order", "method")
+        .select("task", "method", "split", *metrics, "run_id", "checkpoint", "created_at")
+    )

@@ -1,0 +1,363 @@
+"""The results report: a markdown table and a chart of per-task NDCG@10 gains by method.
+
+It is built from the latest results table of the metrics store (one row per task and
+method, one column per metric), so the report, ``hydra metrics`` and the MLflow run always
+show the same numbers; its significance tests read the same evaluations' per-query rows.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from hydra_core.atomic import atomic_path, write_text_atomic
+from hydra_core.evaluation.metrics import METRIC_NAMES
+from hydra_core.evaluation.significance import (
+    REFERENCES,
+    RESAMPLES,
+    SEED,
+    PairedTest,
+    paired_tests,
+    table_from_per_query,
+)
+from hydra_pipeline.artifacts import CheckpointRecord
+from hydra_pipeline.metrics_store import (
+    in_table_order,
+    latest_long,
+    latest_per_query,
+    latest_results,
+)
+from hydra_pipeline.tracking import TrackingTarget, log_report, log_task_metrics
+
+HEADLINE_METRIC = "ndcg@10"
+GAIN_REFERENCES: tuple[str, ...] = ("base", "hybrid")
+"""Rows every method's mean and worst gain is given over, whichever the table has."""
+GAIN_REFERENCE = "base"
+"""What the chart and the task metadata give gains over: the frozen encoder."""
+MARKDOWN_FILE = "results.md"
+CHART_FILE = "ndcg_at_10.png"
+
+
+def _methods(results: pl.DataFrame) -> list[str]:
+    """Methods in the store's order (baselines, hydra, ablations, references), then others."""
+    present = results["method"].unique(maintain_order=True).to_list()
+    return in_table_order(present)
+
+
+def headline_table(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> pl.DataFrame:
+    """Tasks as rows, methods as columns, ``metric`` as values (methods in table order)."""
+    wide = results.pivot(on="method", index="task", values=metric)
+    return wide.select("task", *[m for m in _methods(results) if m in wide.columns])
+
+
+def markdown_table(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> str:
+    """``metric`` per task and method as a markdown table; each task's best value in bold.
+
+    For each of ``base`` (the frozen encoder) and ``hybrid`` the table has, two more rows
+    give each method's mean and worst gain over it, over the tasks that have both: the
+    figures the quality targets are set in.
+    """
+    table = headline_table(results, metric)
+    methods = table.columns[1:]
+    lines = [
+        "| task | " + " | ".join(methods) + " |",
+        "|---|" + "---:|" * len(methods),
+    ]
+    for row in table.iter_rows(named=True):
+        values = [row[m] for m in methods]
+        best = max((v for v in values if v is not None), default=None)
+        cells = ["" if v is None else (f"**{v:.4f}**" if v == best else f"{v:.4f}") for v in values]
+        lines.append(f"| {row['task']} | " + " | ".join(cells) + " |")
+    for reference in (r for r in GAIN_REFERENCES if r in methods):
+        gains = table.select([(pl.col(m) - pl.col(reference)).alias(m) for m in methods])
+        for label, summary in (("mean", gains.mean()), ("worst", gains.min())):
+            cells = ["" if v is None else _signed(v) for v in summary.row(0)]
+            lines.append(f"| {label} gain over {reference} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _signed(value: float) -> str:
+    # (+ 0.0 turns a rounded -0.0 into 0.0, so an exact tie never prints as a loss)
+    return f"{round(value, 4) + 0.0:+.4f}"
+
+
+def significance_tests(per_query: pl.DataFrame) -> list[PairedTest]:
+    """The paired tests (see :mod:`hydra_core.evaluation.significance`) of every task's
+    per-query rows."""
+    tasks = per_query.partition_by("task", as_dict=True, maintain_order=True)
+    return [
+        test
+        for (task,), rows in tasks.items()
+        for test in paired_tests(str(task), table_from_per_query(rows), HEADLINE_METRIC)
+    ]
+
+
+def significance_markdown(tests: Sequence[PairedTest]) -> str:
+    """One row per task and tested method, one column per reference: the difference in
+    the metric (``*`` where significant) and its p-value; the test explained under it."""
+    references = [r for r in REFERENCES if any(t.reference == r for t in tests)]
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for test in tests:
+        mark = "*" if test.significant else ""
+        cells.setdefault((test.task, test.method), {})[test.reference] = (
+            f"{_signed(test.delta)}{mark} (p {test.p_value:.4f})"
+        )
+    lines = [
+        "| task | method | " + " | ".join(f"vs {r}" for r in references) + " |",
+        "|---|---|" + "---:|" * len(references),
+        *(
+            f"| {task} | {method} | " + " | ".join(row.get(r, "") for r in references) + " |"
+            for (task, method), row in cells.items()
+        ),
+    ]
+    first = tests[0]
+    legend = (
+        f"Each cell: the method's {first.metric} minus the reference's, averaged over the "
+        f"task's test queries, and the two-sided p-value of a paired randomisation test "
+        f"({RESAMPLES:,} random sign flips of the per-query differences, seed {SEED}). "
+        f"`*` marks a difference with p < {first.alpha:g}: unlikely to be chance. "
+        "Without it, a difference of that size is within the variation between queries."
+    )
+    return "\n".join(lines) + "\n\n" + legend
+
+
+def full_markdown_table(results: pl.DataFrame) -> str:
+    """Every metric, one row per task and method."""
+    metrics = [m for m in METRIC_NAMES if m in results.columns]
+    lines = [
+        "| task | method | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---:|" * len(metrics),
+    ]
+    for row in results.iter_rows(named=True):
+        cells = " | ".join(f"{row[m]:.4f}" for m in metrics)
+        lines.append(f"| {row['task']} | {row['method']} | {cells} |")
+    return "\n".join(lines)
+
+
+def gain_table(
+    results: pl.DataFrame,
+    per_query: pl.DataFrame | None = None,
+    metric: str = HEADLINE_METRIC,
+    reference: str = GAIN_REFERENCE,
+) -> pl.DataFrame:
+    """Each method's gain in ``metric`` over ``reference`` per task, with a 95% half-width.
+
+    Gains of a few thousandths are the result, and plotted against 0-1 they vanish; the
+    half-width (1.96 sd / sqrt(n) of the per-query differences, null without per-query
+    rows or with fewer than two shared queries) says how much of a gain is query noise.
+    Columns: task, method, gain, half_width; ``reference`` itself and tasks without it
+    are left out.
+    """
+    schema = {"task": pl.String(), "method": pl.String(), "gain": pl.Float64()}
+    table = headline_table(results, metric) if not results.is_empty() else pl.DataFrame()
+    if reference not in table.columns:
+        return pl.DataFrame(schema={**schema, "half_width": pl.Float64()})
+    methods = [m for m in table.columns[1:] if m != reference]
+    gains = (
+        table.select("task", *[(pl.col(m) - pl.col(reference)).alias(m) for m in methods])
+        .unpivot(index="task", on=methods, variable_name="method", value_name="gain")
+        .drop_nulls("gain")
+        .cast(schema)  # type: ignore[arg-type]
+    )
+    if per_query is None or per_query.is_empty():
+        return gains.with_columns(pl.lit(None, pl.Float64()).alias("half_width"))
+    rows = per_query.filter(pl.col("metric") == metric).select(
+        "task", "method", "query_id", "value"
+    )
+    reference_rows = rows.filter(pl.col("method") == reference).drop("method")
+    intervals = (
+        rows.filter(pl.col("method") != reference)
+        .join(reference_rows, on=["task", "query_id"], suffix="_reference")
+        .group_by("task", "method")
+        .agg(
+            ((pl.col("value") - pl.col("value_reference")).std(ddof=1) * 1.96)
+            / pl.len().cast(pl.Float64).sqrt()
+        )
+        .rename({"value": "half_width"})
+    )
+    return gains.join(intervals, on=["task", "method"], how="left")
+
+
+def gain_limits(gains: pl.DataFrame) -> tuple[float, float]:
+    """A y-range fitted to the gains and their error bars, always showing the zero line.
+
+    Padded by a tenth of the span (at least 0.005), so ±0.01 differences fill the plot
+    instead of disappearing on a 0-1 axis.
+    """
+    spread = gains.select(pl.col("half_width").fill_null(0.0), "gain")
+    low = min([0.0, *(spread["gain"] - spread["half_width"]).to_list()])
+    high = max([0.0, *(spread["gain"] + spread["half_width"]).to_list()])
+    pad = max((high - low) * 0.1, 0.005)
+    return low - pad, high + pad
+
+
+def ndcg_chart(
+    results: pl.DataFrame,
+    path: Path,
+    metric: str = HEADLINE_METRIC,
+    per_query: pl.DataFrame | None = None,
+    reference: str = GAIN_REFERENCE,
+) -> Path:
+    """Grouped bars of each method's gain over ``reference`` (one group per task), with 95%
+    error bars where ``per_query`` has the rows: the question a reader has is whether a
+    method beats the frozen encoder, and by more than the noise between queries."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
+    import matplotlib.pyplot as plt
+
+    gains = gain_table(results, per_query, metric, reference)
+    tasks = gains["task"].unique(maintain_order=True).to_list()
+    charted = set(gains["method"].to_list())
+    methods = [m for m in _methods(results) if m in charted]
+    width = 0.8 / max(len(methods), 1)
+    columns = min(max(len(methods), 1), 4)
+    legend_rows = -(-len(methods) // columns)
+    figure, axes = plt.subplots(
+        figsize=(max(6.0, 1.6 * len(tasks) + 2), 4.0 + 0.25 * legend_rows),
+        dpi=100,
+        layout="constrained",  # room for the legend under the axes, whatever its size
+    )
+    for i, method in enumerate(methods):
+        rows = gains.filter(pl.col("method") == method)
+        offset = (i - (len(methods) - 1) / 2) * width
+        positions = [tasks.index(task) + offset for task in rows["task"].to_list()]
+        has_errors = rows["half_width"].drop_nulls().len() > 0
+        axes.bar(
+            positions,
+            rows["gain"].to_list(),
+            width,
+            label=method,
+            yerr=rows["half_width"].fill_null(0.0).to_list() if has_errors else None,
+            capsize=2 if has_errors else 0,
+            error_kw={"elinewidth": 0.8},
+        )
+    axes.axhline(0.0, color="black", linewidth=0.8)
+    axes.set_xticks(range(len(tasks)), tasks)
+    axes.set_ylabel(f"{metric} gain over {reference}")
+    axes.set_ylim(*gain_limits(gains))
+    title = f"{metric} gain over {reference} by task and method (test split)"
+    if per_query is not None:
+        title += "\nerror bars: 95% interval of the mean per-query difference"
+    axes.set_title(title, fontsize="medium")
+    if methods:
+        figure.legend(loc="outside lower center", ncols=columns, fontsize="small")
+    axes.grid(axis="y", alpha=0.3)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+    return path
+
+
+def inline_image_markdown(path: Path, alt: str = "chart") -> str:
+    """The PNG at ``path`` as a markdown image with a base64 data URI: a UI that renders
+    markdown (Dagster's asset page) shows it without serving the file."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"![{alt}](data:image/png;base64,{data})"
+
+
+def headline_metadata(
+    metrics: pl.DataFrame, metric: str = HEADLINE_METRIC, reference: str = GAIN_REFERENCE
+) -> dict[str, float]:
+    """One task's evaluation (long rows: method, metric, value) as flat numeric entries,
+    ``<metric>/<method>`` and ``gain_over_<reference>/<method>``: numbers an asset
+    catalogue can plot across materializations, unlike a text table."""
+    values = {
+        method: float(value)
+        for method, value in metrics.filter(pl.col("metric") == metric)
+        .select("method", "value")
+        .iter_rows()
+    }
+    ordered = in_table_order(values)
+    entries = {f"{metric}/{method}": values[method] for method in ordered}
+    if reference in values:
+        entries |= {
+            f"gain_over_{reference}/{method}": values[method] - values[reference]
+            for method in ordered
+            if method != reference
+        }
+    return entries
+
+
+def write_report(
+    results: pl.DataFrame,
+    folder: Path,
+    *,
+    checkpoint: str = "",
+    run_id: str = "",
+    missing: list[str] | None = None,
+    per_query: pl.DataFrame | None = None,
+) -> list[Path]:
+    """Write ``results.md`` and the NDCG@10 gain chart into ``folder``; returns both paths.
+
+    With ``per_query`` (the evaluations' per-query rows), a section gives the paired
+    significance test of hydra (and hydra-unseen) against each reference on every task.
+    """
+    chart = ndcg_chart(results, folder / CHART_FILE, per_query=per_query)
+    tests = significance_tests(per_query) if per_query is not None else []
+    provenance = []
+    if checkpoint:
+        provenance.append(f"checkpoint `{checkpoint}`")
+    if run_id:
+        provenance.append(f"MLflow run `{run_id}`")
+    text = "\n\n".join(
+        [
+            "# Hydra results",
+            "Test split of every task; "
+            + (", ".join(provenance) if provenance else "baselines only")
+            + ".",
+            f"## {HEADLINE_METRIC} by method",
+            markdown_table(results),
+            f"![{HEADLINE_METRIC} gain over {GAIN_REFERENCE} by task and method]({CHART_FILE})",
+            *(
+                [f"## Significance of {HEADLINE_METRIC} differences", significance_markdown(tests)]
+                if tests
+                else []
+            ),
+            "## All metrics",
+            full_markdown_table(results),
+            *(
+                [f"Not yet evaluated with this checkpoint: {', '.join(sorted(missing))}."]
+                if missing
+                else []
+            ),
+        ]
+    )
+    markdown = folder / MARKDOWN_FILE
+    write_text_atomic(markdown, text + "\n")
+    return [markdown, chart]
+
+
+def publish_report(
+    database: str,
+    tasks: Sequence[str],
+    folder: Path,
+    record: CheckpointRecord,
+    target: TrackingTarget | None,
+) -> tuple[list[Path], pl.DataFrame]:
+    """Write the report for ``record``'s checkpoint and attach it to its MLflow run.
+
+    Rows are each task's latest evaluation with this checkpoint; they are also logged on the
+    training run as its final per-task metrics, so MLflow, DuckDB and the report agree.
+    """
+    results = latest_results(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)
+    if results.is_empty():
+        raise ValueError(f"no task has been evaluated with checkpoint {record.checkpoint_id} yet")
+    evaluated = set(results["task"].to_list())
+    per_query = latest_per_query(database, tasks)
+    files = write_report(
+        results,
+        folder,
+        checkpoint=record.checkpoint_id,
+        run_id=record.mlflow_run_id,
+        missing=[task for task in tasks if task not in evaluated],
+        per_query=per_query.filter(pl.col("checkpoint") == record.checkpoint_id),
+    )
+    if target is not None and record.mlflow_run_id:
+        long = latest_long(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)
+        log_task_metrics(target, record.mlflow_run_id, long)
+        log_report(target, record.mlflow_run_id, files)
+    return files, results
