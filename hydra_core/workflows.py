@@ -13,6 +13,7 @@ from pathlib import Path
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.evaluation.method import Method
 from hydra_core.evaluation.methods import (
     EVAL_SPLIT,
     baseline_table,
@@ -39,12 +40,12 @@ from hydra_core.training.training_data import (
 
 log = logging.getLogger(__name__)
 
-UNSEEN_NAMES = {
-    "hydra": "hydra-unseen",
-    "hydra-dense": "hydra-unseen-dense",
-    "hydra-generic": "hydra-unseen-generic",
-    "hydra-shuffled": "hydra-unseen-shuffled",
-    "hydra-refined": "hydra-unseen-refined",
+UNSEEN_NAMES: dict[str, str] = {
+    Method.HYDRA: Method.HYDRA_UNSEEN,
+    Method.HYDRA_DENSE: Method.HYDRA_UNSEEN_DENSE,
+    Method.HYDRA_GENERIC: Method.HYDRA_UNSEEN_GENERIC,
+    Method.HYDRA_SHUFFLED: Method.HYDRA_UNSEEN_SHUFFLED,
+    Method.HYDRA_REFINED: Method.HYDRA_UNSEEN_REFINED,
 }
 """Leave-one-out rows are named as in the pipeline's tables: the hypernet never saw the task."""
 
@@ -140,14 +141,17 @@ def _card_rows(
     shuffled = shuffled_card(card, others) if others else None
     if shuffled is None:
         log.warning("no other task's card to shuffle with: no hydra-shuffled row for %s", card.name)
-    rows = {"hybrid": hybrid_retriever(), **card_retrievers(retriever, card, shuffled=shuffled)}
+    rows = {
+        Method.HYBRID: hybrid_retriever(),
+        **card_retrievers(retriever, card, shuffled=shuffled),
+    }
     if refine_steps > 0:
-        rows["hydra-refined"] = refine_retriever(
-            rows["hydra"], task, encoder, ensemble, refine_steps
+        rows[Method.HYDRA_REFINED] = refine_retriever(
+            rows[Method.HYDRA], task, encoder, ensemble, refine_steps
         )
     reference = supervised_reference(card, task, encoder) if supervised else None
     if reference is not None:
-        rows["supervised-head"] = CompiledRetriever(head=reference, fusion=DENSE_ONLY)
+        rows[Method.SUPERVISED_HEAD] = CompiledRetriever(head=reference, fusion=DENSE_ONLY)
     return rows
 
 

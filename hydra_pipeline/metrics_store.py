@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,36 +23,13 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from hydra_core.evaluation.method import METHOD_RANK
 from hydra_core.evaluation.metrics import METRIC_NAMES
 
 TABLE = "metrics"
 LATEST_VIEW = "latest_metrics"
 PER_QUERY_TABLE = "per_query"
 LATEST_PER_QUERY_VIEW = "latest_per_query"
-METHOD_ORDER: tuple[str, ...] = (
-    "bm25",
-    "base",
-    "teacher",
-    "hybrid",
-    "hydra",
-    "hydra-dense",
-    "hydra-generic",
-    "hydra-shuffled",
-    "hydra+labels",
-    "supervised-head",
-    "hydra-unseen",
-    "hydra-unseen-dense",
-    "hydra-unseen-generic",
-    "hydra-unseen-refined",
-)
-METHOD_RANK: dict[str, int] = {method: i for i, method in enumerate(METHOD_ORDER)}
-"""Each method's place in tables; a method not in ``METHOD_ORDER`` goes after them all."""
-
-
-def in_table_order(methods: Iterable[str]) -> list[str]:
-    """``methods`` in ``METHOD_ORDER``; others after them, in the order given."""
-    return sorted(methods, key=lambda method: METHOD_RANK.get(method, len(METHOD_RANK)))
-
 
 _CREATE = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from hydra_core.atomic import atomic_path, write_text_atomic
+from hydra_core.evaluation.method import HEADLINE_METRIC, Method, in_table_order
 from hydra_core.evaluation.metrics import METRIC_NAMES
 from hydra_core.evaluation.significance import (
     REFERENCES,
@@ -25,17 +26,15 @@ from hydra_core.evaluation.significance import (
 )
 from hydra_pipeline.artifacts import CheckpointRecord
 from hydra_pipeline.metrics_store import (
-    in_table_order,
     latest_long,
     latest_per_query,
     latest_results,
 )
 from hydra_pipeline.tracking import TrackingTarget, log_report, log_task_metrics
 
-HEADLINE_METRIC = "ndcg@10"
-GAIN_REFERENCES: tuple[str, ...] = ("base", "hybrid")
+GAIN_REFERENCES: tuple[str, ...] = (Method.BASE, Method.HYBRID)
 """Rows every method's mean and worst gain is given over, whichever the table has."""
-GAIN_REFERENCE = "base"
+GAIN_REFERENCE = Method.BASE
 """What the chart and the task metadata give gains over: the frozen encoder."""
 MARKDOWN_FILE = "results.md"
 CHART_FILE = "ndcg_at_10.png"

@@ -25,6 +25,7 @@ from hydra_core.encoding.card_encoder import card_part_embeddings
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
+from hydra_core.evaluation.method import HEADLINE_METRIC, Method, in_table_order
 from hydra_core.evaluation.methods import (
     EVAL_SPLIT,
     card_retrievers,
@@ -48,23 +49,8 @@ from hydra_core.training.preferences import PairConfig, preference_pairs
 from hydra_core.training.trainer import TrainingTask
 from hydra_core.training.training_data import LABELS_SUFFIX, label_split, label_training_task
 from hydra_pipeline.artifacts import CheckpointRecord, task_from_frames
-from hydra_pipeline.metrics_store import in_table_order
 
-BM25 = "bm25"
-BASE = "base"
-TEACHER = "teacher"
-HYBRID = "hybrid"
-HYDRA = "hydra"
-HYDRA_DENSE = "hydra-dense"
-HYDRA_GENERIC = "hydra-generic"
-HYDRA_SHUFFLED = "hydra-shuffled"
-HYDRA_LABELS = "hydra+labels"
-SUPERVISED_HEAD = "supervised-head"
-HYDRA_UNSEEN = "hydra-unseen"
-HYDRA_UNSEEN_DENSE = "hydra-unseen-dense"
-HYDRA_UNSEEN_GENERIC = "hydra-unseen-generic"
-HYDRA_UNSEEN_REFINED = "hydra-unseen-refined"
-BASELINE_METHODS: tuple[str, ...] = (BM25, BASE, TEACHER)
+BASELINE_METHODS: tuple[str, ...] = (Method.BM25, Method.BASE, Method.TEACHER)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +135,7 @@ def baseline_metrics(
         name: score_ranking(_evaluation_only(frame, task, split), task, split)
         for name, frame in rankings.items()
     }
-    table[TEACHER] = score_ranking(_evaluation_only(fused, task, split), task, split)
+    table[Method.TEACHER] = score_ranking(_evaluation_only(fused, task, split), task, split)
     return table
 
 
@@ -218,15 +204,15 @@ def reference_retrievers(
     """
     rows: dict[str, CompiledRetriever] = {}
     if card.name + LABELS_SUFFIX in labelled.extra.get("label_streams", []):
-        rows[HYDRA_LABELS] = compile_card(labelled.path, card, encoder)
+        rows[Method.HYDRA_LABELS] = compile_card(labelled.path, card, encoder)
     if unseen.path:
-        rows[HYDRA_UNSEEN] = compile_card(unseen.path, card, encoder)
-        rows[HYDRA_UNSEEN_DENSE] = rows[HYDRA_UNSEEN].dense_only()
-        rows[HYDRA_UNSEEN_GENERIC] = compile_card(unseen.path, generic_card(), encoder)
+        rows[Method.HYDRA_UNSEEN] = compile_card(unseen.path, card, encoder)
+        rows[Method.HYDRA_UNSEEN_DENSE] = rows[Method.HYDRA_UNSEEN].dense_only()
+        rows[Method.HYDRA_UNSEEN_GENERIC] = compile_card(unseen.path, generic_card(), encoder)
         if refine_steps > 0:
             ensemble = default_ensemble(task, encoder)
-            rows[HYDRA_UNSEEN_REFINED] = refine_retriever(
-                rows[HYDRA_UNSEEN], task, encoder, ensemble, refine_steps
+            rows[Method.HYDRA_UNSEEN_REFINED] = refine_retriever(
+                rows[Method.HYDRA_UNSEEN], task, encoder, ensemble, refine_steps
             )
     return rows
 
@@ -245,7 +231,9 @@ def supervised_metrics(
     reference = supervised_reference(card, task, encoder)
     if reference is None:
         return per_query_frame(task.name, {}, split)
-    rows = {SUPERVISED_HEAD: CompiledRetriever(head=reference, fusion=DENSE_ONLY)}
+    rows: dict[str, CompiledRetriever] = {
+        Method.SUPERVISED_HEAD: CompiledRetriever(head=reference, fusion=DENSE_ONLY)
+    }
     return per_query_frame(
         task.name, retriever_metrics(task, rows, documents, queries, split), split
     )
@@ -335,10 +323,10 @@ def evaluate_task(
         retriever, card, shuffled=shuffled_card(card, others) if others else None
     )
     rows = {
-        HYBRID: hybrid_retriever(),
+        Method.HYBRID: hybrid_retriever(),
         **rows,
-        HYDRA: compiled,
-        HYDRA_DENSE: compiled.dense_only(),
+        Method.HYDRA: compiled,
+        Method.HYDRA_DENSE: compiled.dense_only(),
         **(references or {}),
     }
     table.update(retriever_metrics(task, rows, documents, queries, split))
@@ -404,6 +392,6 @@ def leaked_test_queries(
     )
 
 
-def hydra_margin(table: ResultsTable, metric: str = "ndcg@10") -> float:
+def hydra_margin(table: ResultsTable, metric: str = HEADLINE_METRIC) -> float:
     """Hydra minus the frozen base on ``metric``; negative means hydra is worse."""
-    return table[HYDRA][metric] - table[BASE][metric]
+    return table[Method.HYDRA][metric] - table[Method.BASE][metric]

@@ -21,6 +21,7 @@ from hydra_core.data.cards import TaskCard, generic_card
 from hydra_core.data.tasks import RetrievalTask, load_task
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.evaluation.method import Method
 from hydra_core.evaluation.metrics import METRIC_NAMES, Scores, evaluate_run
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.model.compiled_retriever import HYBRID_FUSION, CompiledRetriever
@@ -43,7 +44,7 @@ def default_ensemble(task: RetrievalTask, encoder: FrozenEncoder) -> TeacherEnse
     return TeacherEnsemble(
         task.corpus["doc_id"].to_list(),
         task.doc_texts(),
-        dense=[DenseTeacher(encoder, name="base")],
+        dense=[DenseTeacher(encoder, name=Method.BASE)],
         bm25=BM25Teacher(),
     )
 
@@ -67,7 +68,7 @@ def baseline_table(
     table: ResultsTable = {
         name: score_ranking(frame, task, split) for name, frame in rankings.items()
     }
-    table["teacher"] = score_ranking(ensemble.fuse(rankings), task, split)
+    table[Method.TEACHER] = score_ranking(ensemble.fuse(rankings), task, split)
     return table
 
 
@@ -82,7 +83,7 @@ def shuffled_card(card: TaskCard, cards: Sequence[TaskCard]) -> TaskCard:
 
 def hybrid_retriever() -> CompiledRetriever:
     """The ``hybrid`` row: BM25 and the frozen base at the one fixed weight, no head."""
-    return CompiledRetriever(head=None, fusion=HYBRID_FUSION, task="hybrid")
+    return CompiledRetriever(head=None, fusion=HYBRID_FUSION, task=Method.HYBRID)
 
 
 def card_retrievers(
@@ -91,13 +92,13 @@ def card_retrievers(
     """``hydra`` (the card's whole retriever), ``hydra-dense`` (its head alone), and the
     generic-card and another-task's-card ablations."""
     compiled = retriever.compile(card)
-    rows = {
-        "hydra": compiled,
-        "hydra-dense": compiled.dense_only(),
-        "hydra-generic": retriever.compile(generic_card()),
+    rows: dict[str, CompiledRetriever] = {
+        Method.HYDRA: compiled,
+        Method.HYDRA_DENSE: compiled.dense_only(),
+        Method.HYDRA_GENERIC: retriever.compile(generic_card()),
     }
     if shuffled is not None:
-        rows["hydra-shuffled"] = retriever.compile(shuffled)
+        rows[Method.HYDRA_SHUFFLED] = retriever.compile(shuffled)
     return rows
 
 

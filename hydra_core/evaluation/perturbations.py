@@ -19,9 +19,8 @@ import polars as pl
 
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.errors import HydraInputError
+from hydra_core.evaluation.method import HEADLINE_METRIC
 from hydra_core.evaluation.report import ResultsTable
-
-ROBUSTNESS_METRIC = "ndcg@10"
 
 Perturb = Callable[[str, float, np.random.Generator], str]
 
@@ -213,8 +212,8 @@ class Robustness:
         """Per method: clean, perturbed and the drop (perturbed - clean) in NDCG@10."""
         rows: dict[str, tuple[float, float, float]] = {}
         for method, metrics in self.clean.items():
-            clean = metrics[ROBUSTNESS_METRIC]
-            perturbed = self.perturbed[method][ROBUSTNESS_METRIC]
+            clean = metrics[HEADLINE_METRIC]
+            perturbed = self.perturbed[method][HEADLINE_METRIC]
             rows[method] = (clean, perturbed, perturbed - clean)
         return rows
 
@@ -229,6 +228,6 @@ class Robustness:
             "kind": self.perturbation.kind,
             "rate": self.perturbation.rate,
             "seed": self.perturbation.seed,
-            "metric": ROBUSTNESS_METRIC,
+            "metric": HEADLINE_METRIC,
             "methods": methods,
         }

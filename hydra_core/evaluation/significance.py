@@ -24,13 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from hydra_core.evaluation.method import HEADLINE_METRIC, Method
 from hydra_core.evaluation.metrics import Scores
 from hydra_core.evaluation.report import ResultsTable
 
-METRIC = "ndcg@10"
-TARGETS: tuple[str, ...] = ("hydra", "hydra-unseen")
+TARGETS: tuple[str, ...] = (Method.HYDRA, Method.HYDRA_UNSEEN)
 """The methods tested: the served hypernet, and the one that never saw the task."""
-REFERENCES: tuple[str, ...] = ("base", "teacher", "hybrid")
+REFERENCES: tuple[str, ...] = (Method.BASE, Method.TEACHER, Method.HYBRID)
 """What each target is tested against, whichever of them the table has."""
 ALPHA = 0.05
 RESAMPLES = 10_000
@@ -108,7 +108,7 @@ def paired_test(
     reference: str,
     method_values: Mapping[str, float],
     reference_values: Mapping[str, float],
-    metric: str = METRIC,
+    metric: str = HEADLINE_METRIC,
 ) -> PairedTest:
     """``method`` against ``reference`` over the queries both were scored on.
 
@@ -130,7 +130,7 @@ def paired_test(
 
 
 def paired_tests(
-    task: str, table: Mapping[str, Mapping[str, float]], metric: str = METRIC
+    task: str, table: Mapping[str, Mapping[str, float]], metric: str = HEADLINE_METRIC
 ) -> list[PairedTest]:
     """Each target in ``table`` against each reference in it (rows with per-query values)."""
     values = {

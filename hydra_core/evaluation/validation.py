@@ -26,6 +26,7 @@ from hydra_core.data.cards import TaskCard
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
+from hydra_core.evaluation.method import HEADLINE_METRIC, Method
 from hydra_core.evaluation.methods import (
     card_retrievers,
     default_ensemble,
@@ -174,8 +175,8 @@ class _EpochScorer:
                 task=card.name,
                 base=reference.base,
                 gains={
-                    "hybrid": reference.hybrid - reference.base,
-                    **{m: scores["ndcg@10"] - reference.base for m, scores in table.items()},
+                    Method.HYBRID: reference.hybrid - reference.base,
+                    **{m: scores[HEADLINE_METRIC] - reference.base for m, scores in table.items()},
                 },
             )
             self.rows.append(row)
@@ -212,9 +213,13 @@ class _References:
         doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
         doc_vectors = encoder.encode(texts, "document")
         lexical = BM25Teacher().index(doc_ids, texts)
-        fixed = {"base": CompiledRetriever(None, DENSE_ONLY), "hybrid": hybrid_retriever()}
+        fixed: dict[str, CompiledRetriever] = {
+            Method.BASE: CompiledRetriever(None, DENSE_ONLY),
+            Method.HYBRID: hybrid_retriever(),
+        }
         table = retriever_table(task, fixed, doc_vectors, lexical, VALIDATION, encoder=encoder)
-        return cls(doc_vectors, lexical, table["base"]["ndcg@10"], table["hybrid"]["ndcg@10"])
+        base, hybrid = table[Method.BASE], table[Method.HYBRID]
+        return cls(doc_vectors, lexical, base[HEADLINE_METRIC], hybrid[HEADLINE_METRIC])
 
     def score(
         self,

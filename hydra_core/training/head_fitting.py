@@ -23,6 +23,7 @@ from hydra_core.data.cards import TaskCard
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.data.training_queries import generated_queries
 from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.evaluation.method import HEADLINE_METRIC
 from hydra_core.evaluation.methods import score_ranking
 from hydra_core.evaluation.validation import VALIDATION, split_for_validation
 from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
@@ -113,7 +114,7 @@ def supervised_head(
         ranking = index.search(
             held_out["query_id"].to_list(), held_out["text"].to_list(), 10, held_out_vectors
         )
-        return score_ranking(ranking, validation, VALIDATION)["ndcg@10"]
+        return score_ranking(ranking, validation, VALIDATION)[HEADLINE_METRIC]
 
     split_texts = task.split_queries(split)["text"].to_list()
     initial = base_head(

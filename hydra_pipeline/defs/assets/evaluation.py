@@ -100,6 +100,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 
         The shuffled-card ablation uses another of the hypernet's training tasks' cards.
         """
+        from hydra_core.evaluation.method import Method
         from hydra_core.evaluation.report import results_text
         from hydra_core.evaluation.significance import paired_tests, table_from_per_query
         from hydra_pipeline.metrics_store import record_metrics
@@ -119,7 +120,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         evaluation = evaluate_task(
             task,
             task_card,
-            teacher_rankings={"bm25": bm25_rankings, "base": dense_rankings},
+            teacher_rankings={Method.BM25: bm25_rankings, Method.BASE: dense_rankings},
             fused=fused_rankings,
             documents=doc_embeddings,
             queries=query_embeddings,

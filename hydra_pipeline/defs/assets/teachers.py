@@ -63,9 +63,12 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         bm25_rankings: pl.DataFrame, dense_rankings: pl.DataFrame
     ) -> dg.Output[pl.DataFrame]:
         """Reciprocal rank fusion of BM25 and the base (k=60), top 100, teacher ranks kept."""
-        from hydra_pipeline.stages import BASE, BM25, fuse_teachers
+        from hydra_core.evaluation.method import Method
+        from hydra_pipeline.stages import fuse_teachers
 
-        return frame_output(fuse_teachers({BM25: bm25_rankings, BASE: dense_rankings}))
+        return frame_output(
+            fuse_teachers({Method.BM25: bm25_rankings, Method.BASE: dense_rankings})
+        )
 
     pair_settings = config.training.pairs
 
