@@ -414,7 +414,8 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its level on import
     for name in ("mlflow", "alembic", "dagster", "bm25s", "hydra_core", "hydra_pipeline"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("hydra_core.training.trainer").setLevel(logging.INFO)  # per-epoch losses
+    logging.getLogger("hydra_core.training.trainer").setLevel(logging.INFO)  # losses, steps
+    logging.getLogger("hydra_core.encoding.encoder.progress").setLevel(logging.INFO)
 
 
 @app.command("run", cls=TaskListCommand)

@@ -72,6 +72,8 @@ def test_one_task_project_runs_to_its_results(
     assert result.returncode == 0, result.stderr[-3000:]
     assert not _failed_steps(result.stderr), result.stderr[-3000:]
     assert "cranfield" in result.stdout and RESULTS_ROW in result.stdout
+    # training says how far it is, with its rate, where hydra run's output shows it
+    assert re.search(r"epoch 1/\d+: (\d+)/\1 steps \([\d.]+/s, about 0s left\)", result.stderr)
     assert _materialized(project, "unseen_hypernet") == {"cranfield"}
     assert _materialized(project, "task_metrics") == {"cranfield"}
 

@@ -29,12 +29,17 @@ from sentence_transformers import SentenceTransformer
 
 from hydra_core.encoding.embedding_cache import EmbeddingCache, text_key
 from hydra_core.errors import HydraInputError
+from hydra_core.progress import ProgressLog
 from hydra_core.settings import load_settings
 
 if TYPE_CHECKING:
     from hydra_core.encoding.openvino_encoder import OpenVinoEncoder
 
 log = logging.getLogger(__name__)
+progress_log = logging.getLogger(f"{__name__}.progress")
+"""Encoding progress: on in ``hydra run`` even where this module's other lines are not."""
+PROGRESS_BLOCK = 1024
+"""Texts encoded between two progress lines at most (each line waits 10 s for the next)."""
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
@@ -169,7 +174,7 @@ class FrozenEncoder:
         missing = list(dict.fromkeys(keys[row] for row in missing_rows))
         if missing:
             first_text = dict(zip(keys, texts, strict=True))
-            encoded = self._encode_uncached([first_text[k] for k in missing], role)
+            encoded = self._encode_with_progress([first_text[k] for k in missing], role)
             if store:
                 self.cache.put_many(self.identity, role, missing, encoded)
             if vectors.shape[1] == 0:
@@ -198,6 +203,18 @@ class FrozenEncoder:
         root = self.cache.path.parent / "openvino"
         folder = ir_folder(root, self.fingerprint)
         return OpenVinoEncoder(self.model, self.precision, folder)
+
+    def _encode_with_progress(self, texts: list[str], role: Role) -> np.ndarray:
+        """Encode in blocks of :data:`PROGRESS_BLOCK`, logging progress with its rate
+        between them (see :class:`ProgressLog`), so minutes of encoding are never silent."""
+        if len(texts) <= PROGRESS_BLOCK:
+            return self._encode_uncached(texts, role)
+        progress = ProgressLog(progress_log, f"{self.model_name}", len(texts), f"{role}s encoded")
+        blocks: list[np.ndarray] = []
+        for start in range(0, len(texts), PROGRESS_BLOCK):
+            blocks.append(self._encode_uncached(texts[start : start + PROGRESS_BLOCK], role))
+            progress.advance(min(start + PROGRESS_BLOCK, len(texts)))
+        return np.concatenate(blocks)
 
     def _encode_uncached(self, texts: list[str], role: Role) -> np.ndarray:
         if self.backend == "openvino":

@@ -39,6 +39,7 @@ from hydra_core.model.fusion_generator import FusionWeights
 from hydra_core.model.head import head_forward
 from hydra_core.model.hypernet import Hypernet, initial_hypernet
 from hydra_core.model.score_fusion import FusionFeatures
+from hydra_core.progress import ProgressLog
 from hydra_core.training.losses import in_batch_infonce, weighted_pairwise_loss
 
 log = logging.getLogger(__name__)
@@ -313,7 +314,10 @@ def train_hypernet(
             disable=not show_progress,
             leave=False,
         )
-        for _ in steps:
+        progress = ProgressLog(
+            log, f"epoch {epoch + 1}/{config.epochs}", config.steps_per_epoch, "steps"
+        )
+        for step in steps:
             batches = [
                 torch.randint(task.num_pairs, (config.pairs_per_task,), generator=generator)
                 for task in tasks
@@ -334,6 +338,7 @@ def train_hypernet(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            progress.advance(step + 1)
         metrics = {name: value / config.steps_per_epoch for name, value in totals.items()}
         metrics["seconds"] = time.perf_counter() - started
         history.append(metrics)
