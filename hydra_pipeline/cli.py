@@ -272,8 +272,18 @@ def search(
     checkpoint: CheckpointOption,
     card: Annotated[str, typer.Option(help="Task card file or name.")],
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    index: Annotated[
+        str,
+        typer.Option(
+            "--index",
+            help="Dense search: exact, or hnsw (a graph built once per task and cached).",
+        ),
+    ] = "exact",
 ) -> None:
     """Search a task's corpus with the retriever compiled from its card."""
+    from hydra_core.ranking.ann_index import index_kind
+
+    kind = index_kind(index)
     if k < 1:
         raise typer.BadParameter(f"{k} results: ask for at least 1", param_hint="'-k'")
     if not query.strip():
@@ -292,14 +302,15 @@ def search(
     task_card = find_card(card)
     task = load_card_task(task_card)
     doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
-    index = RetrieverIndex(
+    searcher = RetrieverIndex(
         retriever.compile(task_card),
         doc_ids,
         encoder.encode(texts, "document"),
         BM25Teacher().index(doc_ids, texts),
         encoder,
+        index=kind,
     )
-    ranking = index.search(["query"], [query], k)
+    ranking = searcher.search(["query"], [query], k)
     titles = dict(zip(task.corpus["doc_id"], task.doc_texts(), strict=True))
     for rank, doc_id, score in ranking.select("rank", "doc_id", "score").iter_rows():
         typer.echo(f"{rank:>3}  {score:.4f}  {doc_id}  {titles[doc_id][:90]}")
@@ -320,6 +331,13 @@ def bench(
         bool,
         typer.Option("--quality", help="Also NDCG@10 per encoder backend on SciFact, NFCorpus."),
     ] = False,
+    ann_sizes: Annotated[
+        str | None,
+        typer.Option(
+            "--ann-sizes",
+            help="Corpus sizes of the ann figure's replicated vectors, e.g. 100000,1000000.",
+        ),
+    ] = None,
 ) -> None:
     """Benchmark suite: encode, cache, compile, project, search, new task, memory, pipeline."""
     import json
@@ -329,14 +347,31 @@ def bench(
     def progress(name: str) -> None:
         typer.echo(f"bench: {name}", err=True)
 
+    sizes = QUICK if quick else FULL
+    if ann_sizes is not None:
+        sizes = replace(sizes, ann_sizes=corpus_sizes(ann_sizes))
     try:
-        results = run_suite(QUICK if quick else FULL, only, quality=quality, progress=progress)
+        results = run_suite(sizes, only, quality=quality, progress=progress)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     typer.echo(json.dumps(results) if json_output else render_text(results))
     warning = contention_warning(results["machine"])
     if warning is not None:
         typer.echo(f"warning: {warning}", err=True)
+
+
+def corpus_sizes(value: str) -> tuple[int, ...]:
+    """``--ann-sizes``: comma-separated positive document counts."""
+    try:
+        sizes = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter(
+            f"{value!r}: give positive document counts, e.g. 100000,1000000",
+            param_hint="'--ann-sizes'",
+        )
+    return sizes
 
 
 @app.command("fetch-encoder")

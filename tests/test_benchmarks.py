@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 
 import pytest
+from system_tools import HYDRA
 from typer.testing import CliRunner
 
 from hydra_pipeline.benchmarks import contention_warning, render_text
@@ -25,10 +27,15 @@ FIGURES = {
     "memory",
     "pipeline",
     "serve",
+    "ann",
 }
-NOISE = {("serve", "extra_task_rss_mib")}
-"""Differences of resident memory: at quick sizes (3 MB a task) the allocator's reuse of
-freed memory is as large as what is measured."""
+NOISE = {
+    ("serve", "extra_task_rss_mib"),
+    ("ann", "scifact_base_ndcg@10_difference"),
+    ("ann", "scifact_hybrid_ndcg@10_difference"),
+}
+"""Differences: of resident memory (at quick sizes, 3 MB a task, the allocator's reuse of
+freed memory is as large as what is measured), and of NDCG (signed)."""
 
 
 def _check_numbers(figure: str, values: dict[str, object]) -> None:
@@ -92,6 +99,15 @@ def test_quick_suite_as_json() -> None:
     assert serve["load_requests"] > 0 and serve["load_during_puts"] > 0
     assert serve["load_errors"] == serve["load_dropped"] == serve["load_failed_during_puts"] == 0
 
+    ann = results["ann"]
+    for name in ("base", "hybrid"):
+        assert ann[f"scifact_{name}_recall@100"] >= 0.99
+        assert abs(ann[f"scifact_{name}_ndcg@10_difference"]) <= 0.002
+    assert ann["n3000_recall@100"] >= 0.99
+    assert ann["n3000_hnsw_load_s"] > 0 and ann["n3000_hnsw_build_s"] > 0
+    for side in ("exact", "hnsw", "flat_ip", "bm25s"):
+        assert ann[f"scifact_{side}_batched_qps"] > 0 and ann[f"scifact_{side}_single_qps"] > 0
+
 
 def test_text_shows_targets_in_their_own_column() -> None:
     results = {
@@ -126,3 +142,16 @@ def test_one_figure_as_text_and_unknown_figures() -> None:
     unknown = CliRunner().invoke(app, ["bench", "--only", "nosuch"])
     assert unknown.exit_code == 2
     assert "nosuch" in unknown.output
+
+
+def test_ann_sizes_through_the_console_script() -> None:
+    """``--ann-sizes`` picks the replicated corpora of the ann figure; a bad one is refused."""
+    command = [str(HYDRA), "bench", "--quick", "--only", "ann", "--json"]
+    ran = subprocess.run([*command, "--ann-sizes", "2000"], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    ann = json.loads(ran.stdout)["ann"]
+    assert ann["n2000_recall@100"] >= 0.99 and not any(key.startswith("n3000") for key in ann)
+    for bad in ("0", "many", "1000,"):
+        refused = subprocess.run([*command, "--ann-sizes", bad], capture_output=True, text=True)
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert f"{bad!r}: give positive document counts" in refused.stderr

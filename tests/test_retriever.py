@@ -54,7 +54,7 @@ def test_zscore_standardises_over_the_valid_entries_only() -> None:
 def test_candidates_are_the_union_of_each_channel_top_k_once() -> None:
     lexical = torch.tensor([[5.0, 4.0, 0.0, 0.0, 0.0]])
     dense = torch.tensor([[0.0, 4.5, 0.9, 0.1, 0.2]])
-    docs, valid = candidates(top_rows(lexical, 2), dense, 2)
+    docs, valid = candidates(top_rows(lexical, 2), top_rows(dense, 2))
     assert sorted(docs[valid].tolist()) == [0, 1, 2]
 
 

@@ -9,12 +9,16 @@ head and no lexical weight, ``hybrid`` no head and the fixed weight, ``hydra-den
 compiled head alone, ``hydra`` all of it.
 
 Document embeddings come from the frozen encoder's cache, so a new task over an
-already-encoded corpus costs one compile and one matrix product.
+already-encoded corpus costs one compile and one matrix product. Its dense channel is
+searched exactly (the default) or through an HNSW graph (``index="hnsw"``, see
+:mod:`hydra_core.ranking.ann_index`), which the fused search asks for the dense top
+documents, then rescores the union with BM25's exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -25,8 +29,10 @@ from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.head import torch_threads
 from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.score_fusion import fused_top_k
+from hydra_core.ranking.ann_index import IndexKind, index_kind, load_or_build_hnsw
 from hydra_core.ranking.rankings import exact_top_k, ranking_frame
 from hydra_core.ranking.teachers import BM25Index
+from hydra_core.settings import load_settings
 
 
 class RetrieverIndex:
@@ -39,7 +45,11 @@ class RetrieverIndex:
         doc_vectors: np.ndarray,
         lexical: BM25Index | None,
         encoder: FrozenEncoder | None = None,
+        index: IndexKind = "exact",
+        cache_dir: Path | None = None,
     ) -> None:
+        """``index="hnsw"`` searches the dense channel with an HNSW graph over the projected
+        documents, built once and kept in ``cache_dir`` (default: the settings' cache)."""
         if retriever.fusion.lexical_weight > 0 and lexical is None:
             raise ValueError("a retriever with a lexical weight needs the corpus' BM25 index")
         self.retriever = retriever
@@ -48,6 +58,10 @@ class RetrieverIndex:
         self.doc_vectors = doc_vectors if head is None else head.apply(doc_vectors)
         self.lexical = lexical
         self.encoder = encoder
+        self.approximate = None
+        if index_kind(index) == "hnsw":
+            folder = cache_dir if cache_dir is not None else load_settings().cache_dir
+            self.approximate = load_or_build_hnsw(self.doc_vectors, folder)
 
     def search(
         self,
@@ -84,10 +98,12 @@ class RetrieverIndex:
         head, fusion = self.retriever.head, self.retriever.fusion
         queries = query_vectors if head is None else head.apply(query_vectors)
         if fusion.lexical_weight == 0 and fusion.feedback == 0:
+            if self.approximate is not None:
+                return self.approximate.top_k(queries, k)
             return exact_top_k(queries, self.doc_vectors, k)
         if lexical_scores is None:
             lexical_scores = self.lexical_scores(query_texts)
-        return fused_top_k(lexical_scores, queries, self.doc_vectors, fusion, k)
+        return fused_top_k(lexical_scores, queries, self.doc_vectors, fusion, k, self.approximate)
 
     def lexical_scores(self, query_texts: Sequence[str]) -> np.ndarray:
         if self.lexical is None:

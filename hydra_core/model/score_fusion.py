@@ -17,6 +17,7 @@ no better).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from hydra_core.errors import HydraInputError
+from hydra_core.ranking.ann_index import HnswIndex
 
 _QUERY_CHUNK = 256
 _STD_EPS = 1e-6
@@ -76,15 +78,15 @@ def top_rows(scores: torch.Tensor, depth: int) -> torch.Tensor:
 
 
 def candidates(
-    lexical_top: torch.Tensor, dense: torch.Tensor, depth: int
+    lexical_top: torch.Tensor, dense_top: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each query's candidates: the union of the lexical channel's top documents (given:
-    feedback moves only the dense query, so they are found once) and the dense top ``depth``.
+    feedback moves only the dense query, so they are found once) and the dense channel's.
 
-    Returns (queries x 2 depth) document indices and a mask that is False on the second
+    Returns (queries x both depths) document indices and a mask that is False on the second
     copy of a document both channels retrieved, so every candidate counts once.
     """
-    both = torch.cat([lexical_top, top_rows(dense, depth)], 1)
+    both = torch.cat([lexical_top, dense_top], 1)
     ordered, _ = torch.sort(both, dim=1)
     valid = torch.ones_like(ordered, dtype=torch.bool)
     valid[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
@@ -107,14 +109,46 @@ def zscore(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def mix(
-    lexical: torch.Tensor, lexical_top: torch.Tensor, dense: torch.Tensor, weight: float, depth: int
+    lexical: torch.Tensor,
+    lexical_top: torch.Tensor,
+    dense: DenseChannel,
+    weight: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(candidate document indices, fused scores): ``-inf`` on repeated candidates."""
-    docs, valid = candidates(lexical_top, dense, depth)
+    docs, valid = candidates(lexical_top, dense.top)
     fused = weight * zscore(lexical.gather(1, docs), valid) + (1.0 - weight) * zscore(
-        dense.gather(1, docs), valid
+        dense.at(docs), valid
     )
     return docs, fused.masked_fill(~valid, float("-inf"))
+
+
+@dataclass(frozen=True)
+class DenseChannel:
+    """The dense channel of a chunk of queries: their top documents, and their inner
+    products with any documents (``at``: (queries x candidates) rows to scores)."""
+
+    top: torch.Tensor
+    at: Callable[[torch.Tensor], torch.Tensor]
+
+    @classmethod
+    def of_scores(cls, scores: torch.Tensor, depth: int) -> DenseChannel:
+        """From the full (queries x docs) product: exact search."""
+        return cls(top_rows(scores, depth), lambda rows: scores.gather(1, rows))
+
+
+def dense_channel(
+    queries: torch.Tensor, docs: torch.Tensor, depth: int, index: HnswIndex | None
+) -> DenseChannel:
+    """Exact without ``index``; with one, its top documents, and every candidate rescored
+    exactly, so the union and its z-scores differ from exact search only where the index
+    missed a document (and a query costs no product with all documents)."""
+    if index is None:
+        return DenseChannel.of_scores(queries @ docs.T, depth)
+    rows, _ = index.top_k(queries.numpy(), depth)
+    return DenseChannel(
+        torch.as_tensor(rows),
+        lambda candidates: torch.bmm(docs[candidates], queries.unsqueeze(2)).squeeze(2),
+    )
 
 
 def fused_top_k(
@@ -123,12 +157,15 @@ def fused_top_k(
     doc_vectors: np.ndarray,
     params: FusionParameters,
     k: int,
+    index: HnswIndex | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices and fused scores of the k best documents per query.
 
     ``lexical_scores`` is (queries x docs) BM25; ``query_vectors`` and ``doc_vectors`` are
     normalised vectors in one space (the head's, or the base's). Queries go in chunks, so
-    memory stays at chunk x docs; fusion itself works on the candidates only.
+    memory stays at chunk x docs; fusion itself works on the candidates only. With an
+    approximate ``index`` over ``doc_vectors`` the dense top documents come from it (see
+    :class:`DenseChannel`).
     """
     all_docs = torch.as_tensor(doc_vectors, dtype=torch.float32)
     weight, depth = params.lexical_weight, params.candidate_depth
@@ -142,12 +179,14 @@ def fused_top_k(
             lexical = torch.as_tensor(lexical_scores[rows], dtype=torch.float32)
             lexical_top = top_rows(lexical, depth)
             queries = torch.as_tensor(query_vectors[rows], dtype=torch.float32)
-            docs, fused = mix(lexical, lexical_top, queries @ all_docs.T, weight, depth)
+            dense = dense_channel(queries, all_docs, depth, index)
+            docs, fused = mix(lexical, lexical_top, dense, weight)
             if params.feedback > 0:
                 feedback_depth = min(params.feedback_depth, all_docs.shape[0])
                 top = docs.gather(1, torch.topk(fused, feedback_depth, dim=1).indices)
                 queries = rocchio(queries, all_docs[top], params.feedback)
-                docs, fused = mix(lexical, lexical_top, queries @ all_docs.T, weight, depth)
+                dense = dense_channel(queries, all_docs, depth, index)
+                docs, fused = mix(lexical, lexical_top, dense, weight)
             top = torch.topk(fused, min(k, fused.shape[1]), dim=1)
             indices.append(docs.gather(1, top.indices).numpy())
             scores.append(top.values.numpy())
@@ -182,11 +221,12 @@ def fusion_features(
     dense = torch.as_tensor(base_scores, dtype=torch.float32)
     depth = prior.candidate_depth
     lexical_top = top_rows(lexical, depth)
-    docs, valid = candidates(lexical_top, dense, depth)
+    channel = DenseChannel.of_scores(dense, depth)
+    docs, valid = candidates(lexical_top, channel.top)
     lexical_mean, lexical_std = moments(lexical.gather(1, docs), valid)
     _, dense_std = moments(dense.gather(1, docs), valid)
     z_lexical = (lexical - lexical_mean) / lexical_std
-    first_docs, first = mix(lexical, lexical_top, dense, prior.lexical_weight, depth)
+    first_docs, first = mix(lexical, lexical_top, channel, prior.lexical_weight)
     feedback = torch.topk(first, min(prior.feedback_depth, first.shape[1]), dim=1).indices
     query, positive, negative = pairs
     return FusionFeatures(
