@@ -17,6 +17,7 @@ resumes from there.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import multiprocessing
 import os
 import signal
@@ -29,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 
 import dagster as dg
+import yaml
 from dagster_shared.error import SerializableErrorInfo
 from filelock import FileLock
 
@@ -53,6 +55,10 @@ run_queue:
 telemetry:
   enabled: false
 """
+POSTGRES_URL_ENV = "HYDRA_DAGSTER_POSTGRES_URL"
+POSTGRES_STORAGE = {"postgres": {"postgres_url": {"env": POSTGRES_URL_ENV}}}
+"""Dagster's storage section for ``dagster_postgres_url``: the URL is read from the
+environment (which :func:`prepare_dagster_home` sets), so no password lands in the file."""
 
 
 @dataclass(frozen=True)
@@ -108,15 +114,44 @@ class RunSummary:
 
 
 def prepare_dagster_home(config: ProjectConfig) -> Path:
-    """Point ``DAGSTER_HOME`` at the workspace unless the environment already set one."""
+    """Point ``DAGSTER_HOME`` at the workspace unless the environment already set one.
+
+    With ``dagster_postgres_url`` the instance keeps its runs, events and schedules in that
+    database: its ``dagster.yaml`` gets the storage section (added to a file without one)
+    and the environment the URL, which the run workers and ``hydra ui``'s processes inherit.
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or config.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
     if not settings.exists():
         text = DAGSTER_YAML.format(max_concurrent=config.executor.max_concurrent)
         write_text_atomic(settings, text)
+    if config.dagster_postgres_url is not None:
+        _use_postgres_storage(config, settings)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def _use_postgres_storage(config: ProjectConfig, settings: Path) -> None:
+    if importlib.util.find_spec("dagster_postgres") is None:
+        raise HydraInputError(
+            "Dagster storage on Postgres needs dagster-postgres: uv sync --group postgres",
+            path=config.config_path,
+            field="dagster_postgres_url",
+        )
+    text = settings.read_text(encoding="utf-8")
+    storage = (yaml.safe_load(text) or {}).get("storage")
+    if storage is None:
+        section = yaml.safe_dump({"storage": POSTGRES_STORAGE}, sort_keys=False)
+        write_text_atomic(settings, f"{text.rstrip()}\n{section}")
+    elif storage != POSTGRES_STORAGE:
+        raise HydraInputError(
+            f"its storage section is not the one dagster_postgres_url asks for "
+            f"({POSTGRES_STORAGE}): remove that section, or dagster_postgres_url",
+            path=settings,
+            field="storage",
+        )
+    os.environ[POSTGRES_URL_ENV] = str(config.dagster_postgres_url)
 
 
 def workspace_lock(config: ProjectConfig) -> FileLock:
