@@ -47,11 +47,14 @@ class Postgres:
     def url(self, database: str) -> str:
         return f"postgresql+psycopg2://{PG_USER}@127.0.0.1:{self.port}/{database}"
 
-    def query(self, database: str, sql: str) -> list[tuple]:
-        with psycopg2.connect(
-            host="127.0.0.1", port=self.port, user=PG_USER, dbname=database
-        ) as connection, connection.cursor() as cursor:
-            cursor.execute(sql)
+    def query(self, database: str, sql: str, *params: object) -> list[tuple]:
+        with (
+            psycopg2.connect(
+                host="127.0.0.1", port=self.port, user=PG_USER, dbname=database
+            ) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(sql, params)
             return cursor.fetchall()
 
 
@@ -151,11 +154,12 @@ def test_hydra_run_keeps_runs_and_models_in_postgres(
 
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     [version] = client.search_model_versions("name = 'hydra-hypernet'")
+    assert version.run_id is not None
     run = client.get_run(version.run_id)
     assert f"MLflow run:  {version.run_id} (hydra-hypernet v1)" in first.stdout
     key = "cranfield/hydra/ndcg_at_10"
     stored = postgres.query(
-        "mlflow", f"select value from metrics where run_uuid = '{run.info.run_id}' and key = '{key}'"
+        "mlflow", "select value from metrics where run_uuid = %s and key = %s", run.info.run_id, key
     )
     assert stored == [(run.data.metrics[key],)]
 
