@@ -464,7 +464,7 @@ def test_cli_run_prints_results_and_locations(pipeline: Pipeline) -> None:
     assert checkpoint is not None
     for expected in ("scifact", "hydra-generic", "mlflow ui --backend-store-uri sqlite:///"):
         assert expected in result.stdout
-    assert f"Checkpoint:  {checkpoint.path}" in result.stdout
+    assert f"Checkpoint:  {checkpoint.checkpoint_id} ({checkpoint.path})" in result.stdout
     assert f"DuckDB:      {pipeline.config.resolved_metrics_db}" in result.stdout
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
@@ -157,6 +158,16 @@ def test_hydra_run_keeps_runs_and_models_in_postgres(
     assert version.run_id is not None
     run = client.get_run(version.run_id)
     assert f"MLflow run:  {version.run_id} (hydra-hypernet v1)" in first.stdout
+    # one checkpoint id: the folder, the MLflow run's name and tags, DuckDB, the report
+    [folder] = [path for path in (project.workspace / "checkpoints").iterdir() if path.is_dir()]
+    checkpoint = folder.name
+    assert f"Checkpoint:  {checkpoint} ({folder})" in first.stdout
+    assert run.info.run_name == run.data.tags["checkpoint_id"] == checkpoint
+    assert version.tags["checkpoint_id"] == checkpoint
+    with duckdb.connect(str(project.workspace / "metrics.duckdb"), read_only=True) as database:
+        assert database.sql("select distinct checkpoint from metrics").fetchall() == [(checkpoint,)]
+    report = (project.workspace / "reports" / "results.md").read_text()
+    assert f"checkpoint `{checkpoint}`" in report
     key = "cranfield/hydra/ndcg_at_10"
     stored = postgres.query(
         "mlflow", "select value from metrics where run_uuid = %s and key = %s", run.info.run_id, key
