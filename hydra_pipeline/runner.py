@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as EventType
@@ -39,12 +39,12 @@ from hydra_core.errors import HydraInputError
 from hydra_core.settings import load_settings
 from hydra_pipeline.artifacts import CheckpointRecord, load_value, stored_path
 from hydra_pipeline.defs.assets.sources import changed_observations, task_states
-from hydra_pipeline.defs.jobs import HYPERNET_ASSET, WAVES
+from hydra_pipeline.defs.jobs import HYPERNET_ASSET, TRAINING_ASSETS, WAVES
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.progress import cause_chain, is_interrupt
 from hydra_pipeline.planning import PlannedRun, plan_wave
 from hydra_pipeline.project_config import ProjectConfig
-from hydra_pipeline.tracking import TrackingTarget, experiment_id
+from hydra_pipeline.tracking import ParentRun, TrackingTarget, experiment_id
 
 Echo = Callable[[str], None]
 
@@ -222,9 +222,12 @@ def _run_config(label: str) -> dict:
 
 
 def execute_planned(
-    defs: dg.Definitions, instance: dg.DagsterInstance, planned: PlannedRun
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    planned: PlannedRun,
+    tags: Mapping[str, str] | None = None,
 ) -> RunOutcome:
-    """Run one planned run in this process.
+    """Run one planned run in this process, with ``tags`` besides hydra's own.
 
     Dagster turns Ctrl-C during a run into a failed run, so an interrupt is recognised
     here by its error and reported as such, never as a failure to fix.
@@ -237,7 +240,7 @@ def execute_planned(
             partition_key=planned.partition,
             asset_selection=[dg.AssetKey(name) for name in planned.assets],
             raise_on_error=False,
-            tags={"hydra/launched_by": "hydra run"},
+            tags={"hydra/launched_by": "hydra run", **dict(tags or {})},
         )
     except KeyboardInterrupt:  # before Dagster took over the signal
         return RunOutcome(planned, success=False, interrupted=True)
@@ -296,7 +299,7 @@ def _worker_init(threads: int, stop: EventType) -> None:
     signal.signal(signal.SIGINT, _note_interrupt)
 
 
-def _worker_execute(config_json: str, planned: PlannedRun) -> RunOutcome:
+def _worker_execute(config_json: str, planned: PlannedRun, tags: dict[str, str]) -> RunOutcome:
     """Entry point of a partition worker process (spawned: a fresh interpreter)."""
     assert _stop is not None, "the pool's initializer sets it"
     defs = _worker_definitions(config_json)
@@ -306,7 +309,7 @@ def _worker_execute(config_json: str, planned: PlannedRun) -> RunOutcome:
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             with dg.DagsterInstance.get() as instance:
-                outcome = execute_planned(defs, instance, planned)
+                outcome = execute_planned(defs, instance, planned, tags)
         except KeyboardInterrupt:
             pass
         finally:
@@ -352,8 +355,11 @@ class WaveExecutor:
             )
         return self._pool
 
-    def run(self, planned: list[PlannedRun]) -> list[RunOutcome]:
-        """One outcome per planned run; after Ctrl-C, the runs not started are interrupted."""
+    def run(
+        self, planned: list[PlannedRun], tags: dict[str, str] | None = None
+    ) -> list[RunOutcome]:
+        """One outcome per planned run, each a Dagster run with ``tags``; after Ctrl-C, the
+        runs not started are interrupted."""
         parallel = min(self.config.executor.max_concurrent, len(planned))
         if self.config.executor.kind != "multiprocess" or parallel < 2:
             outcomes: list[RunOutcome] = []
@@ -361,10 +367,11 @@ class WaveExecutor:
                 if outcomes and outcomes[-1].interrupted:
                     outcomes.append(RunOutcome(run, success=False, interrupted=True))
                 else:
-                    outcomes.append(execute_planned(self.defs, self.instance, run))
+                    outcomes.append(execute_planned(self.defs, self.instance, run, tags))
             return outcomes
         config_json = self.config.model_dump_json()
-        futures = [self._workers().submit(_worker_execute, config_json, run) for run in planned]
+        pool = self._workers()
+        futures = [pool.submit(_worker_execute, config_json, run, tags or {}) for run in planned]
         try:
             return [future.result() for future in futures]
         except KeyboardInterrupt:
@@ -399,6 +406,12 @@ def run_pipeline(
         )
     started = time.perf_counter()
     summary = RunSummary()
+    parent = ParentRun(
+        tracking_target(config),
+        f"hydra run {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        {"hydra/launched_by": "hydra run", "hydra/tasks": ",".join(config.tasks)},
+    )
+    status = "FAILED"
     try:
         with workspace_lock(config):
             register_tasks(instance, config.tasks, echo)
@@ -410,14 +423,20 @@ def run_pipeline(
                     continue
                 for run in planned:
                     echo(f"[{wave.name}] {run.label}: {len(run.assets)} assets ({run.reasons[0]})")
-                outcomes = executor.run(planned)
+                trains = any(set(run.assets) & TRAINING_ASSETS for run in planned)
+                outcomes = executor.run(planned, parent.dagster_tags() if trains else {})
                 summary.launched.extend(outcome.planned for outcome in outcomes if outcome.success)
                 if any(outcome.interrupted for outcome in outcomes):
+                    status = "KILLED"
                     raise PipelineInterrupted(summary.launched)
                 failures = tuple(f for outcome in outcomes for f in outcome.failures)
                 if failures:
                     raise PipelineError("\n".join(f.describe() for f in failures), failures)
+        status = "FINISHED"
     except KeyboardInterrupt:
+        status = "KILLED"
         raise PipelineInterrupted(summary.launched) from None
+    finally:
+        parent.end(status)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -28,7 +28,6 @@ from typing import Any
 
 import polars as pl
 from filelock import FileLock
-from mlflow.exceptions import MlflowException
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.fingerprints import text_digest
@@ -44,12 +43,9 @@ from hydra_core.training.trainer import (
 )
 from hydra_pipeline.artifacts import CheckpointRecord
 from hydra_pipeline.stages import training_task
-from hydra_pipeline.tracking import TrackingTarget, TrainingRun
+from hydra_pipeline.tracking import TRACKING_ERRORS, TrackingTarget, TrainingRun
 
 log = logging.getLogger(__name__)
-
-TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError)
-"""What an unreachable, misconfigured or locked MLflow store raises."""
 
 
 class TrackingUnavailableError(RuntimeError):

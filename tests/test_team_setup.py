@@ -168,6 +168,11 @@ def test_hydra_run_keeps_runs_and_models_in_postgres(
         assert database.sql("select distinct checkpoint from metrics").fetchall() == [(checkpoint,)]
     report = (project.workspace / "reports" / "results.md").read_text()
     assert f"checkpoint `{checkpoint}`" in report
+    # one parent MLflow run per hydra run, the training nested under it
+    experiment = [run.info.experiment_id]
+    [parent] = client.search_runs(experiment, "tags.`hydra/launched_by` = 'hydra run'")
+    assert parent.info.status == "FINISHED" and str(parent.info.run_name).startswith("hydra run ")
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     key = "cranfield/hydra/ndcg_at_10"
     stored = postgres.query(
         "mlflow", "select value from metrics where run_uuid = %s and key = %s", run.info.run_id, key
@@ -180,3 +185,4 @@ def test_hydra_run_keeps_runs_and_models_in_postgres(
     assert second.stderr.count("up to date") == 4
     assert postgres.query("dagster", "select count(*) from runs") == [(sum(dict(runs).values()),)]
     assert len(client.search_model_versions("name = 'hydra-hypernet'")) == 1
+    assert len(client.search_runs(experiment)) == 2  # no parent run for nothing trained
