@@ -562,7 +562,7 @@ def _print_results(config: ProjectConfig, dagster_home: Path) -> None:
                 "MLflow run",
                 f"{checkpoint.mlflow_run_id} ({checkpoint.model_name} v{checkpoint.model_version})",
             ),
-            ("Checkpoint", checkpoint.path),
+            ("Checkpoint", f"{checkpoint.checkpoint_id} ({checkpoint.path})"),
         ]
     lines += [
         ("DuckDB", f"{database}  (uv run hydra metrics)"),

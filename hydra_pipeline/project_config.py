@@ -7,6 +7,8 @@ locations, so a laptop, CI and a cluster node run the same file:
 
 - ``HYDRA_WORKSPACE``: the workspace folder (caches, assets, checkpoints, stores);
 - ``MLFLOW_TRACKING_URI``: an MLflow server instead of the workspace's sqlite file;
+- ``HYDRA_DAGSTER_POSTGRES_URL``: Dagster's runs, events and schedules in Postgres instead
+  of the workspace's sqlite files;
 - ``HYDRA_METRICS_DB``: the DuckDB database (a path, or ``md:<name>`` for MotherDuck);
 - ``HYDRA_EXECUTOR``: ``in_process``, ``multiprocess`` or ``k8s``;
 - ``HYDRA_TASKS``: a comma-separated task list replacing ``tasks``.
@@ -22,13 +24,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hydra_core.errors import HydraInputError
 from hydra_core.settings import PROJECT_ROOT
 
 CONFIG_FILE_NAME = "hydra.yaml"
 DEFAULT_TASKS: tuple[str, ...] = ("scifact", "nfcorpus", "cranfield", "cacm", "vaswani")
+POSTGRES_DRIVER_URL = "postgresql+psycopg2://"
+"""How a Postgres URL must start: SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3,
+with which Dagster's run storage fails (``NOTIFY run_events``); psycopg2 is the driver
+``dagster-postgres`` installs and MLflow's server accepts."""
 
 ExecutorKind = Literal["in_process", "multiprocess", "k8s"]
 
@@ -82,12 +88,23 @@ class ProjectConfig(BaseModel):
     experiment: str = "hydra"
     registered_model: str = "hydra-hypernet"
     metrics_db: str | None = None
+    dagster_postgres_url: str | None = None
+    """Dagster's run, event and schedule storage in Postgres; ``None``: sqlite files in the
+    Dagster home."""
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tolerance: float = Field(default=0.005, ge=0)
     """How far below the base model's NDCG@10 hydra may fall before its check fails."""
     retrain_cron: str = "0 4 * * 1"
     config_path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("dagster_postgres_url")
+    @classmethod
+    def _psycopg2_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(POSTGRES_DRIVER_URL):
+            scheme = url.split("://", 1)[0]
+            raise ValueError(f"must start with {POSTGRES_DRIVER_URL} (got {scheme}://)")
+        return url
 
     @property
     def training_task_names(self) -> list[str]:
@@ -169,6 +186,8 @@ def _env_overrides() -> dict[str, Any]:
         overrides["workspace"] = Path(workspace).resolve()
     if tracking_uri := os.environ.get("MLFLOW_TRACKING_URI"):
         overrides["tracking_uri"] = tracking_uri
+    if postgres_url := os.environ.get("HYDRA_DAGSTER_POSTGRES_URL"):
+        overrides["dagster_postgres_url"] = postgres_url
     if metrics_db := os.environ.get("HYDRA_METRICS_DB"):
         overrides["metrics_db"] = metrics_db
     if tasks := os.environ.get("HYDRA_TASKS"):

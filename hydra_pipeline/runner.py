@@ -17,11 +17,12 @@ resumes from there.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as EventType
@@ -29,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 
 import dagster as dg
+import yaml
 from dagster_shared.error import SerializableErrorInfo
 from filelock import FileLock
 
@@ -37,12 +39,12 @@ from hydra_core.errors import HydraInputError
 from hydra_core.settings import load_settings
 from hydra_pipeline.artifacts import CheckpointRecord, load_value, stored_path
 from hydra_pipeline.defs.assets.sources import changed_observations, task_states
-from hydra_pipeline.defs.jobs import HYPERNET_ASSET, WAVES
+from hydra_pipeline.defs.jobs import HYPERNET_ASSET, TRAINING_ASSETS, WAVES
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.progress import cause_chain, is_interrupt
 from hydra_pipeline.planning import PlannedRun, plan_wave
 from hydra_pipeline.project_config import ProjectConfig
-from hydra_pipeline.tracking import TrackingTarget, experiment_id
+from hydra_pipeline.tracking import ParentRun, TrackingTarget, experiment_id
 
 Echo = Callable[[str], None]
 
@@ -53,6 +55,10 @@ run_queue:
 telemetry:
   enabled: false
 """
+POSTGRES_URL_ENV = "HYDRA_DAGSTER_POSTGRES_URL"
+POSTGRES_STORAGE = {"postgres": {"postgres_url": {"env": POSTGRES_URL_ENV}}}
+"""Dagster's storage section for ``dagster_postgres_url``: the URL is read from the
+environment (which :func:`prepare_dagster_home` sets), so no password lands in the file."""
 
 
 @dataclass(frozen=True)
@@ -108,15 +114,44 @@ class RunSummary:
 
 
 def prepare_dagster_home(config: ProjectConfig) -> Path:
-    """Point ``DAGSTER_HOME`` at the workspace unless the environment already set one."""
+    """Point ``DAGSTER_HOME`` at the workspace unless the environment already set one.
+
+    With ``dagster_postgres_url`` the instance keeps its runs, events and schedules in that
+    database: its ``dagster.yaml`` gets the storage section (added to a file without one)
+    and the environment the URL, which the run workers and ``hydra ui``'s processes inherit.
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or config.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
     if not settings.exists():
         text = DAGSTER_YAML.format(max_concurrent=config.executor.max_concurrent)
         write_text_atomic(settings, text)
+    if config.dagster_postgres_url is not None:
+        _use_postgres_storage(config, settings)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def _use_postgres_storage(config: ProjectConfig, settings: Path) -> None:
+    if importlib.util.find_spec("dagster_postgres") is None:
+        raise HydraInputError(
+            "Dagster storage on Postgres needs dagster-postgres: uv sync --group postgres",
+            path=config.config_path,
+            field="dagster_postgres_url",
+        )
+    text = settings.read_text(encoding="utf-8")
+    storage = (yaml.safe_load(text) or {}).get("storage")
+    if storage is None:
+        section = yaml.safe_dump({"storage": POSTGRES_STORAGE}, sort_keys=False)
+        write_text_atomic(settings, f"{text.rstrip()}\n{section}")
+    elif storage != POSTGRES_STORAGE:
+        raise HydraInputError(
+            f"its storage section is not the one dagster_postgres_url asks for "
+            f"({POSTGRES_STORAGE}): remove that section, or dagster_postgres_url",
+            path=settings,
+            field="storage",
+        )
+    os.environ[POSTGRES_URL_ENV] = str(config.dagster_postgres_url)
 
 
 def workspace_lock(config: ProjectConfig) -> FileLock:
@@ -187,9 +222,12 @@ def _run_config(label: str) -> dict:
 
 
 def execute_planned(
-    defs: dg.Definitions, instance: dg.DagsterInstance, planned: PlannedRun
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    planned: PlannedRun,
+    tags: Mapping[str, str] | None = None,
 ) -> RunOutcome:
-    """Run one planned run in this process.
+    """Run one planned run in this process, with ``tags`` besides hydra's own.
 
     Dagster turns Ctrl-C during a run into a failed run, so an interrupt is recognised
     here by its error and reported as such, never as a failure to fix.
@@ -202,7 +240,7 @@ def execute_planned(
             partition_key=planned.partition,
             asset_selection=[dg.AssetKey(name) for name in planned.assets],
             raise_on_error=False,
-            tags={"hydra/launched_by": "hydra run"},
+            tags={"hydra/launched_by": "hydra run", **dict(tags or {})},
         )
     except KeyboardInterrupt:  # before Dagster took over the signal
         return RunOutcome(planned, success=False, interrupted=True)
@@ -261,7 +299,7 @@ def _worker_init(threads: int, stop: EventType) -> None:
     signal.signal(signal.SIGINT, _note_interrupt)
 
 
-def _worker_execute(config_json: str, planned: PlannedRun) -> RunOutcome:
+def _worker_execute(config_json: str, planned: PlannedRun, tags: dict[str, str]) -> RunOutcome:
     """Entry point of a partition worker process (spawned: a fresh interpreter)."""
     assert _stop is not None, "the pool's initializer sets it"
     defs = _worker_definitions(config_json)
@@ -271,7 +309,7 @@ def _worker_execute(config_json: str, planned: PlannedRun) -> RunOutcome:
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             with dg.DagsterInstance.get() as instance:
-                outcome = execute_planned(defs, instance, planned)
+                outcome = execute_planned(defs, instance, planned, tags)
         except KeyboardInterrupt:
             pass
         finally:
@@ -317,8 +355,11 @@ class WaveExecutor:
             )
         return self._pool
 
-    def run(self, planned: list[PlannedRun]) -> list[RunOutcome]:
-        """One outcome per planned run; after Ctrl-C, the runs not started are interrupted."""
+    def run(
+        self, planned: list[PlannedRun], tags: dict[str, str] | None = None
+    ) -> list[RunOutcome]:
+        """One outcome per planned run, each a Dagster run with ``tags``; after Ctrl-C, the
+        runs not started are interrupted."""
         parallel = min(self.config.executor.max_concurrent, len(planned))
         if self.config.executor.kind != "multiprocess" or parallel < 2:
             outcomes: list[RunOutcome] = []
@@ -326,10 +367,11 @@ class WaveExecutor:
                 if outcomes and outcomes[-1].interrupted:
                     outcomes.append(RunOutcome(run, success=False, interrupted=True))
                 else:
-                    outcomes.append(execute_planned(self.defs, self.instance, run))
+                    outcomes.append(execute_planned(self.defs, self.instance, run, tags))
             return outcomes
         config_json = self.config.model_dump_json()
-        futures = [self._workers().submit(_worker_execute, config_json, run) for run in planned]
+        pool = self._workers()
+        futures = [pool.submit(_worker_execute, config_json, run, tags or {}) for run in planned]
         try:
             return [future.result() for future in futures]
         except KeyboardInterrupt:
@@ -364,6 +406,12 @@ def run_pipeline(
         )
     started = time.perf_counter()
     summary = RunSummary()
+    parent = ParentRun(
+        tracking_target(config),
+        f"hydra run {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        {"hydra/launched_by": "hydra run", "hydra/tasks": ",".join(config.tasks)},
+    )
+    status = "FAILED"
     try:
         with workspace_lock(config):
             register_tasks(instance, config.tasks, echo)
@@ -375,14 +423,20 @@ def run_pipeline(
                     continue
                 for run in planned:
                     echo(f"[{wave.name}] {run.label}: {len(run.assets)} assets ({run.reasons[0]})")
-                outcomes = executor.run(planned)
+                trains = any(set(run.assets) & TRAINING_ASSETS for run in planned)
+                outcomes = executor.run(planned, parent.dagster_tags() if trains else {})
                 summary.launched.extend(outcome.planned for outcome in outcomes if outcome.success)
                 if any(outcome.interrupted for outcome in outcomes):
+                    status = "KILLED"
                     raise PipelineInterrupted(summary.launched)
                 failures = tuple(f for outcome in outcomes for f in outcome.failures)
                 if failures:
                     raise PipelineError("\n".join(f.describe() for f in failures), failures)
+        status = "FINISHED"
     except KeyboardInterrupt:
+        status = "KILLED"
         raise PipelineInterrupted(summary.launched) from None
+    finally:
+        parent.end(status)
     summary.seconds = time.perf_counter() - started
     return summary

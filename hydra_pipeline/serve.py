@@ -121,16 +121,14 @@ def stored_registry(
 def checkpoint_registry(
     config: ProjectConfig, checkpoint: Path, encoder: FrozenEncoder
 ) -> TaskRegistry:
-    """Every configured task's card from the cards folder, compiled by ``checkpoint``."""
-    from hydra_core.data.fingerprints import file_fingerprint
-    from hydra_core.model.hypernet import WEIGHTS_FILE, Hypernet
+    """Every configured task's card from the cards folder, compiled by ``checkpoint``; its
+    id is the folder's name, as for the checkpoints ``hydra run`` trains."""
+    from hydra_core.model.hypernet import Hypernet
     from hydra_core.serving.registry import TaskRegistry, card_corpus, corpus_key
 
     cards_dir = load_settings().cards_dir
     hypernet = Hypernet.load(checkpoint)
-    registry = TaskRegistry(
-        encoder, hypernet, file_fingerprint(checkpoint / WEIGHTS_FILE), cards_dir
-    )
+    registry = TaskRegistry(encoder, hypernet, checkpoint.resolve().name, cards_dir)
     for name in config.tasks:
         card = find_card(name, cards_dir)
         corpus = registry.corpus(corpus_key(card)) or card_corpus(card, encoder, encode=True)

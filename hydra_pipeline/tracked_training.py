@@ -5,7 +5,9 @@ on them, records the run (parameters, data fingerprints, per-epoch losses, the c
 a registered model version) and says where the checkpoint is.
 
 The checkpoint folder is named by a hash of everything that determines the weights
-(training config and code, base encoder, each task's data and card), and the trainer
+(training config and code, base encoder, each task's data and card). That hash is the
+checkpoint's one id: the MLflow run's name, the registered version's ``checkpoint_id``
+tag, the ``checkpoint`` column of DuckDB and the report all show it. The trainer
 resumes a folder that holds a finished or interrupted run of the same inputs, so retrying
 a crashed training continues where it stopped instead of starting over.
 
@@ -26,13 +28,12 @@ from typing import Any
 
 import polars as pl
 from filelock import FileLock
-from mlflow.exceptions import MlflowException
 
 from hydra_core.data.cards import TaskCard
-from hydra_core.data.fingerprints import file_fingerprint, text_digest
+from hydra_core.data.fingerprints import text_digest
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
-from hydra_core.model.hypernet import WEIGHTS_FILE, read_config
+from hydra_core.model.hypernet import read_config
 from hydra_core.training.trainer import (
     TrainConfig,
     TrainingTask,
@@ -42,12 +43,9 @@ from hydra_core.training.trainer import (
 )
 from hydra_pipeline.artifacts import CheckpointRecord
 from hydra_pipeline.stages import training_task
-from hydra_pipeline.tracking import TrackingTarget, TrainingRun
+from hydra_pipeline.tracking import TRACKING_ERRORS, TrackingTarget, TrainingRun
 
 log = logging.getLogger(__name__)
-
-TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError)
-"""What an unreachable, misconfigured or locked MLflow store raises."""
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -104,8 +102,8 @@ def train_tracked(
         "encoder": encoder.identity,
         "code": code_version,
     }
-    run_key = text_digest(json.dumps(identity, sort_keys=True))
-    out_dir = checkpoints_dir / run_key
+    checkpoint_id = text_digest(json.dumps(identity, sort_keys=True))
+    out_dir = checkpoints_dir / checkpoint_id
     all_params = {
         "train": asdict(config),
         "tasks": names,
@@ -119,12 +117,13 @@ def train_tracked(
     # Two runs of the same inputs (two `hydra run`s at once) share the folder: the second
     # waits, then resumes the finished state instead of writing beside the first's upload.
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(checkpoints_dir / f".{run_key}.lock"):
+    with FileLock(checkpoints_dir / f".{checkpoint_id}.lock"):
         path: Path | None = None
         training = False
         try:
+            run_tags = {**dict(tags or {}), "checkpoint_id": checkpoint_id}
             with TrainingRun(
-                target, run_name=f"hypernet-{run_key[:8]}", params=all_params, tags=tags
+                target, run_name=checkpoint_id, params=all_params, tags=run_tags
             ) as run:
                 logged: set[int] = set()
                 epoch_errors: list[Exception] = []
@@ -155,7 +154,6 @@ def train_tracked(
                 for epoch, values in enumerate(history, start=1):
                     if epoch not in logged:  # epochs done by an earlier, resumed attempt
                         run.log_epoch(epoch, values)
-                checkpoint_id = file_fingerprint(path / WEIGHTS_FILE)
                 source = run.log_checkpoint(path)
                 version = (
                     run.register(source, tags={"checkpoint_id": checkpoint_id}) if register else ""

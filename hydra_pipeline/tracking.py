@@ -30,6 +30,10 @@ from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
+TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError)
+"""What an unreachable, misconfigured or locked MLflow store raises."""
+PARENT_RUN_TAG = "hydra/mlflow_parent_run"
+"""The Dagster run tag naming the MLflow run a training nests under (``hydra run``'s)."""
 CHECKPOINT_ARTIFACT = "checkpoint"
 REPORT_ARTIFACT = "report"
 MLFLOW_UI_ADDRESS = "http://127.0.0.1:5000"
@@ -119,6 +123,51 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
             text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
             flat[_UNSAFE.sub("_", name)] = text[:_MAX_PARAM_CHARS]
     return flat
+
+
+def nested_under(dagster_tags: Mapping[str, str]) -> dict[str, str]:
+    """The MLflow tags that nest a training under the parent run its Dagster run names
+    (none for a run launched outside ``hydra run``, from the UI or a schedule)."""
+    parent = dagster_tags.get(PARENT_RUN_TAG)
+    return {"mlflow.parentRunId": parent} if parent else {}
+
+
+class ParentRun:
+    """The MLflow run one ``hydra run`` nests its hypernet trainings under.
+
+    Created when a wave first trains a hypernet, so a run with nothing to train leaves no
+    empty run behind; like training, ``hydra run`` never fails for it: an unreachable store
+    is a warning here, and the training step then says what to fix.
+    """
+
+    def __init__(self, target: TrackingTarget, run_name: str, tags: Mapping[str, str]) -> None:
+        self.target = target
+        self.run_name = run_name
+        self.tags = dict(tags)
+        self.run_id: str | None = None
+
+    def dagster_tags(self) -> dict[str, str]:
+        """The Dagster run tags that nest a training under this run, creating it first."""
+        if self.run_id is None:
+            try:
+                client = self.target.client()
+                run = client.create_run(
+                    experiment_id(self.target, client), run_name=self.run_name, tags=self.tags
+                )
+                self.run_id = run.info.run_id
+            except TRACKING_ERRORS as error:
+                log.warning("no parent MLflow run at %s: %s", self.target.tracking_uri, error)
+                return {}
+        return {PARENT_RUN_TAG: self.run_id}
+
+    def end(self, status: str) -> None:
+        """``FINISHED``, ``FAILED`` or ``KILLED`` (Ctrl-C); nothing if it was never created."""
+        if self.run_id is None:
+            return
+        try:
+            self.target.client().set_terminated(self.run_id, status)
+        except TRACKING_ERRORS as error:
+            log.warning("could not end MLflow run %s: %s", self.run_id, error)
 
 
 class TrainingRun:

@@ -1,5 +1,5 @@
 """Programs tests run: the installed ``hydra`` console script, and some beyond the Python
-packages (a browser, a mount namespace).
+packages (a browser, a mount namespace, a Postgres server).
 
 Without one, such a test is skipped with a reason that says how to get it, so ``uv run pytest``
 passes on a fresh machine; CI sets ``HYDRA_REQUIRE_TOOLS=1`` (in .ci/run), which turns the skip
@@ -20,6 +20,9 @@ import pytest
 HYDRA = Path(sys.executable).with_name("hydra")
 """The console script ``uv run hydra`` starts: tests run it for real exit statuses."""
 REQUIRE_TOOLS = "HYDRA_REQUIRE_TOOLS"
+DEBIAN_POSTGRES = Path("/usr/lib/postgresql")
+"""Where Debian's ``postgresql`` package puts the server programs (``<version>/bin``),
+which it does not put on PATH."""
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -43,3 +46,15 @@ def mounted(setup: str, command: list[str]) -> list[str]:
     if subprocess.run([unshare, "--mount", "true"], capture_output=True).returncode != 0:
         _unavailable("mounting a test filesystem needs root (unshare --mount)")
     return [str(unshare), "--mount", "sh", "-c", f'{setup} && exec "$@"', "sh", *command]
+
+
+def postgres_programs(debian_root: Path = DEBIAN_POSTGRES) -> Path:
+    """The folder of the Postgres server programs (``initdb``, ``pg_ctl``): the one on PATH,
+    else the newest of Debian's; without one, skip (or fail in CI) saying how to get it."""
+    found = shutil.which("initdb")
+    if found is not None:  # often a link into Debian's folder, which holds createdb too
+        return Path(found).resolve().parent
+    installed = [path.parent for path in debian_root.glob("*/bin/initdb")]
+    if not installed:
+        _unavailable("initdb (the Postgres server) is not installed: apt-get install postgresql")
+    return max(installed, key=lambda folder: int(folder.parent.name))

@@ -107,10 +107,12 @@ class Pipeline:
         return [run for run in self.all_training_runs() if "hydra/variant" not in run.data.tags]
 
     def all_training_runs(self) -> list:
+        """Runs that trained a checkpoint (not the parent runs ``hydra run`` nests them in)."""
         client = self.mlflow()
         experiment = client.get_experiment_by_name(self.config.experiment)
         assert experiment is not None
-        return client.search_runs([experiment.experiment_id])
+        runs = client.search_runs([experiment.experiment_id])
+        return [run for run in runs if "checkpoint_id" in run.data.tags]
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +197,8 @@ def test_mlflow_run_with_metrics_checkpoint_and_model(pipeline: Pipeline) -> Non
     assert version.run_id == run.info.run_id  # the reference hypernets are not registered
     assert (version.source or "").endswith("/checkpoint")
     assert version.tags["checkpoint_id"] == checkpoint.checkpoint_id
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])  # the hydra run's
+    assert parent.data.tags["hydra/launched_by"] == "hydra run"
 
 
 def test_reference_hypernets_train_with_labels_and_without_each_task(pipeline: Pipeline) -> None:
@@ -464,7 +468,7 @@ def test_cli_run_prints_results_and_locations(pipeline: Pipeline) -> None:
     assert checkpoint is not None
     for expected in ("scifact", "hydra-generic", "mlflow ui --backend-store-uri sqlite:///"):
         assert expected in result.stdout
-    assert f"Checkpoint:  {checkpoint.path}" in result.stdout
+    assert f"Checkpoint:  {checkpoint.checkpoint_id} ({checkpoint.path})" in result.stdout
     assert f"DuckDB:      {pipeline.config.resolved_metrics_db}" in result.stdout
 
 

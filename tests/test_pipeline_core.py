@@ -17,6 +17,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from dagster_shared.error import SerializableErrorInfo
 from pipeline_support import make_project
 
@@ -57,6 +58,7 @@ from hydra_pipeline.results_report import (
     ndcg_chart,
     write_report,
 )
+from hydra_pipeline.runner import POSTGRES_STORAGE, POSTGRES_URL_ENV, prepare_dagster_home
 from hydra_pipeline.stages import dangling_qrels, leaked_test_queries, metrics_frame
 from hydra_pipeline.tracking import MLFLOW_UI_ADDRESS, flatten_params, metric_key, run_url
 
@@ -72,6 +74,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         "HYDRA_METRICS_DB",
         "HYDRA_EXECUTOR",
         "HYDRA_TASKS",
+        "HYDRA_DAGSTER_POSTGRES_URL",
         "HYDRA_CACHE_DIR",
     ):
         monkeypatch.delenv(name, raising=False)
@@ -99,6 +102,7 @@ def test_config_environment_overrides(tmp_path: Path, clean_env: pytest.MonkeyPa
     clean_env.setenv("HYDRA_METRICS_DB", "md:hydra")
     clean_env.setenv("HYDRA_EXECUTOR", "in_process")
     clean_env.setenv("HYDRA_TASKS", "a,b")
+    clean_env.setenv("HYDRA_DAGSTER_POSTGRES_URL", "postgresql+psycopg2://u@db/dagster")
     config = load_project_config()
     assert config.workspace == tmp_path / "elsewhere"
     assert config.resolved_tracking_uri == "http://mlflow.example:5000"
@@ -106,6 +110,7 @@ def test_config_environment_overrides(tmp_path: Path, clean_env: pytest.MonkeyPa
     assert config.executor.kind == "in_process"
     assert config.tasks == ["a", "b"]
     assert config.training_task_names == ["a"]  # narrowed with the task list
+    assert config.dagster_postgres_url == "postgresql+psycopg2://u@db/dagster"
 
 
 @pytest.mark.parametrize(
@@ -114,6 +119,8 @@ def test_config_environment_overrides(tmp_path: Path, clean_env: pytest.MonkeyPa
         ("tasks: [a]\ntraining_tasks: [b]\n", "training_tasks"),
         ("executor: {kind: threads}\n", "executor.kind"),
         ("tasks: [a]\nunknown_key: 1\n", "unknown_key"),
+        # SQLAlchemy would pick psycopg 3 for it, on which Dagster's run storage fails
+        ("dagster_postgres_url: postgresql://u@db/dagster\n", "dagster_postgres_url"),
     ],
 )
 def test_config_errors_name_the_field(
@@ -124,6 +131,27 @@ def test_config_errors_name_the_field(
     with pytest.raises(HydraInputError) as error:
         load_project_config(config_file)
     assert str(config_file) in str(error.value) and repr(field) in str(error.value)
+
+
+def test_a_postgres_url_adds_the_storage_section_to_dagster_yaml(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """Added once to hydra's file, the URL read from the environment (no password in the
+    file); another storage there is an error naming the file, not a silent switch."""
+    clean_env.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))  # restored afterwards
+    url = "postgresql+psycopg2://hydra:secret@db/dagster"
+    config_file = tmp_path / "hydra.yaml"
+    config_file.write_text(f"workspace: ws\ndagster_postgres_url: {url}\n")
+    config = load_project_config(config_file)
+    settings = prepare_dagster_home(config) / "dagster.yaml"
+    prepare_dagster_home(config)
+    loaded = yaml.safe_load(settings.read_text())
+    assert loaded["storage"] == POSTGRES_STORAGE and loaded["run_queue"]
+    assert "secret" not in settings.read_text() and os.environ[POSTGRES_URL_ENV] == url
+    settings.write_text("storage:\n  sqlite:\n    base_dir: history\n")
+    with pytest.raises(HydraInputError) as error:
+        prepare_dagster_home(config)
+    assert str(error.value).startswith(f"{settings} (field 'storage'): ")
 
 
 # ------------------------------------------------------------------------------ fingerprints

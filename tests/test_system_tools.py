@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from system_tools import REQUIRE_TOOLS, require_or_skip
+from system_tools import REQUIRE_TOOLS, postgres_programs, require_or_skip
 
 UI_TESTS = Path(__file__).with_name("test_pipeline_ui.py")
 
@@ -36,3 +36,17 @@ def test_in_ci_a_missing_program_fails_instead(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv(REQUIRE_TOOLS, "1")
     with pytest.raises(pytest.fail.Exception, match=f"{REQUIRE_TOOLS} is set, so this test"):
         require_or_skip("hydra-no-such-program", "apt-get install hydra-no-such-program")
+
+
+def test_postgres_programs_are_found_where_debian_puts_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian's postgresql package leaves initdb off PATH, in /usr/lib/postgresql/<ver>/bin."""
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    monkeypatch.delenv(REQUIRE_TOOLS, raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install postgresql"):
+        postgres_programs(tmp_path)
+    for version in ("9", "15"):
+        (tmp_path / version / "bin").mkdir(parents=True)
+        (tmp_path / version / "bin" / "initdb").touch()
+    assert postgres_programs(tmp_path) == tmp_path / "15" / "bin"  # the newest

@@ -35,6 +35,8 @@ TASK_EVAL_ASSETS: tuple[str, ...] = ("compiled_retriever", "unseen_hypernet", "t
 HYPERNET_ASSET = "hypernet_checkpoint"
 LABELLED_ASSET = "labelled_hypernet"
 REPORT_ASSET = "results_report"
+TRAINING_ASSETS = frozenset({HYPERNET_ASSET, LABELLED_ASSET, "unseen_hypernet"})
+"""The assets that train a hypernet: each one's training is an MLflow run."""
 
 
 @dataclass(frozen=True)

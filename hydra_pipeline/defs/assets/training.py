@@ -65,6 +65,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         """Train once on all training tasks; tracked as one MLflow run with a model version."""
         from hydra_core.training.trainer import TrainConfig
         from hydra_pipeline.tracked_training import train_tracked
+        from hydra_pipeline.tracking import nested_under
 
         record = train_tracked(
             task_card,
@@ -77,7 +78,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             target=tracking.target(),
             code_version=hypernet_version,
             params={"dagster_run_id": context.run.run_id},
-            tags={"dagster_run_id": context.run.run_id},
+            tags={"dagster_run_id": context.run.run_id, **nested_under(context.run.tags)},
         )
         return dg.Output(
             record,
@@ -129,6 +130,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         from hydra_core.training.trainer import LABELLED_TRAINING
         from hydra_pipeline.stages import label_streams
         from hydra_pipeline.tracked_training import train_tracked
+        from hydra_pipeline.tracking import nested_under
 
         streams = label_streams(task_card, corpus, queries, qrels, encoder.get())
         if not streams:
@@ -143,7 +145,11 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             checkpoints_dir=workspace.checkpoints,
             target=tracking.target(),
             code_version=labelled_version,
-            tags={"dagster_run_id": context.run.run_id, "hydra/variant": "labels"},
+            tags={
+                "dagster_run_id": context.run.run_id,
+                "hydra/variant": "labels",
+                **nested_under(context.run.tags),
+            },
             label_streams=streams,
             register=False,
         )
@@ -180,6 +186,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         task trains."""
         from hydra_core.training.trainer import TrainConfig
         from hydra_pipeline.tracked_training import train_tracked
+        from hydra_pipeline.tracking import nested_under
 
         held_out = context.partition_key
         if held_out not in hypernet_checkpoint.tasks:
@@ -199,7 +206,11 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             checkpoints_dir=workspace.checkpoints,
             target=tracking.target(),
             code_version=hypernet_version,
-            tags={"dagster_run_id": context.run.run_id, "hydra/variant": f"without-{held_out}"},
+            tags={
+                "dagster_run_id": context.run.run_id,
+                "hydra/variant": f"without-{held_out}",
+                **nested_under(context.run.tags),
+            },
             register=False,
         )
         return dg.Output(
