@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import NoReturn
 
@@ -58,3 +60,22 @@ def postgres_programs(debian_root: Path = DEBIAN_POSTGRES) -> Path:
     if not installed:
         _unavailable("initdb (the Postgres server) is not installed: apt-get install postgresql")
     return max(installed, key=lambda folder: int(folder.parent.name))
+
+
+def wait_until_answering(
+    url: str, server: subprocess.Popen[bytes], log: Path, seconds: float, name: str
+) -> None:
+    """Poll ``url`` until it answers 200; fail with the end of ``log`` if ``server`` exits
+    or ``seconds`` pass first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"{name} exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{name} did not answer {url} in {seconds:.0f}s:\n{log.read_text()[-3000:]}")

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from system_tools import HYDRA
 
 from hydra_core.encoding.embedding_cache import EmbeddingCache
 from hydra_core.encoding.encoder import DEFAULT_MODEL, FrozenEncoder, resolve_model_path
 from hydra_pipeline.encoder_packages import SPLIT_ENCODERS
-from tests.system_tools import HYDRA
 
 NAME = "all-mpnet-base-v2"
 

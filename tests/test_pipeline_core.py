@@ -76,6 +76,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         "HYDRA_TASKS",
         "HYDRA_DAGSTER_POSTGRES_URL",
         "HYDRA_CACHE_DIR",
+        "HYDRA_ENCODER",
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -139,6 +140,9 @@ def test_a_postgres_url_adds_the_storage_section_to_dagster_yaml(
     """Added once to hydra's file, the URL read from the environment (no password in the
     file); another storage there is an error naming the file, not a silent switch."""
     clean_env.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))  # restored afterwards
+    # prepare_dagster_home exports the URL for the run workers: set here first, so it is
+    # removed again afterwards and no later test's instance looks for this server
+    clean_env.setenv(POSTGRES_URL_ENV, "")
     url = "postgresql+psycopg2://hydra:secret@db/dagster"
     config_file = tmp_path / "hydra.yaml"
     config_file.write_text(f"workspace: ws\ndagster_postgres_url: {url}\n")

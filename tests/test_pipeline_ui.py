@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import dagster as dg
 import pytest
 from pipeline_support import Project, make_project
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from system_tools import require_or_skip
+from system_tools import require_or_skip, wait_until_answering
 
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.settings import PROJECT_ROOT
@@ -55,23 +54,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _wait_until_serving(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"dagster dev exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/server_info", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    pytest.fail(
-        f"dagster dev did not serve {url} in {STARTUP_SECONDS}s:\n{log.read_text()[-3000:]}"
-    )
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:
@@ -123,7 +105,7 @@ def dagster_ui(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_serving(url, server, log)
+        wait_until_answering(f"{url}/server_info", server, log, STARTUP_SECONDS, "dagster dev")
         yield DagsterUI(url, project, log)
     finally:
         _stop(server)

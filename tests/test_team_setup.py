@@ -15,8 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 from pipeline_support import make_project
-from system_tools import HYDRA, postgres_programs
+from system_tools import HYDRA, postgres_programs, wait_until_answering
 
 from hydra_core.data.tasks import load_task
 
@@ -104,17 +102,7 @@ def mlflow_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) 
         server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{address}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_answering(f"{address}/health", server, log, 180, "mlflow server")
         yield address
     finally:
         server.terminate()
