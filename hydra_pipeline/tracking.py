@@ -81,7 +81,7 @@ def run_url(tracking_uri: str, run_id: str, ui_address: str = MLFLOW_UI_ADDRESS)
         return None
     try:
         run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
-    except (MlflowException, OSError) as exc:
+    except TRACKING_ERRORS as exc:
         log.warning("no MLflow link for run %s: %s", run_id, exc)
         return None
     remote = tracking_uri.startswith(("http://", "https://"))

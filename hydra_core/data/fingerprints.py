@@ -97,7 +97,7 @@ def array_digest(array: np.ndarray, ids: Iterable[str] = ()) -> str:
     digest = hashlib.sha256()
     contiguous = np.ascontiguousarray(array)
     digest.update(f"{contiguous.dtype.str}{contiguous.shape}".encode())
-    digest.update(contiguous.tobytes())
+    digest.update(contiguous.data)  # the array's own bytes, not a copy
     for row_id in ids:
         digest.update(row_id.encode())
         digest.update(b"\0")

@@ -14,7 +14,6 @@ process loads the file. Writes are atomic: a reader sees a whole graph or none.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -25,11 +24,11 @@ import faiss
 import numpy as np
 
 from hydra_core.atomic import atomic_path
+from hydra_core.data.fingerprints import array_digest, text_digest
 from hydra_core.errors import HydraInputError
 
 IndexKind = Literal["exact", "hnsw"]
 INDEX_KINDS: tuple[IndexKind, ...] = get_args(IndexKind)
-_DIGEST_BLOCK = 1 << 24  # bytes hashed at a time: a 1 GiB matrix is never copied whole
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +89,8 @@ class HnswIndex:
 
 
 def vectors_digest(vectors: np.ndarray, params: HnswParameters) -> str:
-    """A digest of the vectors' bytes, shape and what the graph is built with: the cache key."""
-    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((matrix.shape, params.name())).encode())
-    flat = matrix.reshape(-1).view(np.uint8)
-    for start in range(0, flat.size, _DIGEST_BLOCK):
-        digest.update(flat[start : start + _DIGEST_BLOCK].tobytes())
-    return digest.hexdigest()
+    """A digest of the vectors and of what the graph is built with: the cache key."""
+    return text_digest(params.name(), array_digest(np.asarray(vectors, dtype=np.float32)))
 
 
 def build_hnsw(vectors: np.ndarray, params: HnswParameters) -> faiss.IndexHNSWFlat:
