@@ -62,6 +62,8 @@ class TrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     train: dict[str, Any] = Field(default_factory=dict)
+    architecture: dict[str, Any] = Field(default_factory=dict)
+    """Fields of ``HypernetConfig`` (the hypernet's sizes: ``out_dim``, ``cond_dim``, ``rank``)."""
     pairs: dict[str, Any] = Field(default_factory=dict)
     """Fields of ``PairConfig`` (how fused rankings become preference pairs)."""
     training_queries: dict[str, Any] = Field(default_factory=dict)

@@ -21,7 +21,7 @@ import polars as pl
 from hydra_core.data.cards import TaskCard, find_card, generic_card
 from hydra_core.data.fingerprints import array_digest, frame_digest, text_digest
 from hydra_core.data.tasks import QUERIES_SCHEMA, RetrievalTask
-from hydra_core.encoding.card_encoder import card_part_embeddings
+from hydra_core.encoding.card_parts import card_part_embeddings
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
@@ -38,7 +38,8 @@ from hydra_core.evaluation.methods import (
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.evaluation.significance import per_query_frame, table_from_per_query
 from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
-from hydra_core.model.hypernet import WEIGHTS_FILE, Hypernet
+from hydra_core.model.hypernet import Hypernet
+from hydra_core.model.module import WEIGHTS_FILE
 from hydra_core.model.retriever import ConditionedRetriever
 from hydra_core.ranking.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
 from hydra_core.ranking.rankings import exact_top_k, ranking_frame

@@ -33,7 +33,7 @@ from hydra_core.data.cards import TaskCard
 from hydra_core.data.fingerprints import text_digest
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
-from hydra_core.model.hypernet import read_config
+from hydra_core.model.hypernet import DEFAULT_ARCHITECTURE, Hypernet, HypernetConfig
 from hydra_core.training.trainer import (
     TrainConfig,
     TrainingTask,
@@ -71,6 +71,7 @@ def train_tracked(
     *,
     encoder: FrozenEncoder,
     config: TrainConfig,
+    architecture: HypernetConfig = DEFAULT_ARCHITECTURE,
     checkpoints_dir: Path,
     target: TrackingTarget,
     code_version: str = "",
@@ -98,7 +99,7 @@ def train_tracked(
     label_streams = [task for task in tasks if task.name not in pairs]
     fingerprints = {task.name: task.fingerprint for task in tasks}
     identity = {
-        "run": run_identity(tasks, config, encoder.model_name),
+        "run": run_identity(tasks, config, encoder.model_name, architecture),
         "encoder": encoder.identity,
         "code": code_version,
     }
@@ -106,6 +107,7 @@ def train_tracked(
     out_dir = checkpoints_dir / checkpoint_id
     all_params = {
         "train": asdict(config),
+        "architecture": asdict(architecture),
         "tasks": names,
         "label_streams": [stream.name for stream in label_streams],
         "encoder": encoder.identity,
@@ -144,13 +146,14 @@ def train_tracked(
                     config,
                     out_dir,
                     base_model=encoder.model_name,
+                    architecture=architecture,
                     on_epoch=on_epoch,
                     show_progress=False,
                 )
                 training = False
                 if epoch_errors:
                     raise epoch_errors[0]
-                history = read_config(path).get("metadata", {}).get("history", [])
+                history = Hypernet.read_config(path).get("metadata", {}).get("history", [])
                 for epoch, values in enumerate(history, start=1):
                     if epoch not in logged:  # epochs done by an earlier, resumed attempt
                         run.log_epoch(epoch, values)
@@ -168,7 +171,12 @@ def train_tracked(
                     error,
                 )
                 path = train_hypernet(
-                    tasks, config, out_dir, base_model=encoder.model_name, show_progress=False
+                    tasks,
+                    config,
+                    out_dir,
+                    base_model=encoder.model_name,
+                    architecture=architecture,
+                    show_progress=False,
                 )
             raise TrackingUnavailableError(target, path, error) from error
     log.info("hypernet %s trained on %s: MLflow run %s", checkpoint_id, names, run.run_id)

@@ -63,7 +63,7 @@ def synthetic_tasks(n_tasks: int = 2, seed: int = 0) -> list:
     """Training tasks of random (but fixed) embeddings: the point is process death, not data."""
     import torch
 
-    from hydra_core.encoding.card_encoder import CARD_PARTS
+    from hydra_core.encoding.card_parts import CARD_PARTS
     from hydra_core.training.trainer import TrainingTask
 
     generator = torch.Generator().manual_seed(seed)

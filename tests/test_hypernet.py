@@ -18,8 +18,12 @@ from hydra_core.evaluation.methods import (
     default_ensemble,
     retriever_table,
 )
+from hydra_core.model.card_encoder import TaskCardEncoder
+from hydra_core.model.fusion_generator import FusionGenerator
 from hydra_core.model.head import ProjectionHead
-from hydra_core.model.hypernet import Hypernet, initial_hypernet
+from hydra_core.model.head_generator import ProjectionHeadGenerator
+from hydra_core.model.hypernet import Hypernet, HypernetConfig, initial_hypernet
+from hydra_core.model.module import HydraModule
 from hydra_core.model.retriever import ConditionedRetriever
 
 
@@ -144,3 +148,56 @@ def test_out_of_bounds_sizes_in_a_checkpoint_config_are_refused_before_allocatin
     with pytest.raises(HydraInputError) as refused:
         Hypernet.load(tmp_path)
     assert str(refused.value).startswith(f"{path} (field {field!r}): {problem}")
+
+
+@pytest.mark.parametrize(
+    "piece",
+    [
+        TaskCardEncoder(in_dim=32, out_dim=8),
+        ProjectionHeadGenerator(cond_dim=8, in_dim=32, out_dim=16, rank=4),
+        FusionGenerator(cond_dim=8),
+        Hypernet(base_model="m", in_dim=32, architecture=HypernetConfig(16, 8, 4)),
+    ],
+    ids=lambda piece: type(piece).__name__,
+)
+def test_every_trainable_piece_saves_its_config_and_weights(
+    piece: HydraModule, tmp_path: Path
+) -> None:
+    """The shared save/load: the folder rebuilds the piece, sizes and weights alike."""
+    with torch.no_grad():
+        for parameter in piece.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    loaded = type(piece).load(piece.save(tmp_path / "piece"))
+    assert loaded.get_config_dict() == piece.get_config_dict()
+    for (name, mine), (_, theirs) in zip(
+        piece.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert torch.equal(mine, theirs), name
+    config = json.loads((tmp_path / "piece" / "config.json").read_text())
+    assert config == {"format": piece.format, **piece.get_config_dict()}
+
+
+def test_a_folder_of_another_piece_is_refused(tmp_path: Path) -> None:
+    FusionGenerator(cond_dim=8).save(tmp_path)
+    with pytest.raises(HydraInputError, match="not a TaskCardEncoder"):
+        TaskCardEncoder.load(tmp_path)
+
+
+def test_the_architecture_is_the_hypernets_own_config(reference: np.ndarray) -> None:
+    """Sizes come from HypernetConfig, not from training settings, and reach every piece."""
+    small = initial_hypernet("m", reference, architecture=HypernetConfig(64, 32, 8))
+    assert small.get_config_dict() == {
+        "base_model": "m",
+        "in_dim": 384,
+        "out_dim": 64,
+        "cond_dim": 32,
+        "rank": 8,
+        "metadata": {},
+    }
+    assert small.generator.get_config_dict() == {
+        "cond_dim": 32,
+        "in_dim": 384,
+        "out_dim": 64,
+        "rank": 8,
+    }
+    assert small.card_encoder.out_dim == small.fusion.cond_dim == 32

@@ -39,7 +39,8 @@ from hydra_core.data.training_queries import training_queries
 from hydra_core.encoding.embedding_cache import EmbeddingCache, text_key
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
-from hydra_core.model.hypernet import WEIGHTS_FILE, Hypernet
+from hydra_core.model.hypernet import Hypernet
+from hydra_core.model.module import WEIGHTS_FILE
 from hydra_core.training.trainer import STATE_FILE, TrainConfig
 from hydra_pipeline import metrics_store
 from hydra_pipeline.artifacts import load_value, save_value, stored_path

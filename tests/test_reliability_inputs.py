@@ -25,7 +25,7 @@ from system_tools import HYDRA
 
 from hydra_core.data.cards import load_card, write_card
 from hydra_core.data.tasks import load_beir_folder
-from hydra_core.encoding.card_encoder import CARD_PARTS, card_part_embeddings
+from hydra_core.encoding.card_parts import CARD_PARTS, card_part_embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.model.head import head_forward

@@ -17,7 +17,7 @@ from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.methods import default_ensemble
 from hydra_core.model.fusion_generator import DEFAULT_FUSION
-from hydra_core.model.hypernet import Hypernet, initial_hypernet
+from hydra_core.model.hypernet import Hypernet, HypernetConfig, initial_hypernet
 from hydra_core.model.retriever import ConditionedRetriever
 from hydra_core.training.preferences import PairConfig, preference_pairs
 from hydra_core.training.trainer import (
@@ -168,6 +168,26 @@ def test_resuming_with_another_config_is_refused(
             tmp_path / "run",
             base_model="all-MiniLM-L6-v2",
         )
+
+
+def test_the_architecture_is_trained_as_configured_and_part_of_the_identity(
+    prepared: list[TrainingTask], tmp_path: Path
+) -> None:
+    train_hypernet(prepared, TINY, tmp_path / "run", base_model="all-MiniLM-L6-v2")
+    small = HypernetConfig(out_dim=64, cond_dim=32, rank=8)
+    with pytest.raises(HydraInputError, match="out_dim 256 -> 64"):
+        train_hypernet(
+            prepared, TINY, tmp_path / "run", base_model="all-MiniLM-L6-v2", architecture=small
+        )
+    train_hypernet(
+        prepared,
+        TINY,
+        tmp_path / "run",
+        base_model="all-MiniLM-L6-v2",
+        architecture=small,
+        fresh=True,
+    )
+    assert Hypernet.load(tmp_path / "run").architecture == small
 
 
 def test_a_folder_trained_on_other_tasks_or_data_is_refused_unless_fresh(

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hydra_core.model.module import HydraModule
 from hydra_core.model.score_fusion import FusionParameters
 
 DEFAULT_FUSION = FusionParameters(lexical_weight=0.4, feedback=0.5, feedback_depth=3)
@@ -33,11 +34,18 @@ def _inverse_softplus(value: float) -> float:
     return math.log(math.expm1(value)) if value > 0 else -20.0
 
 
-class FusionGenerator(nn.Module):
-    """(batch x cond_dim) conditioning -> :class:`FusionWeights` for each row."""
+class FusionGenerator(HydraModule):
+    """(batch x cond_dim) conditioning -> :class:`FusionWeights` for each row.
+
+    The prior is code, not config: its logits are a buffer saved with the weights.
+    """
+
+    format = "hydra-fusion-generator/1"
+    config_keys = ("cond_dim",)
 
     def __init__(self, cond_dim: int = 128, prior: FusionParameters = DEFAULT_FUSION) -> None:
         super().__init__()
+        self.cond_dim = cond_dim
         self.prior = prior
         weight = min(max(prior.lexical_weight, 1e-6), 1 - 1e-6)
         self.register_buffer(

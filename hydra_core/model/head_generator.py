@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from hydra_core.model.module import HydraModule
+
 
 class HeadParameters(NamedTuple):
     """Batched head parameters: weight (B x out x in), bias/scale/shift (B x out)."""
@@ -46,14 +48,17 @@ def geometry_preserving_basis(embeddings: np.ndarray, out_dim: int) -> np.ndarra
     return (sum_zero_basis @ keep).astype(np.float32)
 
 
-class ProjectionHeadGenerator(nn.Module):
+class ProjectionHeadGenerator(HydraModule):
     """(batch x cond_dim) conditioning -> :class:`HeadParameters` for each row."""
+
+    format = "hydra-head-generator/1"
+    config_keys = ("cond_dim", "in_dim", "out_dim", "rank")
 
     def __init__(
         self, cond_dim: int = 128, in_dim: int = 384, out_dim: int = 256, rank: int = 96
     ) -> None:
         super().__init__()
-        self.config = {"cond_dim": cond_dim, "in_dim": in_dim, "out_dim": out_dim, "rank": rank}
+        self.cond_dim, self.in_dim, self.out_dim, self.rank = cond_dim, in_dim, out_dim, rank
         self.base_weight = nn.Parameter(torch.zeros(out_dim, in_dim))
         self.base_bias = nn.Parameter(torch.zeros(out_dim))
         self.base_scale = nn.Parameter(torch.ones(out_dim))

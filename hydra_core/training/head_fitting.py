@@ -29,6 +29,7 @@ from hydra_core.evaluation.validation import VALIDATION, split_for_validation
 from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
 from hydra_core.model.head import ProjectionHead
 from hydra_core.model.head_generator import geometry_preserving_basis
+from hydra_core.model.hypernet import DEFAULT_ARCHITECTURE
 from hydra_core.model.retriever import RetrieverIndex
 from hydra_core.ranking.teacher_ensemble import TeacherEnsemble
 from hydra_core.training.preferences import preference_pairs
@@ -68,7 +69,9 @@ def fit_head(
     return ProjectionHead(weight, bias, scale, shift, task=initial.task)
 
 
-def base_head(reference_embeddings: np.ndarray, out_dim: int = 256) -> ProjectionHead:
+def base_head(
+    reference_embeddings: np.ndarray, out_dim: int = DEFAULT_ARCHITECTURE.out_dim
+) -> ProjectionHead:
     """The head an untrained hypernet compiles every card to."""
     weight = torch.from_numpy(geometry_preserving_basis(reference_embeddings, out_dim))
     return ProjectionHead(weight, torch.zeros(out_dim), torch.ones(out_dim), torch.zeros(out_dim))
@@ -117,9 +120,7 @@ def supervised_head(
         return score_ranking(ranking, validation, VALIDATION)[HEADLINE_METRIC]
 
     split_texts = task.split_queries(split)["text"].to_list()
-    initial = base_head(
-        np.concatenate([doc_vectors, encoder.encode(split_texts, "query")]), config.out_dim
-    )
+    initial = base_head(np.concatenate([doc_vectors, encoder.encode(split_texts, "query")]))
     best, best_steps, best_score = initial, 0, validation_ndcg(initial)
     for steps, head in _fits(initial, training_task(fitting), checkpoints, config):
         score = validation_ndcg(head)

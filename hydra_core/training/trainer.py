@@ -37,7 +37,12 @@ from hydra_core.data.fingerprints import array_digest, text_digest
 from hydra_core.errors import HydraInputError
 from hydra_core.model.fusion_generator import FusionWeights
 from hydra_core.model.head import head_forward
-from hydra_core.model.hypernet import Hypernet, initial_hypernet
+from hydra_core.model.hypernet import (
+    DEFAULT_ARCHITECTURE,
+    Hypernet,
+    HypernetConfig,
+    initial_hypernet,
+)
 from hydra_core.model.score_fusion import FusionFeatures
 from hydra_core.progress import ProgressLog
 from hydra_core.training.losses import in_batch_infonce, weighted_pairwise_loss
@@ -73,9 +78,6 @@ class TrainConfig:
     nce_temperature: float = 0.05
     nce_weight: float = 0.5
     seed: int = 0
-    out_dim: int = 256
-    cond_dim: int = 128
-    rank: int = 96
     train_base_weight: bool = True
 
 
@@ -246,11 +248,15 @@ def with_pairs(tasks: Sequence[TrainingTask]) -> list[TrainingTask]:
 
 
 def run_identity(
-    tasks: Sequence[TrainingTask], config: TrainConfig, base_model: str
+    tasks: Sequence[TrainingTask],
+    config: TrainConfig,
+    base_model: str,
+    architecture: HypernetConfig = DEFAULT_ARCHITECTURE,
 ) -> dict[str, Any]:
     """Everything that decides the weights a run ends at; a resume needs all of it unchanged."""
     return {
         "train_config": asdict(config),
+        "architecture": asdict(architecture),
         "base_model": base_model,
         "tasks": [task.name for task in tasks],
         "data": {task.name: task.digests for task in tasks},
@@ -263,11 +269,13 @@ def train_hypernet(
     out_dir: Path | str,
     *,
     base_model: str,
+    architecture: HypernetConfig = DEFAULT_ARCHITECTURE,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     show_progress: bool = True,
     fresh: bool = False,
 ) -> Path:
-    """Train (or resume training) a hypernet on ``tasks``; returns the checkpoint dir.
+    """Train (or resume training) a hypernet of ``architecture`` on ``tasks``; returns the
+    checkpoint dir.
 
     ``out_dir`` holding a run of other inputs is an error unless ``fresh``, which trains
     from scratch there whatever it holds. Tasks without pairs are left out (see
@@ -284,9 +292,7 @@ def train_hypernet(
         base_model,
         reference_embeddings(tasks),
         seed=config.seed,
-        out_dim=config.out_dim,
-        cond_dim=config.cond_dim,
-        rank=config.rank,
+        architecture=architecture,
     )
     hypernet.generator.base_weight.requires_grad_(config.train_base_weight)
     optimizer = torch.optim.AdamW(
@@ -295,7 +301,7 @@ def train_hypernet(
         weight_decay=config.weight_decay,
     )
     history: list[dict[str, float]] = []
-    identity = run_identity(tasks, config, base_model)
+    identity = run_identity(tasks, config, base_model, architecture)
     start_epoch = 0 if fresh else _resume(out_dir, identity, hypernet, optimizer, history)
     card_parts = torch.stack([task.card_parts for task in tasks])
     log.info(
@@ -442,11 +448,12 @@ def _differences(metadata: dict[str, str], identity: dict[str, Any]) -> list[str
     if missing:  # written before the state recorded what trained it
         return [f"the saved state does not record its {', '.join(missing)}"]
     differences = []
-    config, saved_config = identity["train_config"], saved["train_config"]
-    changed = sorted(
-        k for k in config.keys() | saved_config.keys() if config.get(k) != saved_config.get(k)
-    )
-    differences += [f"{k} {saved_config.get(k)} -> {config.get(k)}" for k in changed]
+    for settings in ("train_config", "architecture"):
+        config, saved_config = identity[settings], saved[settings]
+        changed = sorted(
+            k for k in config.keys() | saved_config.keys() if config.get(k) != saved_config.get(k)
+        )
+        differences += [f"{k} {saved_config.get(k)} -> {config.get(k)}" for k in changed]
     if saved["base_model"] != identity["base_model"]:
         differences.append(f"base model {saved['base_model']} -> {identity['base_model']}")
     if saved["tasks"] != identity["tasks"]:

@@ -15,7 +15,7 @@ import polars as pl
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.data.training_queries import training_queries
-from hydra_core.encoding.card_encoder import card_part_embeddings
+from hydra_core.encoding.card_parts import card_part_embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.model.fusion_generator import DEFAULT_FUSION

@@ -40,10 +40,16 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         for name in ("task_card", "doc_embeddings", "query_embeddings", "preference_pairs")
     }
     train_settings = config.training.train
+    architecture_settings = config.training.architecture
     hypernet_version = code_version(
         "hydra_pipeline.tracked_training",
         "hydra_core.training.trainer",
-        config={"train": train_settings, "tasks": training_tasks, "model": config.encoder_model},
+        config={
+            "train": train_settings,
+            "architecture": architecture_settings,
+            "tasks": training_tasks,
+            "model": config.encoder_model,
+        },
     )
 
     @dg.asset(
@@ -63,6 +69,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         preference_pairs: dict[str, pl.DataFrame],
     ) -> dg.Output[CheckpointRecord]:
         """Train once on all training tasks; tracked as one MLflow run with a model version."""
+        from hydra_core.model.hypernet import HypernetConfig
         from hydra_core.training.trainer import TrainConfig
         from hydra_pipeline.tracked_training import train_tracked
         from hydra_pipeline.tracking import nested_under
@@ -74,6 +81,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             preference_pairs,
             encoder=encoder.get(),
             config=TrainConfig(**train_settings),
+            architecture=HypernetConfig(**architecture_settings),
             checkpoints_dir=workspace.checkpoints,
             target=tracking.target(),
             code_version=hypernet_version,
@@ -89,6 +97,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "model_version": f"{record.model_name} v{record.model_version}",
                 "tasks": ", ".join(record.tasks),
                 "train_config": asdict(TrainConfig(**train_settings)),
+                "architecture": asdict(HypernetConfig(**architecture_settings)),
             },
         )
 
@@ -97,7 +106,12 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         "hydra_pipeline.tracked_training",
         "hydra_core.training.trainer",
         "hydra_pipeline.stages",
-        config={"train": labelled_settings, "tasks": training_tasks, "model": config.encoder_model},
+        config={
+            "train": labelled_settings,
+            "architecture": architecture_settings,
+            "tasks": training_tasks,
+            "model": config.encoder_model,
+        },
     )
 
     @dg.asset(
@@ -127,6 +141,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 
         With no card declaring labels it is the hypernet itself, and no task gets the row.
         """
+        from hydra_core.model.hypernet import HypernetConfig
         from hydra_core.training.trainer import LABELLED_TRAINING
         from hydra_pipeline.stages import label_streams
         from hydra_pipeline.tracked_training import train_tracked
@@ -142,6 +157,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             preference_pairs,
             encoder=encoder.get(),
             config=replace(LABELLED_TRAINING, **labelled_settings),
+            architecture=HypernetConfig(**architecture_settings),
             checkpoints_dir=workspace.checkpoints,
             target=tracking.target(),
             code_version=labelled_version,
@@ -184,6 +200,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         is as new as an unseen task's: for a task that never trained (not a training task,
         or one too small to yield pairs), the hypernet itself. An empty record when no other
         task trains."""
+        from hydra_core.model.hypernet import HypernetConfig
         from hydra_core.training.trainer import TrainConfig
         from hydra_pipeline.tracked_training import train_tracked
         from hydra_pipeline.tracking import nested_under
@@ -203,6 +220,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             {name: preference_pairs[name] for name in others},
             encoder=encoder.get(),
             config=TrainConfig(**train_settings),
+            architecture=HypernetConfig(**architecture_settings),
             checkpoints_dir=workspace.checkpoints,
             target=tracking.target(),
             code_version=hypernet_version,
