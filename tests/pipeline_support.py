@@ -13,6 +13,7 @@ from hydra_core.settings import PROJECT_ROOT
 from hydra_pipeline.artifacts import save_beir_folder
 
 QUICK_TRAINING = {"epochs": 2, "steps_per_epoch": 8, "pairs_per_task": 32}
+QUICK_ARCHITECTURE = {"rank": 32}
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ def make_project(
         "executor": {"kind": executor, "max_concurrent": 2},
         "training": {
             "train": QUICK_TRAINING,
+            "architecture": QUICK_ARCHITECTURE,
             "labelled_train": QUICK_TRAINING,
             "refine_steps": 5,
         },

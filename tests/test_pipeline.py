@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from pipeline_support import QUICK_TRAINING, Project, make_project
+from pipeline_support import QUICK_ARCHITECTURE, QUICK_TRAINING, Project, make_project
 from typer.testing import CliRunner
 
 from hydra_core.data.cards import find_card
@@ -34,6 +34,7 @@ from hydra_core.evaluation.methods import (
     retriever_table,
 )
 from hydra_core.model.compiled_retriever import CompiledRetriever
+from hydra_core.model.hypernet import Hypernet
 from hydra_core.ranking.teachers import BM25Teacher
 from hydra_core.training.head_fitting import refine_retriever
 from hydra_pipeline import metrics_store
@@ -180,6 +181,8 @@ def test_mlflow_run_with_metrics_checkpoint_and_model(pipeline: Pipeline) -> Non
     assert checkpoint is not None and checkpoint.mlflow_run_id == run.info.run_id
     assert run.info.status == "FINISHED"
     assert run.data.params["train.epochs"] == str(QUICK_TRAINING["epochs"])
+    assert run.data.params["architecture.rank"] == str(QUICK_ARCHITECTURE["rank"])
+    assert Hypernet.load(checkpoint.path).architecture.rank == QUICK_ARCHITECTURE["rank"]
     assert json.loads(run.data.params["tasks"]) == sorted(TASKS)
     assert "fingerprints.scifact.pairs" in run.data.params
     assert run.data.params["code_version"]
