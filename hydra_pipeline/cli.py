@@ -342,7 +342,8 @@ def bench(
     """Benchmark suite: encode, cache, compile, project, search, new task, memory, pipeline."""
     import json
 
-    from hydra_pipeline.benchmarks import FULL, QUICK, contention_warning, render_text, run_suite
+    from hydra_pipeline.benchmarks.inputs import FULL, QUICK
+    from hydra_pipeline.benchmarks.suite import contention_warning, render_text, run_suite
 
     def progress(name: str) -> None:
         typer.echo(f"bench: {name}", err=True)

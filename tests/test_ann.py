@@ -23,7 +23,7 @@ from hydra_core.ranking.ann_index import IndexKind, load_or_build_hnsw
 from hydra_core.ranking.rankings import exact_top_k
 from hydra_core.ranking.teachers import BM25Teacher
 from hydra_pipeline.artifacts import save_beir_folder
-from hydra_pipeline.benchmarks import random_head, replicated_vectors, untrained_hypernet
+from hydra_pipeline.benchmarks.inputs import random_head, replicated_vectors, untrained_hypernet
 
 FEEDBACK = FusionParameters(lexical_weight=0.4, feedback=0.5)
 

@@ -14,7 +14,7 @@ import pytest
 from system_tools import HYDRA
 from typer.testing import CliRunner
 
-from hydra_pipeline.benchmarks import contention_warning, render_text
+from hydra_pipeline.benchmarks.suite import contention_warning, render_text
 from hydra_pipeline.cli import app
 
 FIGURES = {

@@ -12,7 +12,7 @@ from hydra_core.model import head as head_module
 from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.head import head_forward
 from hydra_core.model.retriever import ConditionedRetriever
-from hydra_pipeline.benchmarks import random_head, unit_vectors, untrained_hypernet
+from hydra_pipeline.benchmarks.inputs import random_head, unit_vectors, untrained_hypernet
 
 
 @pytest.mark.parametrize("rows_per_block", [128, 1024])
