@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -168,13 +168,14 @@ class Perturbation:
         return f"{self.kind}:{self.rate:g}"
 
 
-def parse_perturbation(spec: str, seed: int = 0) -> Perturbation:
+def parse_perturbation(spec: str, seed: int = 0, *, label: str = "--perturb") -> Perturbation:
     """``KIND[:RATE]`` as a perturbation; a bad kind or rate is one line naming both the
-    value and what is accepted."""
+    value (after ``label``, where it came from) and what is accepted."""
     kind, has_rate, rate_text = spec.strip().partition(":")
     expected = f"expected KIND[:RATE] with KIND one of {', '.join(KINDS)} and RATE in (0, 1]"
+    given = f"{label} {spec!r}" if label else repr(spec)
     if kind not in KINDS:
-        raise HydraInputError(f"--perturb {spec!r}: unknown kind {kind!r}; {expected}")
+        raise HydraInputError(f"{given}: unknown kind {kind!r}; {expected}")
     if not has_rate:
         return Perturbation(kind, KINDS[kind][1], seed)
     try:
@@ -182,7 +183,7 @@ def parse_perturbation(spec: str, seed: int = 0) -> Perturbation:
     except ValueError:
         rate = float("nan")
     if not 0.0 < rate <= 1.0:  # also refuses nan
-        raise HydraInputError(f"--perturb {spec!r}: bad rate {rate_text!r}; {expected}")
+        raise HydraInputError(f"{given}: bad rate {rate_text!r}; {expected}")
     return Perturbation(kind, rate, seed)
 
 
@@ -231,3 +232,27 @@ class Robustness:
             "metric": HEADLINE_METRIC,
             "methods": methods,
         }
+
+
+ROBUSTNESS_SCHEMA: dict[str, pl.DataType] = {
+    "task": pl.String(),
+    "method": pl.String(),
+    "kind": pl.String(),
+    "rate": pl.Float64(),
+    "seed": pl.Int64(),
+    "metric": pl.String(),
+    "clean": pl.Float64(),
+    "perturbed": pl.Float64(),
+    "drop": pl.Float64(),
+}
+
+
+def robustness_frame(task: str, results: Sequence[Robustness]) -> pl.DataFrame:
+    """One task's robustness results as long rows, one per method and perturbation."""
+    rows = [
+        (task, method, p.kind, p.rate, p.seed, HEADLINE_METRIC, *values)
+        for result in results
+        for p in [result.perturbation]
+        for method, values in result.rows().items()
+    ]
+    return pl.DataFrame(rows, schema=ROBUSTNESS_SCHEMA, orient="row")
