@@ -21,13 +21,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import polars as pl
 
-from hydra_core.evaluation.method import METHOD_RANK
+from hydra_core.evaluation.method import HEADLINE_METRIC, METHOD_RANK
 from hydra_core.evaluation.metrics import METRIC_NAMES
-from hydra_core.evaluation.perturbations import ROBUSTNESS_SCHEMA
+
+if TYPE_CHECKING:  # types only: an edit to the perturbations leaves task_metrics up to date
+    from hydra_core.evaluation.perturbations import Robustness
 
 TABLE = "metrics"
 LATEST_VIEW = "latest_metrics"
@@ -95,6 +98,31 @@ JOIN (
 ) AS latest USING (task, evaluation_id);
 """
 _LOCK_WAIT_SECONDS = 120.0
+
+
+ROBUSTNESS_SCHEMA: dict[str, pl.DataType] = {
+    "task": pl.String(),
+    "method": pl.String(),
+    "kind": pl.String(),
+    "rate": pl.Float64(),
+    "seed": pl.Int64(),
+    "metric": pl.String(),
+    "clean": pl.Float64(),
+    "perturbed": pl.Float64(),
+    "drop": pl.Float64(),
+}
+
+
+def robustness_frame(task: str, results: Sequence[Robustness]) -> pl.DataFrame:
+    """One task's robustness results as the rows :func:`record_robustness` stores, one per
+    method and perturbation."""
+    rows = [
+        (task, method, p.kind, p.rate, p.seed, HEADLINE_METRIC, *values)
+        for result in results
+        for p in [result.perturbation]
+        for method, values in result.rows().items()
+    ]
+    return pl.DataFrame(rows, schema=ROBUSTNESS_SCHEMA, orient="row")
 
 
 class NoMetricsError(LookupError):
@@ -182,8 +210,7 @@ def record_robustness(
     dagster_run_id: str = "",
     created_at: datetime | None = None,
 ) -> str:
-    """Append one robustness evaluation (rows of
-    :func:`~hydra_core.evaluation.perturbations.robustness_frame`); returns its id."""
+    """Append one robustness evaluation (rows of :func:`robustness_frame`); returns its id."""
     inserts = [(ROBUSTNESS_TABLE, rows.select(list(ROBUSTNESS_SCHEMA)))]
     return _append(database, inserts, run_id, checkpoint, dagster_run_id, created_at)
 

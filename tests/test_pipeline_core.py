@@ -31,7 +31,7 @@ from hydra_core.data.fingerprints import (
 from hydra_core.data.tasks import RetrievalTask, load_beir_folder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.metrics import Scores
-from hydra_core.evaluation.perturbations import KINDS, Perturbation, Robustness, robustness_frame
+from hydra_core.evaluation.perturbations import KINDS, Perturbation, Robustness
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.evaluation.significance import per_query_frame
 from hydra_core.settings import PROJECT_ROOT
@@ -364,18 +364,18 @@ def test_robustness_rows_and_their_report_section(tmp_path: Path) -> None:
     clean = {"bm25": 0.5, "hydra": 0.6, "hydra-shuffled": 0.6}
     older = [result("swap", clean, {"bm25": 0.1, "hydra": 0.1, "hydra-shuffled": 0.1})]
     metrics_store.record_robustness(
-        database, robustness_frame("a", older), run_id="r", checkpoint="c"
+        database, metrics_store.robustness_frame("a", older), run_id="r", checkpoint="c"
     )
     results = [
         result("swap", clean, {"bm25": 0.5, "hydra": 0.55, "hydra-shuffled": 0.6}),
         result("drop", clean, {"bm25": 0.3, "hydra": 0.58, "hydra-shuffled": 0.6}),
     ]
     metrics_store.record_robustness(
-        database, robustness_frame("a", results), run_id="r", checkpoint="c"
+        database, metrics_store.robustness_frame("a", results), run_id="r", checkpoint="c"
     )
     other = [result("swap", {"bm25": 0.4, "hydra": 0.5}, {"bm25": 0.4, "hydra": 0.45})]
     metrics_store.record_robustness(
-        database, robustness_frame("b", other), run_id="r", checkpoint="c"
+        database, metrics_store.robustness_frame("b", other), run_id="r", checkpoint="c"
     )
     rows = metrics_store.latest_robustness(database)
     assert rows.height == 6 + 2  # a's newer evaluation, and b's
@@ -676,26 +676,10 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(
 ) -> None:
     """validation.py (which no asset named before) feeds every asset that calls stages,
     through head_fitting, and none of the data assets or the report."""
-    config_file = tmp_path / "hydra.yaml"
-    config_file.write_text("tasks: [a, b]\nworkspace: ws\nexecutor: {kind: in_process}\n")
-    config = load_project_config(config_file)
-
-    def asset_versions() -> dict[str, str | None]:
-        graph = build_definitions(config).resolve_asset_graph()
-        return {
-            key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()
-        }
-
-    before = asset_versions()
-    fingerprint = versions.module_fingerprint
-    clean_env.setattr(
-        versions,
-        "module_fingerprint",
-        lambda module: (
-            "edited" if module == "hydra_core.evaluation.validation" else fingerprint(module)
-        ),
-    )
-    after = asset_versions()
+    config = _small_config(tmp_path)
+    before = _asset_versions(config)
+    _edit(clean_env, "hydra_core.evaluation.validation")
+    after = _asset_versions(config)
     assert {key for key in before if before[key] == after[key]} == {
         "card_file",
         "dataset_files",
@@ -706,6 +690,40 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(
         "training_queries",
         "results_report",
     }
+
+
+def test_perturbations_date_the_robustness_asset_only(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """Turning robustness on, or editing the perturbations, reruns task_robustness and
+    nothing else: the metrics store knows the module only by its type."""
+    before = _asset_versions(_small_config(tmp_path))
+    robust = _asset_versions(_small_config(tmp_path, "robustness: {perturbations: [swap]}\n"))
+    assert {key for key in before if before[key] != robust[key]} == {"task_robustness"}
+    _edit(clean_env, "hydra_core.evaluation.perturbations")
+    after = _asset_versions(_small_config(tmp_path))
+    assert {key for key in before if before[key] != after[key]} == {"task_robustness"}
+
+
+def _small_config(tmp_path: Path, extra: str = "") -> ProjectConfig:
+    config_file = tmp_path / "hydra.yaml"
+    config_file.write_text("tasks: [a, b]\nworkspace: ws\nexecutor: {kind: in_process}\n" + extra)
+    return load_project_config(config_file)
+
+
+def _asset_versions(config: ProjectConfig) -> dict[str, str | None]:
+    graph = build_definitions(config).resolve_asset_graph()
+    return {key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()}
+
+
+def _edit(env: pytest.MonkeyPatch, edited: str) -> None:
+    """Make ``edited`` look changed to the code versions."""
+    fingerprint = versions.module_fingerprint
+    env.setattr(
+        versions,
+        "module_fingerprint",
+        lambda module: "edited" if module == edited else fingerprint(module),
+    )
 
 
 # ------------------------------------------------------------------------------ card sensor

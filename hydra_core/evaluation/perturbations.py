@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -232,27 +232,3 @@ class Robustness:
             "metric": HEADLINE_METRIC,
             "methods": methods,
         }
-
-
-ROBUSTNESS_SCHEMA: dict[str, pl.DataType] = {
-    "task": pl.String(),
-    "method": pl.String(),
-    "kind": pl.String(),
-    "rate": pl.Float64(),
-    "seed": pl.Int64(),
-    "metric": pl.String(),
-    "clean": pl.Float64(),
-    "perturbed": pl.Float64(),
-    "drop": pl.Float64(),
-}
-
-
-def robustness_frame(task: str, results: Sequence[Robustness]) -> pl.DataFrame:
-    """One task's robustness results as long rows, one per method and perturbation."""
-    rows = [
-        (task, method, p.kind, p.rate, p.seed, HEADLINE_METRIC, *values)
-        for result in results
-        for p in [result.perturbation]
-        for method, values in result.rows().items()
-    ]
-    return pl.DataFrame(rows, schema=ROBUSTNESS_SCHEMA, orient="row")

@@ -186,12 +186,15 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         fit costs more than the rest) on the clean test queries and on each configured
         perturbation of them, and the drop (DuckDB table robustness). Without
         perturbations: no rows, no model loaded."""
-        from hydra_core.evaluation.perturbations import ROBUSTNESS_SCHEMA, robustness_frame
+        from hydra_pipeline.metrics_store import (
+            ROBUSTNESS_SCHEMA,
+            record_robustness,
+            robustness_frame,
+        )
 
         if not perturbations:
             return frame_output(pl.DataFrame(schema=ROBUSTNESS_SCHEMA))
         from hydra_core.workflows import task_robustness
-        from hydra_pipeline.metrics_store import record_robustness
         from hydra_pipeline.stages import cards_named, load_hypernet
 
         task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
