@@ -179,15 +179,48 @@ def evaluate_robustness(
 ) -> Robustness:
     """The card's full table on its test queries as they are and as ``perturbation`` leaves
     them: the same retrievers (built once: they never see test queries) scored on both."""
-    task = load_card_task(card)
-    ensemble = default_ensemble(task, encoder)
-    rows = _card_rows(card, task, hypernet, encoder, ensemble, other_cards, refine_steps, True)
-    noisy = perturbed_task(task, perturbation, EVAL_SPLIT)
-    return Robustness(
-        perturbation,
-        clean=_scored(task, ensemble, rows, encoder),
-        perturbed=_scored(noisy, ensemble, rows, encoder),
+    (robustness,) = task_robustness(
+        card,
+        load_card_task(card),
+        hypernet,
+        encoder,
+        [perturbation],
+        other_cards=other_cards,
+        refine_steps=refine_steps,
     )
+    return robustness
+
+
+def task_robustness(
+    card: TaskCard,
+    task: RetrievalTask,
+    hypernet: Hypernet,
+    encoder: FrozenEncoder,
+    perturbations: Sequence[Perturbation],
+    *,
+    other_cards: Sequence[TaskCard],
+    refine_steps: int = 0,
+    supervised: bool = True,
+) -> list[Robustness]:
+    """:func:`evaluate_robustness` for each of ``perturbations`` on an already loaded task
+    (the pipeline's stored one): the retrievers are built and the clean queries scored
+    once for all of them. ``supervised=False`` leaves out the ``supervised-head`` reference,
+    whose fitting costs more than everything else together."""
+    ensemble = default_ensemble(task, encoder)
+    rows = _card_rows(
+        card, task, hypernet, encoder, ensemble, other_cards, refine_steps, supervised
+    )
+    clean = _scored(task, ensemble, rows, encoder)
+    return [
+        Robustness(
+            perturbation,
+            clean=clean,
+            perturbed=_scored(
+                perturbed_task(task, perturbation, EVAL_SPLIT), ensemble, rows, encoder
+            ),
+        )
+        for perturbation in perturbations
+    ]
 
 
 def leave_one_out(

@@ -25,6 +25,7 @@ from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.report import ResultsTable, results_json, results_text
 from hydra_core.settings import PROJECT_ROOT, load_settings
 from hydra_pipeline.cli_options import (
+    IndexOption,
     JsonOption,
     TaskListCommand,
     TasksArgument,
@@ -272,13 +273,7 @@ def search(
     checkpoint: CheckpointOption,
     card: Annotated[str, typer.Option(help="Task card file or name.")],
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
-    index: Annotated[
-        str,
-        typer.Option(
-            "--index",
-            help="Dense search: exact, or hnsw (a graph built once per task and cached).",
-        ),
-    ] = "exact",
+    index: IndexOption = "exact",
 ) -> None:
     """Search a task's corpus with the retriever compiled from its card."""
     from hydra_core.ranking.ann_index import index_kind
@@ -650,13 +645,18 @@ def serve_command(
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the search API.")] = 8000,
+    index: IndexOption = "exact",
     config_path: ConfigOption = None,
 ) -> None:
-    """Serve every configured task behind one HTTP search API (docs at /docs)."""
+    """Serve every configured task behind one HTTP search API (docs at /docs); with
+    --index hnsw each task's dense channel is searched through its cached HNSW graph."""
+    from hydra_core.ranking.ann_index import index_kind
     from hydra_pipeline.serve import serve
 
+    kind = index_kind(index)
     _quiet_libraries()
-    serve(_load_config(config_path), checkpoint=checkpoint, host=host, port=port, echo=_err)
+    config = _load_config(config_path)
+    serve(config, checkpoint=checkpoint, host=host, port=port, echo=_err, index=kind)
 
 
 def main() -> None:

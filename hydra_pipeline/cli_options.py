@@ -1,4 +1,5 @@
-"""The command line's shared arguments: task lists spelled three ways, ``--json``, logging."""
+"""The command line's shared arguments: task lists spelled three ways, ``--json``,
+``--index``, logging."""
 
 from __future__ import annotations
 
@@ -62,6 +63,15 @@ TasksArgument = Annotated[
     typer.Argument(callback=task_names, help="Task card names (e.g. scifact) or card files."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per task per line.")]
+IndexOption = Annotated[
+    str,
+    typer.Option(
+        "--index",
+        metavar="exact|hnsw",
+        help="Dense search: exact, or hnsw (a graph built once per task and cached in "
+        "<cache>/ann/).",
+    ),
+]
 
 
 def configure_logging() -> None:

@@ -4,7 +4,9 @@ One row per task x method x split x metric, tagged with the hypernet run and che
 produced it and the time, so a question like "how did scifact's NDCG@10 move across
 checkpoints?" is one SQL query. Table ``per_query`` holds the values those means average,
 one row per query, with the same tags: where a method wins and loses, and what the
-significance tests read. The database is a file in the workspace by default; a
+significance tests read. Table ``robustness`` holds each method's headline metric on clean
+and on perturbed test queries (one row per task x method x perturbation), with the same
+tags. The database is a file in the workspace by default; a
 ``md:<name>`` location puts it on MotherDuck for a team, with no code change.
 
 DuckDB lets one process write a file at a time, and pipeline partitions run in parallel
@@ -19,17 +21,23 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import polars as pl
 
-from hydra_core.evaluation.method import METHOD_RANK
+from hydra_core.evaluation.method import HEADLINE_METRIC, METHOD_RANK
 from hydra_core.evaluation.metrics import METRIC_NAMES
+
+if TYPE_CHECKING:  # types only: an edit to the perturbations leaves task_metrics up to date
+    from hydra_core.evaluation.perturbations import Robustness
 
 TABLE = "metrics"
 LATEST_VIEW = "latest_metrics"
 PER_QUERY_TABLE = "per_query"
 LATEST_PER_QUERY_VIEW = "latest_per_query"
+ROBUSTNESS_TABLE = "robustness"
+LATEST_ROBUSTNESS_VIEW = "latest_robustness"
 
 _CREATE = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -66,8 +74,55 @@ CREATE OR REPLACE VIEW {LATEST_PER_QUERY_VIEW} AS
 SELECT p.* FROM {PER_QUERY_TABLE} AS p
 JOIN (SELECT DISTINCT task, evaluation_id FROM {LATEST_VIEW}) AS latest
 USING (task, evaluation_id);
+CREATE TABLE IF NOT EXISTS {ROBUSTNESS_TABLE} (
+    run_id VARCHAR NOT NULL,
+    checkpoint VARCHAR NOT NULL,
+    task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    rate DOUBLE NOT NULL,
+    seed BIGINT NOT NULL,
+    metric VARCHAR NOT NULL,
+    clean DOUBLE NOT NULL,
+    perturbed DOUBLE NOT NULL,
+    drop DOUBLE NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    evaluation_id VARCHAR NOT NULL,
+    dagster_run_id VARCHAR NOT NULL
+);
+CREATE OR REPLACE VIEW {LATEST_ROBUSTNESS_VIEW} AS
+SELECT r.* FROM {ROBUSTNESS_TABLE} AS r
+JOIN (
+    SELECT task, arg_max(evaluation_id, created_at) AS evaluation_id
+    FROM {ROBUSTNESS_TABLE} GROUP BY task
+) AS latest USING (task, evaluation_id);
 """
 _LOCK_WAIT_SECONDS = 120.0
+
+
+ROBUSTNESS_SCHEMA: dict[str, pl.DataType] = {
+    "task": pl.String(),
+    "method": pl.String(),
+    "kind": pl.String(),
+    "rate": pl.Float64(),
+    "seed": pl.Int64(),
+    "metric": pl.String(),
+    "clean": pl.Float64(),
+    "perturbed": pl.Float64(),
+    "drop": pl.Float64(),
+}
+
+
+def robustness_frame(task: str, results: Sequence[Robustness]) -> pl.DataFrame:
+    """One task's robustness results as the rows :func:`record_robustness` stores, one per
+    method and perturbation."""
+    rows = [
+        (task, method, p.kind, p.rate, p.seed, HEADLINE_METRIC, *values)
+        for result in results
+        for p in [result.perturbation]
+        for method, values in result.rows().items()
+    ]
+    return pl.DataFrame(rows, schema=ROBUSTNESS_SCHEMA, orient="row")
 
 
 class NoMetricsError(LookupError):
@@ -139,6 +194,36 @@ def record_metrics(
     ``per_query`` (rows of task, method, split, query_id, metric, value) goes to the
     ``per_query`` table in the same transaction: an evaluation is stored whole or not at all.
     """
+    inserts = [(TABLE, rows.select("task", "method", "split", "metric", "value"))]
+    if per_query is not None:
+        columns = ("task", "method", "split", "query_id", "metric", "value")
+        inserts.append((PER_QUERY_TABLE, per_query.select(columns)))
+    return _append(database, inserts, run_id, checkpoint, dagster_run_id, created_at)
+
+
+def record_robustness(
+    database: str,
+    rows: pl.DataFrame,
+    *,
+    run_id: str,
+    checkpoint: str,
+    dagster_run_id: str = "",
+    created_at: datetime | None = None,
+) -> str:
+    """Append one robustness evaluation (rows of :func:`robustness_frame`); returns its id."""
+    inserts = [(ROBUSTNESS_TABLE, rows.select(list(ROBUSTNESS_SCHEMA)))]
+    return _append(database, inserts, run_id, checkpoint, dagster_run_id, created_at)
+
+
+def _append(
+    database: str,
+    inserts: Sequence[tuple[str, pl.DataFrame]],
+    run_id: str,
+    checkpoint: str,
+    dagster_run_id: str,
+    created_at: datetime | None,
+) -> str:
+    """Insert each (table, frame) with one evaluation's tags, in one transaction."""
     evaluation_id = uuid.uuid4().hex
     tags = {
         "run_id": run_id,
@@ -147,10 +232,6 @@ def record_metrics(
         "evaluation_id": evaluation_id,
         "dagster_run_id": dagster_run_id,
     }
-    inserts = [(TABLE, rows.select("task", "method", "split", "metric", "value"))]
-    if per_query is not None:
-        columns = ("task", "method", "split", "query_id", "metric", "value")
-        inserts.append((PER_QUERY_TABLE, per_query.select(columns)))
     with connect(database) as db:
         db.execute(_CREATE)
         db.begin()
@@ -194,6 +275,23 @@ def latest_long(database: str, tasks: Sequence[str] | None = None) -> pl.DataFra
 def latest_per_query(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
     """The per-query rows of each task's most recent evaluation."""
     frame = query(database, f"SELECT * FROM {LATEST_PER_QUERY_VIEW}")
+    if tasks is not None:
+        frame = frame.filter(pl.col("task").is_in(list(tasks)))
+    return frame
+
+
+def latest_robustness(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
+    """The robustness rows of each task's most recent robustness evaluation (none before
+    the first one, also in a store older than the table)."""
+    with connect(database, read_only=True) as db:
+        exists = db.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+            [LATEST_ROBUSTNESS_VIEW],
+        ).fetchone()
+    if not exists or not exists[0]:
+        tags = {"run_id": pl.String(), "checkpoint": pl.String(), "evaluation_id": pl.String()}
+        return pl.DataFrame(schema={**ROBUSTNESS_SCHEMA, **tags})
+    frame = query(database, f"SELECT * FROM {LATEST_ROBUSTNESS_VIEW}")
     if tasks is not None:
         frame = frame.filter(pl.col("task").is_in(list(tasks)))
     return frame

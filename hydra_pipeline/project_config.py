@@ -21,13 +21,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hydra_core.errors import HydraInputError
 from hydra_core.settings import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from hydra_core.evaluation.perturbations import Perturbation
 
 CONFIG_FILE_NAME = "hydra.yaml"
 DEFAULT_TASKS: tuple[str, ...] = ("scifact", "nfcorpus", "cranfield", "cacm", "vaswani")
@@ -75,6 +86,46 @@ class TrainingConfig(BaseModel):
     """Steps of ``hydra-unseen-refined`` (refine mode on each left-out task); 0 leaves it out."""
 
 
+def _perturbation_spec(spec: str) -> str:
+    """A ``KIND[:RATE]`` that parses: a misspelt kind fails when the file loads, not after
+    the pipeline's first waves."""
+    from hydra_core.evaluation.perturbations import parse_perturbation
+
+    parse_perturbation(spec, label="")
+    return spec
+
+
+class RobustnessConfig(BaseModel):
+    """Perturbed test queries every task's methods are also scored on (``task_robustness``).
+
+    None by default: robustness is asked for, and until then its asset stores nothing and
+    loads no model.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    perturbations: list[Annotated[str, AfterValidator(_perturbation_spec)]] = Field(
+        default_factory=list
+    )
+    """``KIND[:RATE]`` each, as ``hydra eval --perturb`` takes them (RATE: the kind's default)."""
+    seed: int = 0
+
+    def parsed(self) -> list[Perturbation]:
+        from hydra_core.evaluation.perturbations import parse_perturbation
+
+        return [parse_perturbation(spec, self.seed) for spec in self.perturbations]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RobustnessConfig:
+        """One row per perturbation in the store: the same kind and rate twice is a slip."""
+        seen: dict[Perturbation, str] = {}
+        for spec, perturbation in zip(self.perturbations, self.parsed(), strict=True):
+            if perturbation in seen:
+                raise ValueError(f"{spec!r} repeats {seen[perturbation]!r} ({perturbation})")
+            seen[perturbation] = spec
+        return self
+
+
 class ProjectConfig(BaseModel):
     """The resolved project configuration; build one with :func:`load_project_config`."""
 
@@ -98,6 +149,7 @@ class ProjectConfig(BaseModel):
     tolerance: float = Field(default=0.005, ge=0)
     """How far below the base model's NDCG@10 hydra may fall before its check fails."""
     retrain_cron: str = "0 4 * * 1"
+    robustness: RobustnessConfig = Field(default_factory=RobustnessConfig)
     config_path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("dagster_postgres_url")
@@ -169,7 +221,9 @@ def load_project_config(path: Path | str | None = None) -> ProjectConfig:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or None
-        raise HydraInputError(first["msg"], path=config_path, field=field) from None
+        cause = first.get("ctx", {}).get("error")  # a validator's own message, unprefixed
+        problem = str(cause) if isinstance(cause, ValueError) else first["msg"]
+        raise HydraInputError(problem, path=config_path, field=field) from None
     base = config_path.resolve().parent
     workspace = config.workspace if config.workspace.is_absolute() else base / config.workspace
     unknown = sorted(set(config.training_task_names) - set(config.tasks))

@@ -29,6 +29,7 @@ from hydra_pipeline.metrics_store import (
     latest_long,
     latest_per_query,
     latest_results,
+    latest_robustness,
 )
 from hydra_pipeline.tracking import TrackingTarget, log_report, log_task_metrics
 
@@ -121,6 +122,56 @@ def significance_markdown(tests: Sequence[PairedTest]) -> str:
         "Without it, a difference of that size is within the variation between queries."
     )
     return "\n".join(lines) + "\n\n" + legend
+
+
+def robustness_markdown(robustness: pl.DataFrame) -> str:
+    """Per task and method: the metric on clean test queries, then per perturbation the
+    metric on the perturbed ones with the drop in brackets; a line under it names the
+    method that drops least on average.
+
+    The average is over every (task, perturbation) the rows have, and only methods scored
+    on all of them compete, so no method wins by missing the hardest task.
+    """
+    metric = robustness["metric"][0]
+    labels = robustness.with_columns(
+        pl.format("{}:{}", "kind", pl.col("rate").round(4).cast(pl.String)).alias("perturbation")
+    )
+    perturbations = labels["perturbation"].unique(maintain_order=True).to_list()
+    lines = [
+        "| task | method | clean | " + " | ".join(perturbations) + " |",
+        "|---|---|---:|" + "---:|" * len(perturbations),
+    ]
+    for (task, method), rows in labels.partition_by(
+        "task", "method", as_dict=True, maintain_order=True
+    ).items():
+        by = {row["perturbation"]: row for row in rows.iter_rows(named=True)}
+        cells = [
+            f"{by[p]['perturbed']:.4f} ({_signed(by[p]['drop'])})" if p in by else ""
+            for p in perturbations
+        ]
+        clean = rows["clean"][0]
+        lines.append(f"| {task} | {method} | {clean:.4f} | " + " | ".join(cells) + " |")
+    cases = labels.select("task", "perturbation").n_unique()
+    means = (
+        labels.group_by("method")
+        .agg(pl.col("drop").mean(), pl.len().alias("cases"))
+        .filter(pl.col("cases") == cases)
+        .sort("drop", "method", descending=[True, False])
+    )
+    legend = (
+        f"Each cell: {metric} on the perturbed test queries (same ids and judgments; each "
+        f"query perturbed with seed {robustness['seed'][0]}) and, in brackets, the drop: "
+        "perturbed minus clean."
+    )
+    if means.is_empty():
+        return "\n".join(lines) + "\n\n" + legend
+    best, drop = means.row(0)[:2]
+    worst, worst_drop = means.row(-1)[:2]
+    summary = (
+        f"Degrades least on average: `{best}` ({_signed(drop)} {metric} over {cases} task "
+        f"and perturbation pairs); most: `{worst}` ({_signed(worst_drop)})."
+    )
+    return "\n".join(lines) + "\n\n" + legend + "\n\n" + summary
 
 
 def full_markdown_table(results: pl.DataFrame) -> str:
@@ -289,11 +340,13 @@ def write_report(
     run_id: str = "",
     missing: list[str] | None = None,
     per_query: pl.DataFrame | None = None,
+    robustness: pl.DataFrame | None = None,
 ) -> list[Path]:
     """Write ``results.md`` and the NDCG@10 gain chart into ``folder``; returns both paths.
 
     With ``per_query`` (the evaluations' per-query rows), a section gives the paired
-    significance test of hydra (and hydra-unseen) against each reference on every task.
+    significance test of hydra (and hydra-unseen) against each reference on every task;
+    with ``robustness`` rows, a section gives each method's drop on perturbed queries.
     """
     chart = ndcg_chart(results, folder / CHART_FILE, per_query=per_query)
     tests = significance_tests(per_query) if per_query is not None else []
@@ -314,6 +367,14 @@ def write_report(
             *(
                 [f"## Significance of {HEADLINE_METRIC} differences", significance_markdown(tests)]
                 if tests
+                else []
+            ),
+            *(
+                [
+                    f"## Robustness: {HEADLINE_METRIC} on perturbed test queries",
+                    robustness_markdown(robustness),
+                ]
+                if robustness is not None and not robustness.is_empty()
                 else []
             ),
             "## All metrics",
@@ -339,8 +400,9 @@ def publish_report(
 ) -> tuple[list[Path], pl.DataFrame]:
     """Write the report for ``record``'s checkpoint and attach it to its MLflow run.
 
-    Rows are each task's latest evaluation with this checkpoint; they are also logged on the
-    training run as its final per-task metrics, so MLflow, DuckDB and the report agree.
+    Rows are each task's latest evaluation with this checkpoint (and its latest robustness
+    evaluation); they are also logged on the training run as its final per-task metrics,
+    so MLflow, DuckDB and the report agree.
     """
     results = latest_results(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)
     if results.is_empty():
@@ -354,6 +416,9 @@ def publish_report(
         run_id=record.mlflow_run_id,
         missing=[task for task in tasks if task not in evaluated],
         per_query=per_query.filter(pl.col("checkpoint") == record.checkpoint_id),
+        robustness=latest_robustness(database, tasks).filter(
+            pl.col("checkpoint") == record.checkpoint_id
+        ),
     )
     if target is not None and record.mlflow_run_id:
         long = latest_long(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)

@@ -7,7 +7,9 @@ each corpus loaded once. The stored hypernet checkpoint compiles the cards put l
 retriever that Dagster's record says another checkpoint compiled (a partial run since) is
 compiled again at start. With ``--checkpoint DIR`` nothing stored is needed: the cards
 folder's cards are compiled by that hypernet and their corpora's embeddings come from the
-embedding cache (what is missing is encoded).
+embedding cache (what is missing is encoded). With ``index="hnsw"`` each task's dense
+channel is searched through an HNSW graph, built at start once per task and kept beside
+the embedding cache (``<cache>/ann/``), so a restart loads it.
 
 It lives beside the pipeline because it reads the pipeline's storage; the service itself
 (:mod:`hydra_core.serving.registry`, :mod:`hydra_core.serving.http_api`) knows nothing of
@@ -36,6 +38,7 @@ from hydra_pipeline.runner import current_checkpoint, prepare_dagster_home
 
 if TYPE_CHECKING:
     from hydra_core.encoding.encoder import FrozenEncoder
+    from hydra_core.ranking.ann_index import IndexKind
     from hydra_core.serving.registry import Corpus, TaskRegistry
 
 Echo = Callable[[str], None]
@@ -84,7 +87,11 @@ def _compiled_by(instance: dg.DagsterInstance, task: str) -> tuple[str, datetime
 
 
 def stored_registry(
-    config: ProjectConfig, record: CheckpointRecord, encoder: FrozenEncoder, echo: Echo
+    config: ProjectConfig,
+    record: CheckpointRecord,
+    encoder: FrozenEncoder,
+    echo: Echo,
+    index: IndexKind = "exact",
 ) -> TaskRegistry:
     """Every configured task from the stored results of ``hydra run``; ``record`` is its
     hypernet."""
@@ -93,7 +100,12 @@ def stored_registry(
 
     assets = config.workspace / "assets"
     registry = TaskRegistry(
-        encoder, Hypernet.load(record.path), record.checkpoint_id, load_settings().cards_dir
+        encoder,
+        Hypernet.load(record.path),
+        record.checkpoint_id,
+        load_settings().cards_dir,
+        index=index,
+        cache_dir=config.cache_dir,
     )
     prepare_dagster_home(config)
     with dg.DagsterInstance.get() as instance:
@@ -119,7 +131,7 @@ def stored_registry(
 
 
 def checkpoint_registry(
-    config: ProjectConfig, checkpoint: Path, encoder: FrozenEncoder
+    config: ProjectConfig, checkpoint: Path, encoder: FrozenEncoder, index: IndexKind = "exact"
 ) -> TaskRegistry:
     """Every configured task's card from the cards folder, compiled by ``checkpoint``; its
     id is the folder's name, as for the checkpoints ``hydra run`` trains."""
@@ -128,7 +140,14 @@ def checkpoint_registry(
 
     cards_dir = load_settings().cards_dir
     hypernet = Hypernet.load(checkpoint)
-    registry = TaskRegistry(encoder, hypernet, checkpoint.resolve().name, cards_dir)
+    registry = TaskRegistry(
+        encoder,
+        hypernet,
+        checkpoint.resolve().name,
+        cards_dir,
+        index=index,
+        cache_dir=config.cache_dir,
+    )
     for name in config.tasks:
         card = find_card(name, cards_dir)
         corpus = registry.corpus(corpus_key(card)) or card_corpus(card, encoder, encode=True)
@@ -136,25 +155,34 @@ def checkpoint_registry(
     return registry
 
 
-def build_registry(config: ProjectConfig, checkpoint: Path | None, echo: Echo) -> TaskRegistry:
+def build_registry(
+    config: ProjectConfig, checkpoint: Path | None, echo: Echo, index: IndexKind = "exact"
+) -> TaskRegistry:
     """The tasks to serve, with the model loaded (a text no cache holds is encoded once,
-    so the first request does not pay for it)."""
+    so the first request does not pay for it) and, with ``index="hnsw"``, every task's
+    graph built or loaded."""
     if checkpoint is None:
         record = stored_checkpoint(config)  # before the modelling stack loads: refused fast
         encoder = _encoder(config.encoder_model, str(config.cache_dir))
-        registry = stored_registry(config, record, encoder, echo)
+        registry = stored_registry(config, record, encoder, echo, index)
     else:
         encoder = _encoder(config.encoder_model, str(config.cache_dir))
-        registry = checkpoint_registry(config, checkpoint, encoder)
+        registry = checkpoint_registry(config, checkpoint, encoder, index)
     registry.encoder.queries([f"warm-up {uuid.uuid4()}"])
     return registry
 
 
 def serve(
-    config: ProjectConfig, *, checkpoint: Path | None, host: str, port: int, echo: Echo
+    config: ProjectConfig,
+    *,
+    checkpoint: Path | None,
+    host: str,
+    port: int,
+    echo: Echo,
+    index: IndexKind = "exact",
 ) -> None:
     """Serve the configured tasks on ``host:port`` until interrupted."""
-    registry = build_registry(config, checkpoint, echo)
+    registry = build_registry(config, checkpoint, echo, index)
     import uvicorn
 
     from hydra_core.serving.http_api import create_app
@@ -163,7 +191,7 @@ def serve(
     corpora = {task.corpus.key for task in tasks}
     echo(
         f"hydra serve: {len(tasks)} tasks ({', '.join(t.card.name for t in tasks)}) over "
-        f"{len(corpora)} corpora, checkpoint {registry.checkpoint}; "
+        f"{len(corpora)} corpora, checkpoint {registry.checkpoint}, {index} dense search; "
         f"API docs on http://{host}:{port}/docs"
     )
     uvicorn.Server(uvicorn.Config(create_app(registry), host=host, port=port)).run()

@@ -65,9 +65,10 @@ def make_project(
     *,
     executor: str = "in_process",
     like: dict[str, str] | None = None,
+    perturbations: list[str] | None = None,
 ) -> Project:
     """A project of ``tasks``, each described by its shipped card's text or by the one
-    ``like`` names for it."""
+    ``like`` names for it; ``perturbations`` turn the robustness asset on."""
     project = Project(root)
     project.root.mkdir(parents=True, exist_ok=True)
     for name, task in tasks.items():
@@ -83,5 +84,7 @@ def make_project(
             "refine_steps": 5,
         },
     }
+    if perturbations:
+        config["robustness"] = {"perturbations": perturbations, "seed": 0}
     project.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     return project

@@ -247,6 +247,18 @@ def test_failures_exit_with_a_non_zero_status(tmp_path: Path) -> None:
     assert hydra("--help").returncode == 0
 
 
+def test_a_bad_perturbation_in_the_config_stops_hydra_run_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "hydra.yaml"
+    config.write_text('tasks: [scifact]\nrobustness: {perturbations: [typos, "drop:2"]}\n')
+    result = hydra("run", env={"HYDRA_CONFIG": str(config), "HYDRA_WORKSPACE": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {config} (field 'robustness.perturbations.1'): 'drop:2': bad rate '2'; "
+        "expected KIND[:RATE] with KIND one of typos, drop, swap, noise, inflect and RATE in (0, 1]"
+    ]
+    assert list(tmp_path.iterdir()) == [config]  # nothing written
+
+
 def test_metrics_sql_cannot_touch_files_and_the_store_survives_it(tmp_path: Path) -> None:
     workspace = tmp_path / "workspace"
     store = workspace / "metrics.duckdb"

@@ -78,6 +78,8 @@ METHODS = (
 )
 VARIANTS = {"labels", "without-scifact", "without-nfcorpus"}  # the reference hypernets' runs
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
+PERTURBATIONS = ("typos:0.3", "drop:0.2")
+ROBUST_METHODS = METHODS[:8]  # the served hypernet's rows and the teachers: no references
 CHECKS = {
     "qrels": "qrels_reference_existing_ids",
     "training_queries": "no_test_queries_in_training",
@@ -123,7 +125,9 @@ def pipeline(
     nfcorpus_slice: RetrievalTask,
 ) -> Iterator[Pipeline]:
     tasks = {"scifact": scifact_slice.head(200, 20), "nfcorpus": nfcorpus_slice.head(200, 20)}
-    project = make_project(tmp_path_factory.mktemp("pipeline"), tasks)
+    project = make_project(
+        tmp_path_factory.mktemp("pipeline"), tasks, perturbations=list(PERTURBATIONS)
+    )
     with pytest.MonkeyPatch.context() as patch:
         for key, value in project.env(project.root / "cache").items():
             patch.setenv(key, value)
@@ -142,7 +146,7 @@ def _materialized(instance: dg.DagsterInstance, name: str) -> set[str]:
 def test_every_asset_materialized(pipeline: Pipeline) -> None:
     graph = pipeline.defs.resolve_asset_graph()
     materializable = [key for key in graph.materializable_asset_keys]
-    assert len(materializable) == 18
+    assert len(materializable) == 19
     for key in materializable:
         if graph.get(key).is_partitioned:
             assert _materialized(pipeline.instance, key.to_user_string()) == set(TASKS), key
@@ -293,6 +297,45 @@ def test_duckdb_holds_every_task_method_metric(pipeline: Pipeline) -> None:
     assert set(queries["query_id"]) == {20}  # the slices' 20 test queries, each judged
     means = per_query.group_by(key).agg(pl.col("value").mean()).join(rows, on=key)
     assert means["value"].to_list() == pytest.approx(means["value_right"].to_list(), abs=1e-12)
+
+
+def test_robustness_rows_in_duckdb_and_the_report(pipeline: Pipeline) -> None:
+    """Every method but the references, per configured perturbation: clean equal to the
+    task's table, the drop perturbed - clean, and the report's section built from them."""
+    database = pipeline.config.resolved_metrics_db
+    rows = metrics_store.latest_robustness(database)
+    expected = {
+        (task, method, kind, float(rate))
+        for task in TASKS
+        for method in ROBUST_METHODS
+        for kind, rate in (("typos", 0.3), ("drop", 0.2))
+    }
+    assert set(rows.select("task", "method", "kind", "rate").iter_rows()) == expected
+    assert rows.height == len(expected)
+    checkpoint = current_checkpoint(pipeline.config)
+    assert checkpoint is not None
+    assert set(rows["checkpoint"]) == {checkpoint.checkpoint_id}
+    assert set(rows["run_id"]) == {checkpoint.mlflow_run_id}
+    assert set(rows["seed"]) == {0} and set(rows["metric"]) == {"ndcg@10"}
+    assert rows["evaluation_id"].n_unique() == len(TASKS)
+    drops = (rows["perturbed"] - rows["clean"] - rows["drop"]).abs()
+    assert drops.max() == pytest.approx(0.0, abs=1e-12)
+    assert (rows["drop"] != 0).sum() > 0  # the perturbations change some rankings
+    table = metrics_store.latest_long(database).filter(pl.col("metric") == "ndcg@10")
+    clean = rows.join(table, on=["task", "method"])
+    assert clean.height == rows.height
+    assert clean["clean"].to_list() == pytest.approx(clean["value"].to_list(), abs=1e-5)
+
+    text = (pipeline.config.workspace / "reports" / "results.md").read_text()
+    section = text.split("## Robustness")[1].split("## All metrics")[0]
+    assert "| task | method | clean | typos:0.3 | drop:0.2 |" in section
+    for task, method, clean_value in (
+        rows.filter(pl.col("kind") == "typos").select("task", "method", "clean").iter_rows()
+    ):
+        assert f"\n| {task} | {method} | {clean_value:.4f} | " in section
+    means = rows.group_by("method").agg(pl.col("drop").mean())
+    means = means.sort("drop", "method", descending=[True, False])
+    assert f"Degrades least on average: `{means['method'][0]}` (" in section
 
 
 def test_baselines_equal_the_in_memory_path(pipeline: Pipeline) -> None:

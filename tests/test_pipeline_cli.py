@@ -20,6 +20,7 @@ from pipeline_support import Project, make_project
 from system_tools import HYDRA
 
 from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_pipeline.metrics_store import latest_long, latest_robustness
 
 TIMEOUT = 1200
 RESULTS_ROW = "hydra-generic"  # a row of every task's results table on stdout
@@ -76,6 +77,11 @@ def test_one_task_project_runs_to_its_results(
     assert re.search(r"epoch 1/\d+: (\d+)/\1 steps \([\d.]+/s, about 0s left\)", result.stderr)
     assert _materialized(project, "unseen_hypernet") == {"cranfield"}
     assert _materialized(project, "task_metrics") == {"cranfield"}
+    # robustness is off unless asked for: its step stores no rows and the report no section
+    assert _materialized(project, "task_robustness") == {"cranfield"}
+    database = str(project.workspace / "metrics.duckdb")
+    assert latest_robustness(database).is_empty() and latest_long(database).height > 0
+    assert "## Robustness" not in (project.workspace / "reports" / "results.md").read_text()
 
 
 def test_a_failed_step_shows_its_cause_task_and_run(

@@ -31,8 +31,10 @@ from hydra_core.data.fingerprints import (
 from hydra_core.data.tasks import RetrievalTask, load_beir_folder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.metrics import Scores
+from hydra_core.evaluation.perturbations import KINDS, Perturbation, Robustness
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.evaluation.significance import per_query_frame
+from hydra_core.settings import PROJECT_ROOT
 from hydra_pipeline import metrics_store
 from hydra_pipeline.artifacts import (
     CheckpointRecord,
@@ -48,7 +50,7 @@ from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.defs import versions
 from hydra_pipeline.defs.progress import cause_chain
 from hydra_pipeline.defs.versions import code_version, direct_imports, module_closure
-from hydra_pipeline.project_config import load_project_config
+from hydra_pipeline.project_config import ProjectConfig, load_project_config
 from hydra_pipeline.results_report import (
     gain_limits,
     gain_table,
@@ -56,6 +58,7 @@ from hydra_pipeline.results_report import (
     inline_image_markdown,
     markdown_table,
     ndcg_chart,
+    robustness_markdown,
     write_report,
 )
 from hydra_pipeline.runner import POSTGRES_STORAGE, POSTGRES_URL_ENV, prepare_dagster_home
@@ -122,6 +125,7 @@ def test_config_environment_overrides(tmp_path: Path, clean_env: pytest.MonkeyPa
         ("tasks: [a]\nunknown_key: 1\n", "unknown_key"),
         # SQLAlchemy would pick psycopg 3 for it, on which Dagster's run storage fails
         ("dagster_postgres_url: postgresql://u@db/dagster\n", "dagster_postgres_url"),
+        ("robustness: {perturbations: [drop, typos], sed: 1}\n", "robustness.sed"),
     ],
 )
 def test_config_errors_name_the_field(
@@ -132,6 +136,38 @@ def test_config_errors_name_the_field(
     with pytest.raises(HydraInputError) as error:
         load_project_config(config_file)
     assert str(config_file) in str(error.value) and repr(field) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("perturbations", "field", "problem"),
+    [
+        ('[drop, "typo:0.1"]', "robustness.perturbations.1", "'typo:0.1': unknown kind 'typo'; "),
+        ('["swap:1.5"]', "robustness.perturbations.0", "'swap:1.5': bad rate '1.5'; "),
+        ('[typos, "typos:0.1"]', "robustness", "'typos:0.1' repeats 'typos' (typos:0.1)"),
+    ],
+)
+def test_a_bad_perturbation_is_one_line_naming_field_and_value(
+    tmp_path: Path, clean_env: object, perturbations: str, field: str, problem: str
+) -> None:
+    config_file = tmp_path / "hydra.yaml"
+    config_file.write_text(f"robustness: {{perturbations: {perturbations}}}\n")
+    with pytest.raises(HydraInputError) as error:
+        load_project_config(config_file)
+    message = str(error.value)
+    assert message.startswith(f"{config_file} (field {field!r}): {problem}")
+    assert "\n" not in message and "Value error" not in message
+
+
+def test_robustness_is_off_by_default_and_the_project_turns_on_every_kind(
+    clean_env: object,
+) -> None:
+    """Off for a project that does not ask; this project's hydra.yaml asks for every kind
+    the perturbations module offers, each at its default rate."""
+    assert ProjectConfig().robustness.perturbations == []
+    project = load_project_config(PROJECT_ROOT / "hydra.yaml").robustness.parsed()
+    assert [(p.kind, p.rate) for p in project] == [
+        (kind, rate) for kind, (_, rate) in KINDS.items()
+    ]
 
 
 def test_a_postgres_url_adds_the_storage_section_to_dagster_yaml(
@@ -309,6 +345,51 @@ def test_an_evaluation_is_stored_with_its_per_query_rows_or_not_at_all(tmp_path:
     latest = record("r3", per_query_frame("a", table, "test"))
     assert set(metrics_store.latest_per_query(database)["evaluation_id"]) == {latest}
     assert metrics_store.query(database, "select count(*) as n from per_query")["n"].item() == 12
+
+
+def test_robustness_rows_and_their_report_section(tmp_path: Path) -> None:
+    """The latest robustness evaluation per task, the section built from it, and none in a
+    store written before the table existed."""
+    database = str(tmp_path / "m.duckdb")
+    duckdb.connect(database).close()  # a store without the table
+    assert metrics_store.latest_robustness(database).is_empty()
+
+    def result(kind: str, clean: dict[str, float], perturbed: dict[str, float]) -> Robustness:
+        return Robustness(
+            Perturbation(kind, 0.2),
+            clean={m: {"ndcg@10": v} for m, v in clean.items()},
+            perturbed={m: {"ndcg@10": v} for m, v in perturbed.items()},
+        )
+
+    clean = {"bm25": 0.5, "hydra": 0.6, "hydra-shuffled": 0.6}
+    older = [result("swap", clean, {"bm25": 0.1, "hydra": 0.1, "hydra-shuffled": 0.1})]
+    metrics_store.record_robustness(
+        database, metrics_store.robustness_frame("a", older), run_id="r", checkpoint="c"
+    )
+    results = [
+        result("swap", clean, {"bm25": 0.5, "hydra": 0.55, "hydra-shuffled": 0.6}),
+        result("drop", clean, {"bm25": 0.3, "hydra": 0.58, "hydra-shuffled": 0.6}),
+    ]
+    metrics_store.record_robustness(
+        database, metrics_store.robustness_frame("a", results), run_id="r", checkpoint="c"
+    )
+    other = [result("swap", {"bm25": 0.4, "hydra": 0.5}, {"bm25": 0.4, "hydra": 0.45})]
+    metrics_store.record_robustness(
+        database, metrics_store.robustness_frame("b", other), run_id="r", checkpoint="c"
+    )
+    rows = metrics_store.latest_robustness(database)
+    assert rows.height == 6 + 2  # a's newer evaluation, and b's
+    assert rows.filter(pl.col("task") == "a")["evaluation_id"].n_unique() == 1
+    section = robustness_markdown(rows)
+    lines = section.splitlines()
+    assert lines[0] == "| task | method | clean | swap:0.2 | drop:0.2 |"
+    assert "| a | hydra | 0.6000 | 0.5500 (-0.0500) | 0.5800 (-0.0200) |" in lines
+    assert "| b | hydra | 0.5000 | 0.4500 (-0.0500) |  |" in lines
+    # hydra-shuffled never drops, but was not scored on b: it does not compete
+    assert lines[-1] == (
+        "Degrades least on average: `hydra` (-0.0400 ndcg@10 over 3 task and perturbation "
+        "pairs); most: `bm25` (-0.0667)."
+    )
 
 
 def test_report_tests_hydra_against_each_reference(tmp_path: Path) -> None:
@@ -595,26 +676,10 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(
 ) -> None:
     """validation.py (which no asset named before) feeds every asset that calls stages,
     through head_fitting, and none of the data assets or the report."""
-    config_file = tmp_path / "hydra.yaml"
-    config_file.write_text("tasks: [a, b]\nworkspace: ws\nexecutor: {kind: in_process}\n")
-    config = load_project_config(config_file)
-
-    def asset_versions() -> dict[str, str | None]:
-        graph = build_definitions(config).resolve_asset_graph()
-        return {
-            key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()
-        }
-
-    before = asset_versions()
-    fingerprint = versions.module_fingerprint
-    clean_env.setattr(
-        versions,
-        "module_fingerprint",
-        lambda module: (
-            "edited" if module == "hydra_core.evaluation.validation" else fingerprint(module)
-        ),
-    )
-    after = asset_versions()
+    config = _small_config(tmp_path)
+    before = _asset_versions(config)
+    _edit(clean_env, "hydra_core.evaluation.validation")
+    after = _asset_versions(config)
     assert {key for key in before if before[key] == after[key]} == {
         "card_file",
         "dataset_files",
@@ -625,6 +690,40 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(
         "training_queries",
         "results_report",
     }
+
+
+def test_perturbations_date_the_robustness_asset_only(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """Turning robustness on, or editing the perturbations, reruns task_robustness and
+    nothing else: the metrics store knows the module only by its type."""
+    before = _asset_versions(_small_config(tmp_path))
+    robust = _asset_versions(_small_config(tmp_path, "robustness: {perturbations: [swap]}\n"))
+    assert {key for key in before if before[key] != robust[key]} == {"task_robustness"}
+    _edit(clean_env, "hydra_core.evaluation.perturbations")
+    after = _asset_versions(_small_config(tmp_path))
+    assert {key for key in before if before[key] != after[key]} == {"task_robustness"}
+
+
+def _small_config(tmp_path: Path, extra: str = "") -> ProjectConfig:
+    config_file = tmp_path / "hydra.yaml"
+    config_file.write_text("tasks: [a, b]\nworkspace: ws\nexecutor: {kind: in_process}\n" + extra)
+    return load_project_config(config_file)
+
+
+def _asset_versions(config: ProjectConfig) -> dict[str, str | None]:
+    graph = build_definitions(config).resolve_asset_graph()
+    return {key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()}
+
+
+def _edit(env: pytest.MonkeyPatch, edited: str) -> None:
+    """Make ``edited`` look changed to the code versions."""
+    fingerprint = versions.module_fingerprint
+    env.setattr(
+        versions,
+        "module_fingerprint",
+        lambda module: "edited" if module == edited else fingerprint(module),
+    )
 
 
 # ------------------------------------------------------------------------------ card sensor

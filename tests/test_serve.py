@@ -178,6 +178,44 @@ def test_search_ranks_as_hydra_search_does(served: Served) -> None:
     assert [hit["doc_id"] for hit in batch["results"][0]] == [hit["doc_id"] for hit in hits]
 
 
+def test_hnsw_search_serves_the_exact_top_hits(served: Served) -> None:
+    """``--index hnsw``: every task's graph is built once into the cache folder (a second
+    start loads it), and on these small corpora a real request gets exact search's hits."""
+    registry = build_registry(served.config, None, echo=lambda _: None, index="hnsw")
+    graphs = sorted((served.config.cache_dir / "ann").glob("*.faiss"))
+    assert len(graphs) == len(TASKS)
+    searchers = [registry.get(name).searcher for name in TASKS]
+    assert all(isinstance(s, RetrieverSearcher) and s.index.approximate for s in searchers)
+    with running_server(create_app(registry)) as url:
+        status, health = call(url, "GET", "/health")
+        assert (status, health["index"]) == (200, "hnsw")
+        for name in TASKS:
+            for query in ("cholesterol and breast cancer", "vitamin D deficiency"):
+                body = {"query": query, "k": 10}
+                status, approximate = call(url, "POST", f"/tasks/{name}/search", body)
+                assert status == 200
+                status, exact = served.call("POST", f"/tasks/{name}/search", body)
+                assert status == 200
+                ids = [hit["doc_id"] for hit in approximate["hits"]]
+                assert ids == [hit["doc_id"] for hit in exact["hits"]], (name, query)
+                np.testing.assert_allclose(
+                    [hit["score"] for hit in approximate["hits"]],
+                    [hit["score"] for hit in exact["hits"]],
+                    atol=1e-5,
+                )
+        status, tasks = call(url, "GET", "/tasks")
+        exact_bytes = {task.card.name: task.searcher.nbytes for task in served.registry.tasks()}
+        for task in tasks:  # the graph is the task's own memory too
+            assert task["task_bytes"] > exact_bytes[task["name"]]
+    assert served.call("GET", "/health")[1]["index"] == "exact"
+    again = build_registry(served.config, None, echo=lambda _: None, index="hnsw")
+    for name in TASKS:
+        searcher = again.get(name).searcher
+        assert isinstance(searcher, RetrieverSearcher) and searcher.index.approximate is not None
+        assert not searcher.index.approximate.built  # read from the cache
+    assert sorted((served.config.cache_dir / "ann").glob("*.faiss")) == graphs
+
+
 def test_bad_requests_get_json_4xx(served: Served) -> None:
     search = "/tasks/scifact/search"
     status, body = served.call("POST", "/tasks/nope/search", {"query": "a query"})
@@ -359,7 +397,7 @@ def test_hydra_serve_console_script(served: Served) -> None:
     port = _free_port()
     env = {**os.environ, **served.project.env(served.project.root / "cache")}
     server = subprocess.Popen(
-        [str(HYDRA), "serve", "--port", str(port)],
+        [str(HYDRA), "serve", "--port", str(port), "--index", "hnsw"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -378,11 +416,13 @@ def test_hydra_serve_console_script(served: Served) -> None:
             time.sleep(1)
         status, body = call(url, "POST", "/tasks/nfcorpus/search", {"query": "vitamin D", "k": 2})
         assert status == 200 and len(body["hits"]) == 2
+        assert call(url, "GET", "/health")[1]["index"] == "hnsw"
     finally:
         os.killpg(server.pid, signal.SIGINT)
         _, stderr = server.communicate(timeout=60)
     assert server.returncode == 130, stderr  # typer: KeyboardInterrupt ends with 130
     assert "hydra serve: 2 tasks (nfcorpus, scifact) over 2 corpora" in stderr
+    assert "hnsw dense search" in stderr
     assert f"Uvicorn running on http://127.0.0.1:{port}" in stderr
 
 
@@ -399,4 +439,14 @@ def test_hydra_serve_without_results_says_to_run_first(
     assert lines == [
         f"error: {project.workspace / 'assets'}: no pipeline results to serve: "
         "run `hydra run` first (or pass --checkpoint DIR)"
+    ]
+
+
+def test_hydra_serve_refuses_an_unknown_index() -> None:
+    result = subprocess.run(
+        [str(HYDRA), "serve", "--index", "ivf"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown index 'ivf': choose one of exact, hnsw"
     ]

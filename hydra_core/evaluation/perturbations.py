@@ -168,13 +168,14 @@ class Perturbation:
         return f"{self.kind}:{self.rate:g}"
 
 
-def parse_perturbation(spec: str, seed: int = 0) -> Perturbation:
+def parse_perturbation(spec: str, seed: int = 0, *, label: str = "--perturb") -> Perturbation:
     """``KIND[:RATE]`` as a perturbation; a bad kind or rate is one line naming both the
-    value and what is accepted."""
+    value (after ``label``, where it came from) and what is accepted."""
     kind, has_rate, rate_text = spec.strip().partition(":")
     expected = f"expected KIND[:RATE] with KIND one of {', '.join(KINDS)} and RATE in (0, 1]"
+    given = f"{label} {spec!r}" if label else repr(spec)
     if kind not in KINDS:
-        raise HydraInputError(f"--perturb {spec!r}: unknown kind {kind!r}; {expected}")
+        raise HydraInputError(f"{given}: unknown kind {kind!r}; {expected}")
     if not has_rate:
         return Perturbation(kind, KINDS[kind][1], seed)
     try:
@@ -182,7 +183,7 @@ def parse_perturbation(spec: str, seed: int = 0) -> Perturbation:
     except ValueError:
         rate = float("nan")
     if not 0.0 < rate <= 1.0:  # also refuses nan
-        raise HydraInputError(f"--perturb {spec!r}: bad rate {rate_text!r}; {expected}")
+        raise HydraInputError(f"{given}: bad rate {rate_text!r}; {expected}")
     return Perturbation(kind, rate, seed)
 
 

@@ -98,6 +98,7 @@ class Health(BaseModel):
     tasks: int
     checkpoint: str
     encoder: str
+    index: str = Field(description="How the dense channel is searched: exact or hnsw.")
 
 
 class Problem(BaseModel):
@@ -189,6 +190,7 @@ def create_app(registry: TaskRegistry) -> FastAPI:
             tasks=len(registry.tasks()),
             checkpoint=registry.checkpoint,
             encoder=registry.encoder.encoder.identity,
+            index=registry.index,
         )
 
     @app.get("/tasks")

@@ -7,7 +7,9 @@ task over an encoded corpus adds only what its card compiles into:
 - a :class:`Corpus`, shared by every task whose card names the same source: document ids,
   titles, base embeddings and the BM25 index;
 - a :class:`TaskSearcher`, what the card compiles into: its retriever (head and fusion) and
-  the corpus projected through its head (:class:`RetrieverSearcher`); anything with
+  the corpus projected through its head (:class:`RetrieverSearcher`), with an HNSW graph
+  over them when the registry searches with ``index="hnsw"`` (built once per task and
+  kept in the cache folder, as ``hydra search --index hnsw`` does); anything with
   ``search(texts, k)``.
 
 A card put while the service runs is compiled aside and swapped in by one reference
@@ -33,6 +35,7 @@ from hydra_core.evaluation.methods import load_card_task
 from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
+from hydra_core.ranking.ann_index import IndexKind
 from hydra_core.ranking.teachers import BM25Index, BM25Teacher
 
 
@@ -134,12 +137,30 @@ class TaskSearcher(Protocol):
 
 
 class RetrieverSearcher:
-    """A compiled retriever over a shared corpus: only the projected documents are its own."""
+    """A compiled retriever over a shared corpus: only the projected documents (and their
+    HNSW graph, with ``index="hnsw"``) are its own."""
 
-    def __init__(self, compiled: CompiledRetriever, corpus: Corpus, encoder: SharedEncoder) -> None:
+    def __init__(
+        self,
+        compiled: CompiledRetriever,
+        corpus: Corpus,
+        encoder: SharedEncoder,
+        index: IndexKind = "exact",
+        cache_dir: Path | None = None,
+    ) -> None:
         self.compiled = compiled
         self.encoder = encoder
-        self.index = RetrieverIndex(compiled, corpus.doc_ids, corpus.vectors, corpus.lexical)
+        self.index = RetrieverIndex(
+            compiled,
+            corpus.doc_ids,
+            corpus.vectors,
+            corpus.lexical,
+            index=index,
+            cache_dir=cache_dir,
+        )
+        graph = self.index.approximate
+        self.graph_bytes = 0 if graph is None else graph.path.stat().st_size
+        """The graph's file, about its size in memory (vectors and links)."""
 
     def search(self, query_texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.index.top_k(query_texts, k, self.encoder.queries(query_texts))
@@ -148,7 +169,7 @@ class RetrieverSearcher:
     def nbytes(self) -> int:
         head = self.compiled.head
         own = 0 if head is None else head.num_parameters * head.weight.element_size()
-        return own + (self.index.doc_vectors.nbytes if head is not None else 0)
+        return own + (self.index.doc_vectors.nbytes if head is not None else 0) + self.graph_bytes
 
 
 @dataclass(frozen=True)
@@ -191,15 +212,28 @@ class UnknownTaskError(LookupError):
 
 class TaskRegistry:
     """Every served task by name. Reads take no lock; a change builds the new task aside
-    and then replaces the whole mapping, so a reader sees the old task or the new one."""
+    and then replaces the whole mapping, so a reader sees the old task or the new one.
+
+    ``index`` is how every task's dense channel is searched (``hnsw``: through a graph
+    cached under ``cache_dir``, by default the settings' cache folder).
+    """
 
     def __init__(
-        self, encoder: FrozenEncoder, hypernet: Hypernet, checkpoint: str, cards_dir: Path
+        self,
+        encoder: FrozenEncoder,
+        hypernet: Hypernet,
+        checkpoint: str,
+        cards_dir: Path,
+        *,
+        index: IndexKind = "exact",
+        cache_dir: Path | None = None,
     ) -> None:
         self.encoder = SharedEncoder(encoder)
         self.retriever = ConditionedRetriever(hypernet, encoder)
         self.checkpoint = checkpoint
         self.cards_dir = cards_dir
+        self.index: IndexKind = index
+        self.cache_dir = cache_dir
         self._tasks: dict[str, ServedTask] = {}
         self._changes = threading.RLock()  # one change at a time; searches never wait on it
 
@@ -236,7 +270,9 @@ class TaskRegistry:
             task = ServedTask(
                 card=card,
                 corpus=corpus,
-                searcher=RetrieverSearcher(compiled, corpus, self.encoder),
+                searcher=RetrieverSearcher(
+                    compiled, corpus, self.encoder, self.index, self.cache_dir
+                ),
                 checkpoint=checkpoint,
                 compiled_at=compiled_at,
             )

@@ -31,7 +31,12 @@ TASK_DATA_ASSETS: tuple[str, ...] = (
     "preference_pairs",
     "supervised_metrics",
 )
-TASK_EVAL_ASSETS: tuple[str, ...] = ("compiled_retriever", "unseen_hypernet", "task_metrics")
+TASK_EVAL_ASSETS: tuple[str, ...] = (
+    "compiled_retriever",
+    "unseen_hypernet",
+    "task_metrics",
+    "task_robustness",
+)
 HYPERNET_ASSET = "hypernet_checkpoint"
 LABELLED_ASSET = "labelled_hypernet"
 REPORT_ASSET = "results_report"

@@ -155,4 +155,66 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             metadata["mlflow_run"] = dg.MetadataValue.url(url)
         return frame_output(evaluation.metrics, "result", **metadata)
 
-    return [supervised_metrics, task_metrics]
+    perturbations = config.robustness.parsed()
+
+    @dg.asset(
+        partitions_def=TASK_PARTITIONS,
+        group_name=GROUP,
+        code_version=code_version(
+            "hydra_core.workflows",
+            "hydra_pipeline.stages",
+            "hydra_pipeline.artifacts",
+            "hydra_pipeline.metrics_store",
+            config={
+                "perturbations": [str(p) for p in perturbations],
+                "seed": config.robustness.seed,
+            },
+        ),
+        automation_condition=dg.AutomationCondition.eager(),
+    )
+    def task_robustness(
+        context: AssetExecutionContext,
+        encoder: EncoderResource,
+        metrics_db: MetricsDbResource,
+        task_card: TaskCard,
+        corpus: pl.DataFrame,
+        queries: pl.DataFrame,
+        qrels: pl.DataFrame,
+        hypernet_checkpoint: CheckpointRecord,
+    ) -> dg.Output[pl.DataFrame]:
+        """NDCG@10 of every method of the task's table but the supervised reference (its
+        fit costs more than the rest) on the clean test queries and on each configured
+        perturbation of them, and the drop (DuckDB table robustness). Without
+        perturbations: no rows, no model loaded."""
+        from hydra_pipeline.metrics_store import (
+            ROBUSTNESS_SCHEMA,
+            record_robustness,
+            robustness_frame,
+        )
+
+        if not perturbations:
+            return frame_output(pl.DataFrame(schema=ROBUSTNESS_SCHEMA))
+        from hydra_core.workflows import task_robustness
+        from hydra_pipeline.stages import cards_named, load_hypernet
+
+        task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
+        results = task_robustness(
+            task_card,
+            task,
+            load_hypernet(hypernet_checkpoint.path),
+            encoder.get(),
+            perturbations,
+            other_cards=cards_named(hypernet_checkpoint.tasks),
+            supervised=False,
+        )
+        rows = robustness_frame(context.partition_key, results)
+        record_robustness(
+            metrics_db.database,
+            rows,
+            run_id=hypernet_checkpoint.mlflow_run_id,
+            checkpoint=hypernet_checkpoint.checkpoint_id,
+            dagster_run_id=context.run.run_id,
+        )
+        return frame_output(rows)
+
+    return [supervised_metrics, task_metrics, task_robustness]

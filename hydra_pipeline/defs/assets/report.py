@@ -16,7 +16,7 @@ from hydra_pipeline.project_config import ProjectConfig
 
 def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
-        deps=["task_metrics"],
+        deps=["task_metrics", "task_robustness"],
         group_name="evaluation",
         code_version=code_version("hydra_pipeline.results_report"),
         automation_condition=dg.AutomationCondition.eager(),
