@@ -632,7 +632,7 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(
     tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
     """validation.py (which no asset named before) feeds every asset that calls stages,
-    through head_fitting, and none of the data assets or the report."""
+    through head_fitting, and none of the data assets, the report or the registered model."""
     config_file = tmp_path / "hydra.yaml"
     config_file.write_text("tasks: [a, b]\nworkspace: ws\nexecutor: {kind: in_process}\n")
     config = load_project_config(config_file)
@@ -662,6 +662,7 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(
         "qrels",
         "training_queries",
         "results_report",
+        "registered_model",
     }
 
 
