@@ -33,10 +33,6 @@ class CheckNotPassedError(RuntimeError):
 def _unpassed(instance: dg.DagsterInstance, tasks: Sequence[str]) -> list[str]:
     """``task (why)`` for each of ``tasks`` whose last quality check on its current metrics
     did not pass."""
-    from dagster._core.storage.asset_check_execution_record import (
-        AssetCheckExecutionRecordStatus,
-    )
-
     infos = instance.event_log_storage.get_asset_check_partition_info(
         [QUALITY_CHECK], partition_keys=list(tasks)
     )
@@ -46,7 +42,7 @@ def _unpassed(instance: dg.DagsterInstance, tasks: Sequence[str]) -> list[str]:
         info = status.get(task)
         if info is None or not info.is_current:
             problems.append(f"{task} (not run on its latest metrics)")
-        elif info.latest_execution_status != AssetCheckExecutionRecordStatus.SUCCEEDED:
+        elif info.latest_execution_status.value != "SUCCEEDED":  # FAILED, or PLANNED: running
             problems.append(f"{task} ({info.latest_execution_status.value})")
     return problems
 
