@@ -159,7 +159,8 @@ def test_two_first_runs_at_once(
     tmp_path: Path, tiny_tasks: dict[str, RetrievalTask], cache: Path
 ) -> None:
     """Both create the workspace's stores (Dagster's and MLflow's sqlite schemas, the task
-    partition) at the same moment; one at a time, both succeed."""
+    partition) at the same moment; one at a time, both succeed, and both registering the
+    same checkpoint leave one version."""
     project = make_project(tmp_path, {"vaswani": tiny_tasks["vaswani"]})
     runs = [subprocess.Popen(**_command(project, cache)) for _ in range(2)]
     outputs = [run.communicate(timeout=TIMEOUT) for run in runs]
@@ -167,6 +168,11 @@ def test_two_first_runs_at_once(
         assert run.returncode == 0, stderr[-3000:]
         assert not _failed_steps(stderr) and RESULTS_ROW in stdout, stderr[-3000:]
     assert _materialized(project, "task_metrics") == {"vaswani"}  # the instance still opens
+    client = MlflowClient(f"sqlite:///{project.workspace / 'mlflow.db'}")
+    [version] = client.search_model_versions("name = 'hydra-hypernet'")  # one per checkpoint
+    assert client.get_model_version_by_alias("hydra-hypernet", "champion").version == (
+        version.version
+    )
 
 
 def test_a_failed_quality_check_leaves_the_hypernet_unregistered(

@@ -27,23 +27,33 @@ from hydra_pipeline.project_config import ProjectConfig
 
 
 class CheckNotPassedError(RuntimeError):
-    """A task's quality check failed (or has not run on its latest metrics): no version."""
+    """A task's quality check failed (or never ran): no version."""
 
 
 def _unpassed(instance: dg.DagsterInstance, tasks: Sequence[str]) -> list[str]:
-    """``task (why)`` for each of ``tasks`` whose last quality check on its current metrics
-    did not pass."""
-    infos = instance.event_log_storage.get_asset_check_partition_info(
-        [QUALITY_CHECK], partition_keys=list(tasks)
+    """``task (why)`` for each of ``tasks`` whose last completed quality check did not pass.
+
+    The last completed one, not the one on the latest materialization: two runs at once
+    each materialize the metrics (the same numbers), and the other run's check may still be
+    running when this one registers.
+    """
+    from dagster._core.event_api import PartitionKeyFilter
+    from dagster._core.storage.asset_check_execution_record import (
+        COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
     )
-    status = {info.partition_key: info for info in infos}
+
     problems = []
     for task in tasks:
-        info = status.get(task)
-        if info is None or not info.is_current:
-            problems.append(f"{task} (not run on its latest metrics)")
-        elif info.latest_execution_status.value != "SUCCEEDED":  # FAILED, or PLANNED: running
-            problems.append(f"{task} ({info.latest_execution_status.value})")
+        latest = instance.event_log_storage.get_asset_check_execution_history(
+            QUALITY_CHECK,
+            limit=1,
+            status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+            partition_filter=PartitionKeyFilter(key=task),
+        )
+        if not latest:
+            problems.append(f"{task} (never ran)")
+        elif latest[0].status.value != "SUCCEEDED":
+            problems.append(f"{task} ({latest[0].status.value})")
     return problems
 
 
