@@ -534,6 +534,7 @@ def _report_failures(error: PipelineError, verbose: bool) -> None:
 
 def _print_results(config: ProjectConfig, dagster_home: Path) -> None:
     from hydra_core.evaluation.report import results_text
+    from hydra_pipeline.defs.jobs import REGISTERED_ASSET
     from hydra_pipeline.metrics_store import NoMetricsError, latest_results
     from hydra_pipeline.runner import current_checkpoint, tracking_target
     from hydra_pipeline.stages import table_from_frame
@@ -553,11 +554,14 @@ def _print_results(config: ProjectConfig, dagster_home: Path) -> None:
     checkpoint = current_checkpoint(config)
     lines = [("MLflow UI", target.ui_command())]
     if checkpoint is not None:
+        registered = current_checkpoint(config, REGISTERED_ASSET)
+        version = (
+            f"{registered.model_name} v{registered.model_version}"
+            if registered is not None and registered.checkpoint_id == checkpoint.checkpoint_id
+            else "not registered"
+        )
         lines += [
-            (
-                "MLflow run",
-                f"{checkpoint.mlflow_run_id} ({checkpoint.model_name} v{checkpoint.model_version})",
-            ),
+            ("MLflow run", f"{checkpoint.mlflow_run_id} ({version})"),
             ("Checkpoint", f"{checkpoint.checkpoint_id} ({checkpoint.path})"),
         ]
     lines += [

@@ -15,6 +15,7 @@ from hydra_pipeline.defs.assets import (
     data,
     embeddings,
     evaluation,
+    registry,
     report,
     sources,
     teachers,
@@ -61,6 +62,7 @@ def build_definitions(config: ProjectConfig | None = None) -> dg.Definitions:
         *training.build(config),
         *evaluation.build(config),
         *report.build(config),
+        *registry.build(config),
     ]
     return dg.Definitions(
         assets=assets,

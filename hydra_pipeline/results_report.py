@@ -37,6 +37,8 @@ GAIN_REFERENCES: tuple[str, ...] = (Method.BASE, Method.HYBRID)
 """Rows every method's mean and worst gain is given over, whichever the table has."""
 GAIN_REFERENCE = Method.BASE
 """What the chart and the task metadata give gains over: the frozen encoder."""
+REGISTERED_METHODS: tuple[str, ...] = (Method.HYDRA, Method.HYDRA_UNSEEN)
+"""The rows whose mean gains a registered hypernet version is described by."""
 MARKDOWN_FILE = "results.md"
 CHART_FILE = "ndcg_at_10.png"
 
@@ -332,6 +334,40 @@ def headline_metadata(
     return entries
 
 
+def gains_description(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> str:
+    """The mean ``metric`` gains of hydra (and hydra-unseen) over base and hybrid, over the
+    tasks of ``results`` (a latest results table): the line a registered version carries."""
+    clauses = []
+    for method in (m for m in REGISTERED_METHODS if m in set(results["method"].to_list())):
+        gains = [
+            f"over {reference} {_signed(mean)}"
+            for reference in GAIN_REFERENCES
+            if (mean := _mean_gain(results, method, reference, metric)) is not None
+        ]
+        if gains:
+            clauses.append(f"{method} " + ", ".join(gains))
+    tasks = results["task"].unique(maintain_order=True).to_list()
+    return (
+        f"Mean {metric} gain on the test split of {len(tasks)} tasks ({', '.join(tasks)}): "
+        + ("; ".join(clauses) or "no hydra rows")
+        + "."
+    )
+
+
+def _mean_gain(results: pl.DataFrame, method: str, reference: str, metric: str) -> float | None:
+    gains = gain_table(results, metric=metric, reference=reference)
+    mean = gains.filter(pl.col("method") == method)["gain"].mean()
+    return float(mean) if isinstance(mean, int | float) else None
+
+
+def checkpoint_results(database: str, tasks: Sequence[str], checkpoint_id: str) -> pl.DataFrame:
+    """The latest results table of the tasks evaluated with checkpoint ``checkpoint_id``."""
+    results = latest_results(database, tasks).filter(pl.col("checkpoint") == checkpoint_id)
+    if results.is_empty():
+        raise ValueError(f"no task has been evaluated with checkpoint {checkpoint_id} yet")
+    return results
+
+
 def write_report(
     results: pl.DataFrame,
     folder: Path,
@@ -404,9 +440,7 @@ def publish_report(
     evaluation); they are also logged on the training run as its final per-task metrics,
     so MLflow, DuckDB and the report agree.
     """
-    results = latest_results(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)
-    if results.is_empty():
-        raise ValueError(f"no task has been evaluated with checkpoint {record.checkpoint_id} yet")
+    results = checkpoint_results(database, tasks, record.checkpoint_id)
     evaluated = set(results["task"].to_list())
     per_query = latest_per_query(database, tasks)
     files = write_report(

@@ -71,6 +71,8 @@ class StepFailure:
     run_id: str
     causes: tuple[str, ...]
     traceback: str
+    check: bool = False
+    """A blocking asset check failed: a verdict on the results, not a fault of the step."""
 
     def describe(self) -> str:
         where = f"task {self.partition}" if self.partition else "across tasks"
@@ -94,6 +96,10 @@ class PipelineError(RuntimeError):
     def __init__(self, message: str, failures: tuple[StepFailure, ...] = ()) -> None:
         super().__init__(message)
         self.failures = failures
+
+    @classmethod
+    def of(cls, failures: list[StepFailure]) -> PipelineError:
+        return cls("\n".join(f.describe() for f in failures), tuple(failures))
 
 
 class PipelineInterrupted(Exception):
@@ -208,13 +214,20 @@ def register_tasks(
     return observations
 
 
-def current_checkpoint(config: ProjectConfig) -> CheckpointRecord | None:
-    """The last materialized hypernet checkpoint, as stored by the IO manager."""
-    base = config.workspace / "assets" / HYPERNET_ASSET
+def current_checkpoint(
+    config: ProjectConfig, asset: str = HYPERNET_ASSET
+) -> CheckpointRecord | None:
+    """The last materialized hypernet checkpoint (or, with ``asset`` ``registered_model``,
+    the last registered one), as stored by the IO manager."""
+    base = config.workspace / "assets" / asset
     if stored_path(base) is None:
         return None
     record = load_value(base)
     return record if isinstance(record, CheckpointRecord) else None
+
+
+_CHECK_FAILED = "DagsterAssetCheckFailedError"
+"""What a step raises when a blocking check it ran failed."""
 
 
 def _run_config(label: str) -> dict:
@@ -247,8 +260,15 @@ def execute_planned(
     if result.success:
         return RunOutcome(planned, success=True)
     errors: list[tuple[str, SerializableErrorInfo | None]] = []
+    verdicts: dict[str, list[str]] = {}  # a step's failed checks, with what they measured
     for event in result.all_events:
-        if event.is_step_failure:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.asset_check_evaluation_data
+            if not evaluation.passed:
+                measured = ", ".join(f"{k} {v.value}" for k, v in evaluation.metadata.items())
+                verdict = f"check {evaluation.check_name} failed: {measured}"
+                verdicts.setdefault(event.step_key or "?", []).append(verdict)
+        elif event.is_step_failure:
             errors.append((event.step_key or "?", event.step_failure_data.error))
         elif event.is_run_failure and not errors:  # the run failed outside any step
             errors.append(("(run)", event.job_failure_data.error))
@@ -260,8 +280,11 @@ def execute_planned(
             step=step,
             partition=planned.partition,
             run_id=result.run_id,
-            causes=tuple(cause_chain(error)) if error else ("the run failed",),
+            causes=tuple(
+                verdicts.get(step) or (cause_chain(error) if error else ["the run failed"])
+            ),
             traceback=error.to_string() if error else "",
+            check=error is not None and error.cls_name == _CHECK_FAILED,
         )
         for step, error in errors
     )
@@ -398,7 +421,12 @@ def run_pipeline(
     force: bool = False,
     echo: Echo = print,
 ) -> RunSummary:
-    """Bring every configured task up to date, wave by wave; raise on the first failure."""
+    """Bring every configured task up to date, wave by wave; raise on the first failure.
+
+    A failed blocking check is a verdict, not a fault: the later waves still run (the report
+    shows why), its ``registered_model`` step refuses the checkpoint, and then this raises
+    with both.
+    """
     if config.executor.kind == "k8s":
         raise PipelineError(
             "executor.kind is k8s: launch runs through the cluster's Dagster (UI or "
@@ -412,6 +440,7 @@ def run_pipeline(
         {"hydra/launched_by": "hydra run", "hydra/tasks": ",".join(config.tasks)},
     )
     status = "FAILED"
+    checks: list[StepFailure] = []  # failed blocking checks: later waves still run
     try:
         with workspace_lock(config):
             register_tasks(instance, config.tasks, echo)
@@ -429,9 +458,13 @@ def run_pipeline(
                 if any(outcome.interrupted for outcome in outcomes):
                     status = "KILLED"
                     raise PipelineInterrupted(summary.launched)
-                failures = tuple(f for outcome in outcomes for f in outcome.failures)
-                if failures:
-                    raise PipelineError("\n".join(f.describe() for f in failures), failures)
+                failures = [f for outcome in outcomes for f in outcome.failures]
+                checks += [f for f in failures if f.check]
+                faults = [f for f in failures if not f.check]
+                if faults:
+                    raise PipelineError.of([*checks, *faults])
+        if checks:  # the later waves ran (the report); the hypernet stayed unregistered
+            raise PipelineError.of(checks)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

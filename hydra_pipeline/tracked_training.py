@@ -1,8 +1,9 @@
 """Hypernet training from stored stage results, tracked as one MLflow run.
 
 The pipeline has every task's embeddings and preference pairs on disk already; this trains
-on them, records the run (parameters, data fingerprints, per-epoch losses, the checkpoint,
-a registered model version) and says where the checkpoint is.
+on them, records the run (parameters, data fingerprints, per-epoch losses, the checkpoint)
+and says where the checkpoint is. It registers nothing: the ``registered_model`` asset makes
+the checkpoint a model version once it has been evaluated and its checks passed.
 
 The checkpoint folder is named by a hash of everything that determines the weights
 (training config and code, base encoder, each task's data and card). That hash is the
@@ -78,15 +79,12 @@ def train_tracked(
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
     label_streams: Sequence[TrainingTask] = (),
-    register: bool = True,
 ) -> CheckpointRecord:
     """Train on the tasks named by ``pairs`` and track the training as one MLflow run.
 
     ``code_version`` names the training code: a changed trainer must not resume a folder
     trained by the old one, so it is part of the checkpoint folder's name.
-    ``label_streams`` (see ``label_training_task``) train beside the teachers' pairs;
-    ``register`` makes the checkpoint a version of the registered model (the hypernet the
-    pipeline serves), which the reference hypernets (with labels, leave-one-out) are not.
+    ``label_streams`` (see ``label_training_task``) train beside the teachers' pairs.
     A task or stream without pairs is left out, with a warning (see ``with_pairs``).
     """
     if not pairs:
@@ -157,10 +155,7 @@ def train_tracked(
                 for epoch, values in enumerate(history, start=1):
                     if epoch not in logged:  # epochs done by an earlier, resumed attempt
                         run.log_epoch(epoch, values)
-                source = run.log_checkpoint(path)
-                version = (
-                    run.register(source, tags={"checkpoint_id": checkpoint_id}) if register else ""
-                )
+                run.log_checkpoint(path)
         except TRACKING_ERRORS as error:
             if training:  # the training itself failed (e.g. a full disk): not a tracking problem
                 raise
@@ -187,6 +182,5 @@ def train_tracked(
         mlflow_run_id=run.run_id,
         tracking_uri=target.tracking_uri,
         model_name=target.registered_model,
-        model_version=version,
         extra={"label_streams": [stream.name for stream in label_streams]},
     )

@@ -2,8 +2,9 @@
 
 A run holds what is needed to trust and reproduce a checkpoint: its parameters (training
 config, task list, fingerprints of the data it saw), per-epoch losses, the checkpoint and
-the results report as artifacts, the final per-task metrics, and a version of the
-registered model that points at the checkpoint.
+the results report as artifacts and the final per-task metrics. Once every task's blocking
+checks passed, :func:`register_checkpoint` makes the checkpoint a version of the registered
+model and moves the ``champion`` alias to it.
 
 Everything goes through an explicit :class:`~mlflow.tracking.MlflowClient`, never MLflow's
 process-global "active run", because pipeline steps of several runs can share a process.
@@ -21,12 +22,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from mlflow.entities import Metric, Param
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:
+    from hydra_pipeline.artifacts import CheckpointRecord
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,8 @@ TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError)
 PARENT_RUN_TAG = "hydra/mlflow_parent_run"
 """The Dagster run tag naming the MLflow run a training nests under (``hydra run``'s)."""
 CHECKPOINT_ARTIFACT = "checkpoint"
+CHAMPION_ALIAS = "champion"
+"""The alias of the registered version the pipeline serves: the last one that passed."""
 REPORT_ARTIFACT = "report"
 MLFLOW_UI_ADDRESS = "http://127.0.0.1:5000"
 """Where ``mlflow ui`` (the command :meth:`TrackingTarget.ui_command` prints) serves a
@@ -84,9 +91,21 @@ def run_url(tracking_uri: str, run_id: str, ui_address: str = MLFLOW_UI_ADDRESS)
     except TRACKING_ERRORS as exc:
         log.warning("no MLflow link for run %s: %s", run_id, exc)
         return None
+    return (
+        f"{_ui_base(tracking_uri, ui_address)}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    )
+
+
+def model_version_url(
+    tracking_uri: str, name: str, version: str, ui_address: str = MLFLOW_UI_ADDRESS
+) -> str:
+    """A browser link to a registered model version (see :func:`run_url` for the address)."""
+    return f"{_ui_base(tracking_uri, ui_address)}/#/models/{name}/versions/{version}"
+
+
+def _ui_base(tracking_uri: str, ui_address: str) -> str:
     remote = tracking_uri.startswith(("http://", "https://"))
-    address = (tracking_uri if remote else ui_address).rstrip("/")
-    return f"{address}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    return (tracking_uri if remote else ui_address).rstrip("/")
 
 
 def metric_key(*parts: str) -> str:
@@ -191,7 +210,6 @@ class TrainingRun:
             experiment_id(target, self.client), run_name=run_name, tags=dict(tags or {})
         )
         self.run_id: str = run.info.run_id
-        self.artifact_uri: str = str(run.info.artifact_uri)
         flat = flatten_params(params)
         items = list(flat.items())
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -212,23 +230,52 @@ class TrainingRun:
         """Per-epoch losses (and timings) as metric series stepped by epoch."""
         log_metrics(self.client, self.run_id, values, step=epoch)
 
-    def log_checkpoint(self, directory: Path) -> str:
-        """Upload the checkpoint folder; returns its artifact URI."""
+    def log_checkpoint(self, directory: Path) -> None:
+        """Upload the checkpoint folder: what a registered version of it points at."""
         self.client.log_artifacts(self.run_id, str(directory), CHECKPOINT_ARTIFACT)
-        return f"{self.artifact_uri}/{CHECKPOINT_ARTIFACT}"
 
-    def register(self, source: str, tags: Mapping[str, str] | None = None) -> str:
-        """A new version of the registered model pointing at ``source``; returns the version."""
-        name = self.target.registered_model
-        try:
-            self.client.create_registered_model(name)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        version = self.client.create_model_version(
-            name, source, run_id=self.run_id, tags=dict(tags or {})
+
+def register_checkpoint(
+    target: TrackingTarget, record: CheckpointRecord, description: str
+) -> ModelVersion:
+    """The version of the registered model holding ``record``'s checkpoint, with
+    ``description`` and the ``champion`` alias.
+
+    A checkpoint already registered (found by its ``checkpoint_id`` tag) keeps its version,
+    with the description brought up to date: registering again never adds a version. Two
+    runs registering it at once both create one, then both keep the first and the other
+    deletes its own.
+    """
+    client = target.client()
+    name = target.registered_model
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    query = f"name = '{name}' AND tags.checkpoint_id = '{record.checkpoint_id}'"
+
+    def registered() -> list[ModelVersion]:
+        return sorted(client.search_model_versions(query), key=lambda v: int(v.version))
+
+    found = registered()
+    if not found:
+        run = client.get_run(record.mlflow_run_id)
+        created = client.create_model_version(
+            name,
+            f"{run.info.artifact_uri}/{CHECKPOINT_ARTIFACT}",
+            run_id=record.mlflow_run_id,
+            tags={"checkpoint_id": record.checkpoint_id},
+            description=description,
         )
-        return str(version.version)
+        found = registered()
+        if int(found[0].version) != int(created.version):  # another run registered it meanwhile
+            client.delete_model_version(name, created.version)
+    version = found[0]
+    if version.description != description:
+        version = client.update_model_version(name, version.version, description)
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version.version))
+    return version
 
 
 def log_metrics(

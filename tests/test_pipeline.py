@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
@@ -41,6 +41,7 @@ from hydra_pipeline import metrics_store
 from hydra_pipeline.artifacts import load_value
 from hydra_pipeline.cli import app
 from hydra_pipeline.definitions import build_definitions
+from hydra_pipeline.defs.asset_checks import QUALITY_CHECK
 from hydra_pipeline.defs.jobs import TASK_JOB, WAVES
 from hydra_pipeline.defs.resources import _encoder
 from hydra_pipeline.planning import PlannedRun
@@ -200,12 +201,52 @@ def test_mlflow_run_with_metrics_checkpoint_and_model(pipeline: Pipeline) -> Non
     assert "checkpoint/model.safetensors" in checkpoint_files
     report_files = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert report_files == {"report/results.md", "report/ndcg_at_10.png"}
+    assert checkpoint.model_version == ""  # training registers nothing
     (version,) = client.search_model_versions(f"name='{pipeline.config.registered_model}'")
     assert version.run_id == run.info.run_id  # the reference hypernets are not registered
     assert (version.source or "").endswith("/checkpoint")
     assert version.tags["checkpoint_id"] == checkpoint.checkpoint_id
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])  # the hydra run's
     assert parent.data.tags["hydra/launched_by"] == "hydra run"
+
+
+def test_the_checked_checkpoint_is_registered_as_champion_with_its_gains(
+    pipeline: Pipeline,
+) -> None:
+    """After every task's quality check passed, the report wave registered the checkpoint:
+    the alias on it, its mean gains (the report's figures) in its description, and the
+    version and links as the asset's metadata."""
+    checkpoint = current_checkpoint(pipeline.config)
+    registered = current_checkpoint(pipeline.config, "registered_model")
+    assert checkpoint is not None and registered is not None
+    name = pipeline.config.registered_model
+    champion = pipeline.mlflow().get_model_version_by_alias(name, "champion")
+    assert champion.tags["checkpoint_id"] == checkpoint.checkpoint_id
+    assert registered == replace(checkpoint, model_version=str(champion.version))
+    report = (pipeline.config.workspace / "reports" / "results.md").read_text()
+    description = champion.description or ""
+    assert description.startswith(f"Checkpoint {checkpoint.checkpoint_id}. Mean ndcg@10 gain")
+    assert "of 2 tasks (" in description
+    for method in ("hydra", "hydra-unseen"):
+        gains = []
+        for reference in ("base", "hybrid"):
+            row = next(
+                line for line in report.splitlines() if f"mean gain over {reference} |" in line
+            )
+            header = next(line for line in report.splitlines() if line.startswith("| task | bm25"))
+            column = [cell.strip() for cell in header.split("|")].index(method)
+            gains.append(f"over {reference} {row.split('|')[column].strip()}")
+        assert f"{method} {', '.join(gains)}" in description
+    metadata = _latest_metadata(pipeline, "registered_model")
+    assert metadata["model_version"] == dg.TextMetadataValue(f"{name} v{champion.version}")
+    assert metadata["alias"] == dg.TextMetadataValue("champion")
+    assert metadata["description"] == dg.TextMetadataValue(description)
+    link = metadata["mlflow_model"]
+    assert isinstance(link, dg.UrlMetadataValue)
+    assert link.url == f"http://127.0.0.1:5000/#/models/{name}/versions/{champion.version}"
+    assert isinstance(metadata["mlflow_run"], dg.UrlMetadataValue)
+    graph = pipeline.defs.resolve_asset_graph()
+    assert graph.get_check_spec(QUALITY_CHECK).blocking
 
 
 def test_reference_hypernets_train_with_labels_and_without_each_task(pipeline: Pipeline) -> None:
@@ -429,6 +470,10 @@ def test_second_run_rebuilds_and_encodes_nothing(pipeline: Pipeline) -> None:
     summary = pipeline.run()
     assert summary.launched == []
     assert time.perf_counter() - started < 15
+    (version,) = pipeline.mlflow().search_model_versions(
+        f"name='{pipeline.config.registered_model}'"
+    )
+    assert str(version.version) == "1"
     assert pipeline.encoder.stats.encoded == encoded_before
     assert len(_materialized(pipeline.instance, "doc_embeddings")) == materializations
 

@@ -15,12 +15,14 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
+from mlflow.tracking import MlflowClient
 from pipeline_support import Project, make_project
 from system_tools import HYDRA
 
 from hydra_core.data.tasks import RetrievalTask, load_task
-from hydra_pipeline.metrics_store import latest_long, latest_robustness
+from hydra_pipeline import metrics_store
 
 TIMEOUT = 1200
 RESULTS_ROW = "hydra-generic"  # a row of every task's results table on stdout
@@ -40,8 +42,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _failed_steps(stderr: str) -> list[str]:
-    """Progress lines of steps that failed (``FAILED <step>: cause``), not of quality checks
-    (``check <name>: FAILED``, which a 5-query slice may fail without anything going wrong)."""
+    """Progress lines of steps that failed (``FAILED <step>: cause``)."""
     return [line for line in stderr.splitlines() if re.search(r"\bFAILED \w", line)]
 
 
@@ -80,7 +81,8 @@ def test_one_task_project_runs_to_its_results(
     # robustness is off unless asked for: its step stores no rows and the report no section
     assert _materialized(project, "task_robustness") == {"cranfield"}
     database = str(project.workspace / "metrics.duckdb")
-    assert latest_robustness(database).is_empty() and latest_long(database).height > 0
+    assert metrics_store.latest_robustness(database).is_empty()
+    assert metrics_store.latest_long(database).height > 0
     assert "## Robustness" not in (project.workspace / "reports" / "results.md").read_text()
 
 
@@ -163,7 +165,8 @@ def test_two_first_runs_at_once(
     tmp_path: Path, tiny_tasks: dict[str, RetrievalTask], cache: Path
 ) -> None:
     """Both create the workspace's stores (Dagster's and MLflow's sqlite schemas, the task
-    partition) at the same moment; one at a time, both succeed."""
+    partition) at the same moment; one at a time, both succeed, and both registering the
+    same checkpoint leave one version."""
     project = make_project(tmp_path, {"vaswani": tiny_tasks["vaswani"]})
     runs = [subprocess.Popen(**_command(project, cache)) for _ in range(2)]
     outputs = [run.communicate(timeout=TIMEOUT) for run in runs]
@@ -171,3 +174,45 @@ def test_two_first_runs_at_once(
         assert run.returncode == 0, stderr[-3000:]
         assert not _failed_steps(stderr) and RESULTS_ROW in stdout, stderr[-3000:]
     assert _materialized(project, "task_metrics") == {"vaswani"}  # the instance still opens
+    client = MlflowClient(f"sqlite:///{project.workspace / 'mlflow.db'}")
+    [version] = client.search_model_versions("name = 'hydra-hypernet'")  # one per checkpoint
+    assert client.get_model_version_by_alias("hydra-hypernet", "champion").version == (
+        version.version
+    )
+
+
+def test_a_failed_quality_check_leaves_the_hypernet_unregistered(
+    tmp_path: Path, tiny_tasks: dict[str, RetrievalTask], cache: Path
+) -> None:
+    """With no tolerance, hydra trailing the base on a 5-query task fails its blocking
+    check: the report is still written, nothing is registered, the run says why and exits
+    1, and so does the next run, which rebuilds nothing else."""
+    project = make_project(tmp_path, tiny_tasks, tolerance=0.0)
+    first = _hydra_run(project, cache)
+    assert first.returncode == 1, first.stderr[-3000:]
+    database = str(project.workspace / "metrics.duckdb")
+    ndcg = metrics_store.latest_results(database).pivot(on="method", index="task", values="ndcg@10")
+    behind = sorted(ndcg.filter(pl.col("hydra") < pl.col("base"))["task"].to_list())
+    assert behind, "on these slices some task's hydra trails its base"  # what the test needs
+    for task in behind:
+        assert re.search(
+            rf"^error: step task_metrics_hydra_within_tolerance_of_base failed \(task {task}, "
+            r".*\n  check hydra_within_tolerance_of_base failed: hydra_minus_base_ndcg@10 -",
+            first.stderr,
+            re.MULTILINE,
+        ), first.stderr[-3000:]
+    refused = (
+        "CheckNotPassedError: checkpoint .* not registered as hydra-hypernet: "
+        "hydra_within_tolerance_of_base has not passed on "
+        + ", ".join(f"{task} \\(FAILED\\)" for task in behind)
+    )
+    assert re.search(refused, first.stderr), first.stderr[-3000:]
+    assert (project.workspace / "reports" / "results.md").is_file()
+    client = MlflowClient(f"sqlite:///{project.workspace / 'mlflow.db'}")
+    assert client.search_model_versions("name = 'hydra-hypernet'") == []
+
+    second = _hydra_run(project, cache)
+    assert second.returncode == 1
+    assert second.stderr.count("up to date") == 3  # only registered_model is tried again
+    assert re.search(refused, second.stderr), second.stderr[-3000:]
+    assert client.search_model_versions("name = 'hydra-hypernet'") == []

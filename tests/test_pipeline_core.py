@@ -63,7 +63,17 @@ from hydra_pipeline.results_report import (
 )
 from hydra_pipeline.runner import POSTGRES_STORAGE, POSTGRES_URL_ENV, prepare_dagster_home
 from hydra_pipeline.stages import dangling_qrels, leaked_test_queries, metrics_frame
-from hydra_pipeline.tracking import MLFLOW_UI_ADDRESS, flatten_params, metric_key, run_url
+from hydra_pipeline.tracking import (
+    CHAMPION_ALIAS,
+    MLFLOW_UI_ADDRESS,
+    TrackingTarget,
+    TrainingRun,
+    flatten_params,
+    metric_key,
+    model_version_url,
+    register_checkpoint,
+    run_url,
+)
 
 # ------------------------------------------------------------------------------ config
 
@@ -582,6 +592,34 @@ def test_run_url_points_at_the_run_in_the_mlflow_ui(tmp_path: Path) -> None:
     assert run_url(uri, "") is None and run_url("", run_id) is None
 
 
+def test_a_checkpoint_is_registered_once_and_the_alias_follows_the_latest(
+    tmp_path: Path,
+) -> None:
+    """Registering a checkpoint again finds its version by tag (new description, no new
+    version); another checkpoint gets the next version and takes the champion alias."""
+    target = TrackingTarget(f"sqlite:///{tmp_path / 'mlflow.db'}", "x", "m", tmp_path / "a")
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    records = []
+    for checkpoint in ("c1", "c2"):
+        with TrainingRun(target, run_name=checkpoint, params={}) as run:
+            run.log_checkpoint(folder)
+        records.append(CheckpointRecord(str(folder), checkpoint, ["t"], run.run_id))
+    client = target.client()
+    first = register_checkpoint(target, records[0], "gains one")
+    again = register_checkpoint(target, records[0], "gains two")
+    assert (str(first.version), str(again.version)) == ("1", "1")
+    (stored,) = client.search_model_versions("name = 'm'")
+    assert stored.description == "gains two" and stored.tags == {"checkpoint_id": "c1"}
+    assert stored.run_id == records[0].mlflow_run_id
+    assert str(client.get_model_version_by_alias("m", CHAMPION_ALIAS).version) == "1"
+    assert str(register_checkpoint(target, records[1], "gains three").version) == "2"
+    assert str(client.get_model_version_by_alias("m", CHAMPION_ALIAS).version) == "2"
+    url = model_version_url(target.tracking_uri, "m", "2")
+    assert url == f"{MLFLOW_UI_ADDRESS}/#/models/m/versions/2"
+
+
 def test_data_checks_find_problems() -> None:
     corpus = pl.DataFrame({"doc_id": ["d1", "d2"], "title": ["", ""], "text": ["x", "y"]})
     queries = pl.DataFrame({"query_id": ["q1", "q2"], "text": ["Vitamin D", "zinc"]})
@@ -675,7 +713,7 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(
     tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
     """validation.py (which no asset named before) feeds every asset that calls stages,
-    through head_fitting, and none of the data assets or the report."""
+    through head_fitting, and none of the data assets, the report or the registered model."""
     config = _small_config(tmp_path)
     before = _asset_versions(config)
     _edit(clean_env, "hydra_core.evaluation.validation")
@@ -689,6 +727,7 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(
         "qrels",
         "training_queries",
         "results_report",
+        "registered_model",
     }
 
 

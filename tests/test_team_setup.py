@@ -144,6 +144,10 @@ def test_hydra_run_keeps_runs_and_models_in_postgres(
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     [version] = client.search_model_versions("name = 'hydra-hypernet'")
     assert version.run_id is not None
+    champion = client.get_model_version_by_alias("hydra-hypernet", "champion")
+    assert champion.version == version.version and "hydra over base " in (
+        champion.description or ""
+    )
     run = client.get_run(version.run_id)
     assert f"MLflow run:  {version.run_id} (hydra-hypernet v1)" in first.stdout
     # one checkpoint id: the folder, the MLflow run's name and tags, DuckDB, the report

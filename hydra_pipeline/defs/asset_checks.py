@@ -1,5 +1,7 @@
 """Asset checks: the data is consistent, no test query leaks into training, and hydra keeps
-up with the frozen base on every task. A failing check shows red in the Dagster UI."""
+up with the frozen base on every task. A failing check shows red in the Dagster UI; a
+failing blocking check also fails its run, and no hypernet is registered past it (see the
+``registered_model`` asset)."""
 
 # No `from __future__ import annotations` here: Dagster reads these functions' annotations
 # at definition time and needs real types (a string `context` annotation is refused).
@@ -9,6 +11,9 @@ import polars as pl
 
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.project_config import ProjectConfig
+
+QUALITY_CHECK = dg.AssetCheckKey(dg.AssetKey("task_metrics"), "hydra_within_tolerance_of_base")
+"""The check every task's metrics must pass before the hypernet is registered."""
 
 
 def _no_problem_rows(problems: pl.DataFrame, what: str, checked: int) -> dg.AssetCheckResult:
@@ -51,9 +56,12 @@ def build(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
     tolerance = config.tolerance
 
     @dg.asset_check(
-        asset="task_metrics",
+        asset=QUALITY_CHECK.asset_key,
+        name=QUALITY_CHECK.name,
         partitions_def=TASK_PARTITIONS,
-        description=f"Hydra's NDCG@10 is at most {tolerance} below the frozen base's.",
+        description=f"Hydra's NDCG@10 is at most {tolerance} below the frozen base's; "
+        "the hypernet is registered only when every task passes.",
+        blocking=True,
     )
     def hydra_within_tolerance_of_base(task_metrics: pl.DataFrame) -> dg.AssetCheckResult:
         from hydra_pipeline.stages import hydra_margin, table_from_frame

@@ -3,7 +3,8 @@
 The graph alternates between per-task and cross-task stages: every task's data, teachers,
 pairs and supervised reference; then the hypernet (all training tasks at once) and its
 with-labels reference; then every task's head, leave-one-out hypernet and metrics; then the
-report. Those four waves are what ``hydra run`` executes in order, the per-task ones one
+report and the registered model (only after every task's metrics passed their checks).
+Those four waves are what ``hydra run`` executes in order, the per-task ones one
 run per partition.
 """
 
@@ -40,6 +41,7 @@ TASK_EVAL_ASSETS: tuple[str, ...] = (
 HYPERNET_ASSET = "hypernet_checkpoint"
 LABELLED_ASSET = "labelled_hypernet"
 REPORT_ASSET = "results_report"
+REGISTERED_ASSET = "registered_model"
 TRAINING_ASSETS = frozenset({HYPERNET_ASSET, LABELLED_ASSET, "unseen_hypernet"})
 """The assets that train a hypernet: each one's training is an MLflow run."""
 
@@ -58,7 +60,7 @@ WAVES: tuple[Wave, ...] = (
     Wave("task data", TASK_JOB, TASK_DATA_ASSETS, partitioned=True),
     Wave("hypernet", HYPERNET_JOB, (HYPERNET_ASSET, LABELLED_ASSET), partitioned=False),
     Wave("heads and metrics", TASK_JOB, TASK_EVAL_ASSETS, partitioned=True),
-    Wave("report", REPORT_JOB, (REPORT_ASSET,), partitioned=False),
+    Wave("report", REPORT_JOB, (REPORT_ASSET, REGISTERED_ASSET), partitioned=False),
 )
 
 
@@ -76,7 +78,8 @@ def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
         ),
         dg.define_asset_job(
             REPORT_JOB,
-            selection=dg.AssetSelection.assets(REPORT_ASSET),
-            description="Rebuild the results report from the metrics store.",
+            selection=dg.AssetSelection.assets(REPORT_ASSET, REGISTERED_ASSET),
+            description="Rebuild the results report from the metrics store and register the "
+            "hypernet whose metrics passed their checks.",
         ),
     ]

@@ -68,7 +68,8 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         query_embeddings: dict[str, Embeddings],
         preference_pairs: dict[str, pl.DataFrame],
     ) -> dg.Output[CheckpointRecord]:
-        """Train once on all training tasks; tracked as one MLflow run with a model version."""
+        """Train once on all training tasks; tracked as one MLflow run (``registered_model``
+        makes it a model version once its evaluation passed)."""
         from hydra_core.model.hypernet import HypernetConfig
         from hydra_core.training.trainer import TrainConfig
         from hydra_pipeline.tracked_training import train_tracked
@@ -94,7 +95,6 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             metadata={
                 "checkpoint": dg.MetadataValue.path(record.path),
                 "mlflow_run_id": record.mlflow_run_id,
-                "model_version": f"{record.model_name} v{record.model_version}",
                 "tasks": ", ".join(record.tasks),
                 "train_config": asdict(TrainConfig(**train_settings)),
                 "architecture": asdict(HypernetConfig(**architecture_settings)),
@@ -167,7 +167,6 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
                 **nested_under(context.run.tags),
             },
             label_streams=streams,
-            register=False,
         )
         return dg.Output(
             record,
@@ -229,7 +228,6 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "hydra/variant": f"without-{held_out}",
                 **nested_under(context.run.tags),
             },
-            register=False,
         )
         return dg.Output(
             record,

@@ -1,0 +1,127 @@
+"""The registered hypernet: the checkpoint as a version of the registered model, made only
+once every task has been evaluated with it and has passed the quality check.
+
+Training registers nothing, so a version in the registry (and the ``champion`` alias on
+it) always stands for a checkpoint whose metrics were recorded and checked. The check is
+blocking: in a run that also evaluates, a failed check stops the run before this asset;
+in a later run (``hydra run`` again, a click in the UI) this asset reads the checks' last
+results itself, so a failed one keeps the checkpoint unregistered until its inputs change.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads these functions' annotations
+# at definition time and needs real types (a string `context` annotation is refused).
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from hydra_core.data.fingerprints import text_digest
+from hydra_pipeline.artifacts import CheckpointRecord
+from hydra_pipeline.defs.asset_checks import QUALITY_CHECK
+from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.resources import MetricsDbResource, TrackingResource
+from hydra_pipeline.defs.versions import code_version
+from hydra_pipeline.project_config import ProjectConfig
+
+
+class CheckNotPassedError(RuntimeError):
+    """A task's quality check failed (or never ran): no version."""
+
+
+def _unpassed(instance: dg.DagsterInstance, tasks: Sequence[str]) -> list[str]:
+    """``task (why)`` for each of ``tasks`` whose last completed quality check did not pass.
+
+    The last completed one, not the one on the latest materialization: two runs at once
+    each materialize the metrics (the same numbers), and the other run's check may still be
+    running when this one registers.
+    """
+    from dagster._core.event_api import PartitionKeyFilter
+    from dagster._core.storage.asset_check_execution_record import (
+        COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+    )
+
+    problems = []
+    for task in tasks:
+        latest = instance.event_log_storage.get_asset_check_execution_history(
+            QUALITY_CHECK,
+            limit=1,
+            status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+            partition_filter=PartitionKeyFilter(key=task),
+        )
+        if not latest:
+            problems.append(f"{task} (never ran)")
+        elif latest[0].status.value != "SUCCEEDED":
+            problems.append(f"{task} ({latest[0].status.value})")
+    return problems
+
+
+def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        deps=["task_metrics"],
+        group_name="evaluation",
+        code_version=code_version(
+            "hydra_pipeline.tracking",
+            "hydra_pipeline.results_report",
+            config={"registered_model": config.registered_model},
+        ),
+        automation_condition=dg.AutomationCondition.eager()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+        description=f"The hypernet as a version of {config.registered_model} with the alias "
+        f"champion, once every task passed {QUALITY_CHECK.name}.",
+    )
+    def registered_model(
+        context: AssetExecutionContext,
+        metrics_db: MetricsDbResource,
+        tracking: TrackingResource,
+        hypernet_checkpoint: CheckpointRecord,
+    ) -> dg.Output[CheckpointRecord]:
+        """Register the checkpoint (one version per checkpoint, found again by its
+        ``checkpoint_id`` tag), move the alias to it, and describe it by its mean gains."""
+        from hydra_pipeline.results_report import checkpoint_results, gains_description
+        from hydra_pipeline.tracking import (
+            CHAMPION_ALIAS,
+            model_version_url,
+            register_checkpoint,
+            run_url,
+        )
+
+        tasks = context.instance.get_dynamic_partitions(TASK_PARTITIONS.name or "task")
+        results = checkpoint_results(metrics_db.database, tasks, hypernet_checkpoint.checkpoint_id)
+        evaluated = results["task"].unique(maintain_order=True).to_list()
+        problems = _unpassed(context.instance, evaluated)
+        if problems:
+            raise CheckNotPassedError(
+                f"checkpoint {hypernet_checkpoint.checkpoint_id} not registered as "
+                f"{config.registered_model}: {QUALITY_CHECK.name} has not passed on "
+                + ", ".join(problems)
+            )
+        description = (
+            f"Checkpoint {hypernet_checkpoint.checkpoint_id}. {gains_description(results)}"
+        )
+        target = tracking.target()
+        version = register_checkpoint(target, hypernet_checkpoint, description)
+        record = replace(
+            hypernet_checkpoint,
+            model_name=target.registered_model,
+            model_version=str(version.version),
+        )
+        metadata: dict[str, dg.RawMetadataValue] = {
+            "model_version": f"{record.model_name} v{record.model_version}",
+            "alias": CHAMPION_ALIAS,
+            "description": description,
+            "mlflow_model": dg.MetadataValue.url(
+                model_version_url(target.tracking_uri, record.model_name, record.model_version)
+            ),
+        }
+        url = run_url(record.tracking_uri, record.mlflow_run_id)
+        if url is not None:
+            metadata["mlflow_run"] = dg.MetadataValue.url(url)
+        return dg.Output(
+            record,
+            data_version=dg.DataVersion(text_digest(record.model_version, description)),
+            metadata=metadata,
+        )
+
+    return [registered_model]
