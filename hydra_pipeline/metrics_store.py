@@ -264,20 +264,20 @@ def query(database: str, sql: str) -> pl.DataFrame:
         return relation.pl() if relation is not None else pl.DataFrame()
 
 
+def _latest(database: str, view: str, tasks: Sequence[str] | None) -> pl.DataFrame:
+    """A latest view's rows, of ``tasks`` only when given."""
+    frame = query(database, f"SELECT * FROM {view}")
+    return frame if tasks is None else frame.filter(pl.col("task").is_in(list(tasks)))
+
+
 def latest_long(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
     """The rows of each task's most recent evaluation."""
-    frame = query(database, f"SELECT * FROM {LATEST_VIEW}")
-    if tasks is not None:
-        frame = frame.filter(pl.col("task").is_in(list(tasks)))
-    return frame
+    return _latest(database, LATEST_VIEW, tasks)
 
 
 def latest_per_query(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
     """The per-query rows of each task's most recent evaluation."""
-    frame = query(database, f"SELECT * FROM {LATEST_PER_QUERY_VIEW}")
-    if tasks is not None:
-        frame = frame.filter(pl.col("task").is_in(list(tasks)))
-    return frame
+    return _latest(database, LATEST_PER_QUERY_VIEW, tasks)
 
 
 def latest_robustness(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
@@ -291,10 +291,7 @@ def latest_robustness(database: str, tasks: Sequence[str] | None = None) -> pl.D
     if not exists or not exists[0]:
         tags = {"run_id": pl.String(), "checkpoint": pl.String(), "evaluation_id": pl.String()}
         return pl.DataFrame(schema={**ROBUSTNESS_SCHEMA, **tags})
-    frame = query(database, f"SELECT * FROM {LATEST_ROBUSTNESS_VIEW}")
-    if tasks is not None:
-        frame = frame.filter(pl.col("task").is_in(list(tasks)))
-    return frame
+    return _latest(database, LATEST_ROBUSTNESS_VIEW, tasks)
 
 
 def latest_results(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 CONFIG_FILE_NAME = "hydra.yaml"
 DEFAULT_TASKS: tuple[str, ...] = ("scifact", "nfcorpus", "cranfield", "cacm", "vaswani")
+POSTGRES_URL_ENV = "HYDRA_DAGSTER_POSTGRES_URL"
 POSTGRES_DRIVER_URL = "postgresql+psycopg2://"
 """How a Postgres URL must start: SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3,
 with which Dagster's run storage fails (``NOTIFY run_events``); psycopg2 is the driver
@@ -242,7 +243,7 @@ def _env_overrides() -> dict[str, Any]:
         overrides["workspace"] = Path(workspace).resolve()
     if tracking_uri := os.environ.get("MLFLOW_TRACKING_URI"):
         overrides["tracking_uri"] = tracking_uri
-    if postgres_url := os.environ.get("HYDRA_DAGSTER_POSTGRES_URL"):
+    if postgres_url := os.environ.get(POSTGRES_URL_ENV):
         overrides["dagster_postgres_url"] = postgres_url
     if metrics_db := os.environ.get("HYDRA_METRICS_DB"):
         overrides["metrics_db"] = metrics_db

@@ -43,7 +43,7 @@ from hydra_pipeline.defs.jobs import HYPERNET_ASSET, TRAINING_ASSETS, WAVES
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.progress import cause_chain, is_interrupt
 from hydra_pipeline.planning import PlannedRun, plan_wave
-from hydra_pipeline.project_config import ProjectConfig
+from hydra_pipeline.project_config import POSTGRES_URL_ENV, ProjectConfig
 from hydra_pipeline.tracking import ParentRun, TrackingTarget, experiment_id
 
 Echo = Callable[[str], None]
@@ -55,7 +55,6 @@ run_queue:
 telemetry:
   enabled: false
 """
-POSTGRES_URL_ENV = "HYDRA_DAGSTER_POSTGRES_URL"
 POSTGRES_STORAGE = {"postgres": {"postgres_url": {"env": POSTGRES_URL_ENV}}}
 """Dagster's storage section for ``dagster_postgres_url``: the URL is read from the
 environment (which :func:`prepare_dagster_home` sets), so no password lands in the file."""

@@ -50,7 +50,7 @@ from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.defs import versions
 from hydra_pipeline.defs.progress import cause_chain
 from hydra_pipeline.defs.versions import code_version, direct_imports, module_closure
-from hydra_pipeline.project_config import ProjectConfig, load_project_config
+from hydra_pipeline.project_config import POSTGRES_URL_ENV, ProjectConfig, load_project_config
 from hydra_pipeline.results_report import (
     gain_limits,
     gain_table,
@@ -61,7 +61,7 @@ from hydra_pipeline.results_report import (
     robustness_markdown,
     write_report,
 )
-from hydra_pipeline.runner import POSTGRES_STORAGE, POSTGRES_URL_ENV, prepare_dagster_home
+from hydra_pipeline.runner import POSTGRES_STORAGE, prepare_dagster_home
 from hydra_pipeline.stages import dangling_qrels, leaked_test_queries, metrics_frame
 from hydra_pipeline.tracking import (
     CHAMPION_ALIAS,

@@ -52,8 +52,7 @@ DEFAULT_ARCHITECTURE = HypernetConfig()
 class Hypernet(HydraModule):
     """TaskCardEncoder, then a ProjectionHeadGenerator and a FusionGenerator on its output."""
 
-    format = FORMAT
-    config_keys = ("base_model", "in_dim", "out_dim", "cond_dim", "rank", "metadata")
+    format = FORMAT  # its config nests HypernetConfig: get_config_dict and from_config say how
 
     def __init__(
         self,

@@ -75,14 +75,16 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         from hydra_pipeline.tracked_training import train_tracked
         from hydra_pipeline.tracking import nested_under
 
+        train = TrainConfig(**train_settings)
+        architecture = HypernetConfig(**architecture_settings)
         record = train_tracked(
             task_card,
             doc_embeddings,
             query_embeddings,
             preference_pairs,
             encoder=encoder.get(),
-            config=TrainConfig(**train_settings),
-            architecture=HypernetConfig(**architecture_settings),
+            config=train,
+            architecture=architecture,
             checkpoints_dir=workspace.checkpoints,
             target=tracking.target(),
             code_version=hypernet_version,
@@ -96,8 +98,8 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
                 "checkpoint": dg.MetadataValue.path(record.path),
                 "mlflow_run_id": record.mlflow_run_id,
                 "tasks": ", ".join(record.tasks),
-                "train_config": asdict(TrainConfig(**train_settings)),
-                "architecture": asdict(HypernetConfig(**architecture_settings)),
+                "train_config": asdict(train),
+                "architecture": asdict(architecture),
             },
         )
 
