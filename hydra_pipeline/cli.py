@@ -201,6 +201,14 @@ def validate(
         bool, typer.Option("--labels", help="Also train on the labels the cards declare.")
     ] = False,
     epochs: Annotated[int, typer.Option(help="Epochs; a row per task after each.")] = 4,
+    grid: Annotated[
+        bool,
+        typer.Option(
+            "--fusion-grid",
+            help="Train nothing: score lexical weight x feedback x BM25 b, base as the "
+            "dense channel, against the prior every card compiles to.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """NDCG@10 change over the base on validation queries (dev, else a fifth of train).
@@ -212,8 +220,37 @@ def validate(
     import json
 
     from hydra_core.encoding.encoder import FrozenEncoder
-    from hydra_core.evaluation.validation import ValidationRow, validation_curves
+    from hydra_core.evaluation.validation import (
+        FusionGridRow,
+        ValidationRow,
+        fusion_grid,
+        validation_curves,
+    )
     from hydra_core.training.trainer import LABELLED_TRAINING, TrainConfig
+
+    cards = [find_card(name) for name in tasks]
+    if grid:
+        rows: list[FusionGridRow] = []
+
+        def show_point(row: FusionGridRow) -> None:
+            if json_output:
+                typer.echo(json.dumps(asdict(row)))
+                return
+            rows.append(row)
+            prior = "  (prior)" if row.is_prior else ""
+            typer.echo(
+                f"{row.task}  weight {row.lexical_weight:.2f}  feedback {row.feedback:.2f}  "
+                f"b {row.bm25_b:.2f}  ndcg@10 {row.ndcg:.4f}  {row.gain:+.4f}{prior}"
+            )
+
+        fusion_grid(cards, FrozenEncoder(), on_row=show_point)
+        for task in dict.fromkeys(row.task for row in rows):
+            best = max((row for row in rows if row.task == task), key=lambda row: row.ndcg)
+            typer.echo(
+                f"{task}: best weight {best.lexical_weight:.2f} feedback {best.feedback:.2f} "
+                f"b {best.bm25_b:.2f}, ndcg@10 {best.ndcg:.4f}, {best.gain:+.4f} over the prior"
+            )
+        return
 
     def show(row: ValidationRow) -> None:
         if json_output:
@@ -223,7 +260,6 @@ def validate(
         typer.echo(f"{row.hypernet}  {row.steps} steps  {row.task} (base {row.base:.4f})  {gains}")
 
     config = replace(LABELLED_TRAINING if labels else TrainConfig(), epochs=epochs)
-    cards = [find_card(name) for name in tasks]
     encoder = FrozenEncoder()
     validation_curves(cards, encoder, config, leave_one_out=loo, use_labels=labels, on_row=show)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import polars as pl
 import pytest
+from system_tools import HYDRA
 from typer.testing import CliRunner
 
 from hydra_core.data.cards import find_card, write_card
@@ -131,3 +134,32 @@ def test_validate_refuses_labels_from_the_validation_split(
     assert refused.exit_code != 0
     assert "nfcorpus.yaml" in str(refused.exception)
     assert "'labels'" in str(refused.exception)
+
+
+def test_fusion_grid_scores_every_point_against_the_prior_without_training(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    command = [str(HYDRA), "validate", "--tasks", "scifact,nfcorpus", "--fusion-grid"]
+    shown = subprocess.run(
+        [*command, "--json"], capture_output=True, text=True, env=os.environ, check=False
+    )
+    assert shown.returncode == 0, shown.stderr
+    rows = [json.loads(line) for line in shown.stdout.splitlines()]
+    points = {(r["lexical_weight"], r["feedback"], r["bm25_b"]) for r in rows}
+    assert len(points) == 30 and len(rows) == 60, "5 weights x 3 feedbacks x 2 b, two tasks"
+    for task in ("scifact", "nfcorpus"):
+        mine = {
+            (r["lexical_weight"], r["feedback"], r["bm25_b"]): r for r in rows if r["task"] == task
+        }
+        prior = mine[(0.4, 0.5, 0.75)]
+        assert prior["gain"] == 0.0 and 0 < prior["ndcg"] <= 1
+        for row in mine.values():
+            assert abs(row["gain"] - (row["ndcg"] - prior["ndcg"])) < 1e-9
+        assert len({round(r["ndcg"], 6) for r in mine.values()}) > 1, "the knobs change rankings"
+    assert not (tmp_path / "workspace" / "checkpoints").exists(), "nothing trains"
+
+    text = subprocess.run(command, capture_output=True, text=True, env=os.environ, check=False)
+    assert text.returncode == 0, text.stderr
+    assert "(prior)" in text.stdout
+    best = [line for line in text.stdout.splitlines() if "over the prior" in line]
+    assert [line.split(":")[0] for line in best] == ["scifact", "nfcorpus"]

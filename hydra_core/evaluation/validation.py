@@ -9,11 +9,17 @@ text nor their labels can train), and the task to validate on, whose only qrels 
 ``hydra eval --loo`` do, on the training parts, and after every epoch scores the validation
 queries with the task's own card, another task's card and the generic card: the curve a
 recipe change (steps, pairs, teachers, losses) is judged on.
+
+:func:`fusion_grid` (``hydra validate --fusion-grid``) trains nothing: it scores the
+retriever's form (lexical weight, feedback, BM25's ``b``) over a grid with the frozen base
+as the dense channel, and so measures how far each task's best fusion lies above the prior
+every card compiles to: the most a card-decided fusion could add there.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,9 +43,11 @@ from hydra_core.evaluation.methods import (
 )
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
+from hydra_core.model.fusion_generator import DEFAULT_FUSION
 from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.retriever import ConditionedRetriever
-from hydra_core.ranking.teachers import BM25Index, BM25Teacher
+from hydra_core.model.score_fusion import FusionParameters
+from hydra_core.ranking.teachers import BM25Index, BM25Params, BM25Teacher
 from hydra_core.training.trainer import TrainConfig, TrainingTask, train_hypernet
 from hydra_core.training.training_data import (
     label_split,
@@ -80,6 +88,17 @@ def _with_qrels(task: RetrievalTask, qrels: dict[str, pl.DataFrame]) -> Retrieva
     return RetrievalTask(task.name, task.source, task.corpus, task.queries, qrels)
 
 
+def _split_tasks(
+    cards: Sequence[TaskCard],
+) -> dict[str, tuple[RetrievalTask, RetrievalTask | None]]:
+    """Each card's task cut by :func:`split_for_validation`; refuses when none can validate."""
+    tasks = {card.name: split_for_validation(load_card_task(card)) for card in cards}
+    if all(held is None for _, held in tasks.values()):
+        names = ", ".join(card.name for card in cards)
+        raise HydraInputError(f"none of {names} has dev or train qrels to validate on")
+    return tasks
+
+
 @dataclass(frozen=True)
 class ValidationRow:
     """One validation task's NDCG@10 after ``steps`` training steps of one hypernet."""
@@ -108,11 +127,8 @@ def validation_curves(
     ``use_labels`` adds the labels streams of cards that declare labels (their held-out
     queries excluded), as ``hydra train --labels`` does.
     """
-    tasks = {card.name: split_for_validation(load_card_task(card)) for card in cards}
+    tasks = _split_tasks(cards)
     held = {name: task for name, (_, task) in tasks.items() if task is not None}
-    if not held:
-        names = ", ".join(card.name for card in cards)
-        raise HydraInputError(f"none of {names} has dev or train qrels to validate on")
     streams = {
         card.name: _streams(card, tasks[card.name][0], encoder, use_labels) for card in cards
     }
@@ -230,3 +246,62 @@ class _References:
         return retriever_table(
             task, retrievers, self.doc_vectors, self.lexical, VALIDATION, encoder=encoder
         )
+
+
+FUSION_GRID_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6)
+FUSION_GRID_FEEDBACK = (0.0, 0.5, 1.0)
+FUSION_GRID_B = (0.3, 0.75)
+
+
+@dataclass(frozen=True)
+class FusionGridRow:
+    """One fusion setting's validation NDCG@10 on one task (frozen base as the dense channel)."""
+
+    task: str
+    lexical_weight: float
+    feedback: float
+    bm25_b: float
+    ndcg: float
+    gain: float
+    """Over the prior every card compiles to (``DEFAULT_FUSION``, BM25's default ``b``)."""
+
+    @property
+    def is_prior(self) -> bool:
+        return (self.lexical_weight, self.feedback, self.bm25_b) == _PRIOR_POINT
+
+
+_PRIOR_POINT = (DEFAULT_FUSION.lexical_weight, DEFAULT_FUSION.feedback, BM25Params().b)
+
+
+def fusion_grid(
+    cards: Sequence[TaskCard],
+    encoder: FrozenEncoder,
+    on_row: Callable[[FusionGridRow], None] | None = None,
+) -> list[FusionGridRow]:
+    """Every grid point on every validation task, the prior among them."""
+    rows: list[FusionGridRow] = []
+    for name, (_, task) in _split_tasks(cards).items():
+        if task is None:
+            continue
+        doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
+        doc_vectors = encoder.encode(texts, "document")
+        scores: dict[tuple[float, float, float], float] = {}
+        for b in FUSION_GRID_B:
+            lexical = BM25Teacher(BM25Params(b=b)).index(doc_ids, texts)
+            points = list(itertools.product(FUSION_GRID_WEIGHTS, FUSION_GRID_FEEDBACK))
+            retrievers = {
+                f"{w} {f}": CompiledRetriever(None, FusionParameters(w, feedback=f))
+                for w, f in points
+            }
+            table = retriever_table(
+                task, retrievers, doc_vectors, lexical, VALIDATION, encoder=encoder
+            )
+            for (w, f), label in zip(points, retrievers, strict=True):
+                scores[(w, f, b)] = table[label][HEADLINE_METRIC]
+        prior = scores[_PRIOR_POINT]
+        for (w, f, b), ndcg in sorted(scores.items()):
+            row = FusionGridRow(name, w, f, b, ndcg, ndcg - prior)
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return rows
