@@ -30,36 +30,26 @@ class CheckNotPassedError(RuntimeError):
     """A task's quality check failed (or never ran): no version."""
 
 
-_PAGE = 200
-
-
 def _unpassed(instance: dg.DagsterInstance, tasks: Sequence[str]) -> list[str]:
     """``task (why)`` for each of ``tasks`` whose last completed quality check did not pass.
 
     The last completed one, not the one on the latest materialization: two runs at once
     each materialize the metrics (the same numbers), and the other run's check may still be
     running when this one registers. A check records its evaluation only once it has
-    completed (passed or failed), so the latest evaluation per task is the last completed
-    check. The event log does not index evaluations by asset or partition, so this reads
-    them newest first until every task has its own.
+    completed (passed or failed), so the newest evaluation per task is the last completed
+    check. The event log indexes evaluations by neither asset nor partition, and paging
+    through them needs a cursor that differs between storages, so this reads them all: a
+    few per task and run, once per registration.
     """
-    latest: dict[str, bool] = {}
-    before: int | None = None
-    while len(latest) < len(set(tasks)):
-        records = instance.get_event_records(
-            dg.EventRecordsFilter(
-                event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, before_cursor=before
-            ),
-            limit=_PAGE,
-        )
-        for record in records:
-            event = record.event_log_entry.dagster_event
-            evaluation = None if event is None else event.asset_check_evaluation_data
-            if evaluation is not None and evaluation.asset_check_key == QUALITY_CHECK:
-                latest.setdefault(evaluation.partition or "", evaluation.passed)
-        if len(records) < _PAGE:
-            break
-        before = records[-1].storage_id
+    latest: dict[str | None, bool] = {}
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    )
+    for record in records:  # newest first
+        event = record.event_log_entry.dagster_event
+        evaluation = None if event is None else event.asset_check_evaluation_data
+        if evaluation is not None and evaluation.asset_check_key == QUALITY_CHECK:
+            latest.setdefault(evaluation.partition, evaluation.passed)
     return [
         f"{task} (never ran)" if task not in latest else f"{task} (FAILED)"
         for task in tasks
