@@ -5,9 +5,10 @@ On the embedded defaults everything lives in the workspace: a local Dagster inst
 
 1. add a task partition for every configured card and observe the card and dataset
    fingerprints (an unchanged file records nothing);
-2. for each wave (task data, hypernet, heads and metrics, report) ask Dagster what is
-   missing or stale and run exactly that, task partitions in parallel processes with the
-   ``multiprocess`` executor, one after another with ``in_process``.
+2. for each wave (task data, hypernet, heads and metrics, report) read from Dagster's
+   records what is missing or out of date (:mod:`hydra_pipeline.planning`) and run exactly
+   that, task partitions in parallel processes with the ``multiprocess`` executor, one
+   after another with ``in_process``.
 
 A second run with nothing changed finds nothing stale and launches no run at all. Ctrl-C
 stops after the running partitions have stopped; what finished stays, so the next run

@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from pipeline_support import Project, make_project
 from system_tools import HYDRA
@@ -84,6 +85,24 @@ def test_one_task_project_runs_to_its_results(
     assert metrics_store.latest_robustness(database).is_empty()
     assert metrics_store.latest_long(database).height > 0
     assert "## Robustness" not in (project.workspace / "reports" / "results.md").read_text()
+
+    # a new code version (the registered model's name is part of its) rebuilds that step only
+    config = yaml.safe_load(project.config_file.read_text())
+    project.config_file.write_text(yaml.safe_dump({**config, "registered_model": "renamed"}))
+    renamed = _hydra_run(project, cache)
+    assert renamed.returncode == 0, renamed.stderr[-3000:]
+    assert renamed.stderr.count("up to date") == 3, renamed.stderr[-3000:]
+    assert "[report] report: 1 assets (registered_model: has a new code version)" in (
+        renamed.stderr
+    )
+    client = MlflowClient(f"sqlite:///{project.workspace / 'mlflow.db'}")
+    assert len(client.search_model_versions("name = 'renamed'")) == 1
+
+    forced = _hydra_run(project, cache, "--force")  # every wave, up to date or not
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert "up to date" not in forced.stderr
+    launched = re.findall(r"^\[([a-z ]+)\] \S+: \d+ assets \(forced\)$", forced.stderr, re.M)
+    assert launched == ["task data", "hypernet", "heads and metrics", "report"]
 
 
 def test_a_failed_step_shows_its_cause_task_and_run(

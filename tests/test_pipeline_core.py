@@ -48,6 +48,9 @@ from hydra_pipeline.artifacts import (
 )
 from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.defs import versions
+from hydra_pipeline.defs.asset_checks import QUALITY_CHECK
+from hydra_pipeline.defs.assets import registry
+from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.progress import cause_chain
 from hydra_pipeline.defs.versions import code_version, direct_imports, module_closure
 from hydra_pipeline.project_config import POSTGRES_URL_ENV, ProjectConfig, load_project_config
@@ -618,6 +621,32 @@ def test_a_checkpoint_is_registered_once_and_the_alias_follows_the_latest(
     assert str(client.get_model_version_by_alias("m", CHAMPION_ALIAS).version) == "2"
     url = model_version_url(target.tracking_uri, "m", "2")
     assert url == f"{MLFLOW_UI_ADDRESS}/#/models/m/versions/2"
+
+
+def test_registration_reads_each_tasks_last_completed_quality_check() -> None:
+    """Per task, the newest evaluation of the quality check decides; another check on the
+    same asset does not count, and a task whose check never ran is named as such."""
+    passes = {"flag": True}
+
+    @dg.asset(key=QUALITY_CHECK.asset_key, partitions_def=TASK_PARTITIONS)
+    def task_metrics() -> bool:
+        return passes["flag"]
+
+    @dg.asset_check(asset=task_metrics, name=QUALITY_CHECK.name, partitions_def=TASK_PARTITIONS)
+    def quality(task_metrics: bool) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=task_metrics)
+
+    @dg.asset_check(asset=task_metrics, name="other", partitions_def=TASK_PARTITIONS)
+    def other(task_metrics: bool) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(TASK_PARTITIONS.name or "task", ["a", "b", "c"])
+        for task, flag in (("a", False), ("b", True), ("a", True), ("b", False)):
+            passes["flag"] = flag
+            dg.materialize([task_metrics, quality, other], instance=instance, partition_key=task)
+        assert registry._unpassed(instance, ["a", "b", "c"]) == ["b (FAILED)", "c (never ran)"]
+        assert registry._unpassed(instance, ["a"]) == []
 
 
 def test_data_checks_find_problems() -> None:

@@ -35,26 +35,26 @@ def _unpassed(instance: dg.DagsterInstance, tasks: Sequence[str]) -> list[str]:
 
     The last completed one, not the one on the latest materialization: two runs at once
     each materialize the metrics (the same numbers), and the other run's check may still be
-    running when this one registers.
+    running when this one registers. A check records its evaluation only once it has
+    completed (passed or failed), so the newest evaluation per task is the last completed
+    check. The event log indexes evaluations by neither asset nor partition, and paging
+    through them needs a cursor that differs between storages, so this reads them all: a
+    few per task and run, once per registration.
     """
-    from dagster._core.event_api import PartitionKeyFilter
-    from dagster._core.storage.asset_check_execution_record import (
-        COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+    latest: dict[str | None, bool] = {}
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
     )
-
-    problems = []
-    for task in tasks:
-        latest = instance.event_log_storage.get_asset_check_execution_history(
-            QUALITY_CHECK,
-            limit=1,
-            status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
-            partition_filter=PartitionKeyFilter(key=task),
-        )
-        if not latest:
-            problems.append(f"{task} (never ran)")
-        elif latest[0].status.value != "SUCCEEDED":
-            problems.append(f"{task} ({latest[0].status.value})")
-    return problems
+    for record in records:  # newest first
+        event = record.event_log_entry.dagster_event
+        evaluation = None if event is None else event.asset_check_evaluation_data
+        if evaluation is not None and evaluation.asset_check_key == QUALITY_CHECK:
+            latest.setdefault(evaluation.partition, evaluation.passed)
+    return [
+        f"{task} (never ran)" if task not in latest else f"{task} (FAILED)"
+        for task in tasks
+        if not latest.get(task, False)
+    ]
 
 
 def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
