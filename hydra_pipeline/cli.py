@@ -230,20 +230,20 @@ def validate(
 
     cards = [find_card(name) for name in tasks]
     if grid:
-        rows: list[FusionGridRow] = []
 
         def show_point(row: FusionGridRow) -> None:
             if json_output:
                 typer.echo(json.dumps(asdict(row)))
                 return
-            rows.append(row)
             prior = "  (prior)" if row.is_prior else ""
             typer.echo(
                 f"{row.task}  weight {row.lexical_weight:.2f}  feedback {row.feedback:.2f}  "
                 f"b {row.bm25_b:.2f}  ndcg@10 {row.ndcg:.4f}  {row.gain:+.4f}{prior}"
             )
 
-        fusion_grid(cards, FrozenEncoder(), on_row=show_point)
+        rows = fusion_grid(cards, FrozenEncoder(), on_row=show_point)
+        if json_output:
+            return
         for task in dict.fromkeys(row.task for row in rows):
             best = max((row for row in rows if row.task == task), key=lambda row: row.ndcg)
             typer.echo(

@@ -251,6 +251,7 @@ class _References:
 FUSION_GRID_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6)
 FUSION_GRID_FEEDBACK = (0.0, 0.5, 1.0)
 FUSION_GRID_B = (0.3, 0.75)
+_PRIOR_POINT = (DEFAULT_FUSION.lexical_weight, DEFAULT_FUSION.feedback, BM25Params().b)
 
 
 @dataclass(frozen=True)
@@ -270,9 +271,6 @@ class FusionGridRow:
         return (self.lexical_weight, self.feedback, self.bm25_b) == _PRIOR_POINT
 
 
-_PRIOR_POINT = (DEFAULT_FUSION.lexical_weight, DEFAULT_FUSION.feedback, BM25Params().b)
-
-
 def fusion_grid(
     cards: Sequence[TaskCard],
     encoder: FrozenEncoder,
@@ -280,6 +278,10 @@ def fusion_grid(
 ) -> list[FusionGridRow]:
     """Every grid point on every validation task, the prior among them."""
     rows: list[FusionGridRow] = []
+    points = list(itertools.product(FUSION_GRID_WEIGHTS, FUSION_GRID_FEEDBACK))
+    retrievers = {
+        f"{w} {f}": CompiledRetriever(None, FusionParameters(w, feedback=f)) for w, f in points
+    }
     for name, (_, task) in _split_tasks(cards).items():
         if task is None:
             continue
@@ -288,11 +290,6 @@ def fusion_grid(
         scores: dict[tuple[float, float, float], float] = {}
         for b in FUSION_GRID_B:
             lexical = BM25Teacher(BM25Params(b=b)).index(doc_ids, texts)
-            points = list(itertools.product(FUSION_GRID_WEIGHTS, FUSION_GRID_FEEDBACK))
-            retrievers = {
-                f"{w} {f}": CompiledRetriever(None, FusionParameters(w, feedback=f))
-                for w, f in points
-            }
             table = retriever_table(
                 task, retrievers, doc_vectors, lexical, VALIDATION, encoder=encoder
             )
