@@ -5,10 +5,13 @@ Fast: no model, no pipeline run."""
 from __future__ import annotations
 
 import base64
+import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,7 +50,6 @@ from hydra_pipeline.artifacts import (
     task_from_frames,
 )
 from hydra_pipeline.definitions import build_definitions
-from hydra_pipeline.defs import versions
 from hydra_pipeline.defs.asset_checks import QUALITY_CHECK
 from hydra_pipeline.defs.assets import registry
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
@@ -738,15 +740,12 @@ def test_an_edit_changes_the_version_of_the_steps_that_reach_it_only(
     assert pkg not in sys.modules  # read, never imported
 
 
-def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(
-    tmp_path: Path, clean_env: pytest.MonkeyPatch
-) -> None:
+def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(tmp_path: Path) -> None:
     """validation.py (which no asset named before) feeds every asset that calls stages,
     through head_fitting, and none of the data assets, the report or the registered model."""
-    config = _small_config(tmp_path)
-    before = _asset_versions(config)
-    _edit(clean_env, "hydra_core.evaluation.validation")
-    after = _asset_versions(config)
+    config_file = _small_config(tmp_path)
+    before = _asset_versions(config_file)
+    after = _asset_versions(config_file, edited="hydra_core.evaluation.validation")
     assert {key for key in before if before[key] == after[key]} == {
         "card_file",
         "dataset_files",
@@ -760,38 +759,53 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(
     }
 
 
-def test_perturbations_date_the_robustness_asset_only(
-    tmp_path: Path, clean_env: pytest.MonkeyPatch
-) -> None:
+def test_perturbations_date_the_robustness_asset_only(tmp_path: Path) -> None:
     """Turning robustness on, or editing the perturbations, reruns task_robustness and
     nothing else: the metrics store knows the module only by its type."""
     before = _asset_versions(_small_config(tmp_path))
     robust = _asset_versions(_small_config(tmp_path, "robustness: {perturbations: [swap]}\n"))
     assert {key for key in before if before[key] != robust[key]} == {"task_robustness"}
-    _edit(clean_env, "hydra_core.evaluation.perturbations")
-    after = _asset_versions(_small_config(tmp_path))
+    after = _asset_versions(_small_config(tmp_path), edited="hydra_core.evaluation.perturbations")
     assert {key for key in before if before[key] != after[key]} == {"task_robustness"}
 
 
-def _small_config(tmp_path: Path, extra: str = "") -> ProjectConfig:
+def _small_config(tmp_path: Path, extra: str = "") -> Path:
     config_file = tmp_path / "hydra.yaml"
     config_file.write_text("tasks: [a, b]\nworkspace: ws\nexecutor: {kind: in_process}\n" + extra)
-    return load_project_config(config_file)
+    return config_file
 
 
-def _asset_versions(config: ProjectConfig) -> dict[str, str | None]:
-    graph = build_definitions(config).resolve_asset_graph()
-    return {key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()}
+ASSET_VERSIONS = """
+import json, sys
+from hydra_pipeline.definitions import build_definitions
+from hydra_pipeline.project_config import load_project_config
+graph = build_definitions(load_project_config(sys.argv[1])).resolve_asset_graph()
+versions = {k.to_user_string(): graph.get(k).code_version for k in graph.get_all_asset_keys()}
+print(json.dumps(versions))
+"""
 
 
-def _edit(env: pytest.MonkeyPatch, edited: str) -> None:
-    """Make ``edited`` look changed to the code versions."""
-    fingerprint = versions.module_fingerprint
-    env.setattr(
-        versions,
-        "module_fingerprint",
-        lambda module: "edited" if module == edited else fingerprint(module),
+def _asset_versions(config_file: Path, edited: str | None = None) -> dict[str, str | None]:
+    """Every asset's code version as a new process gives it (the next ``hydra run``, a
+    reloaded code location: versions are taken when the definitions load), from a copy of
+    the project's source in which module ``edited`` has one more line."""
+    source = Path(tempfile.mkdtemp(dir=config_file.parent))
+    for package in ("hydra_core", "hydra_pipeline"):
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(PROJECT_ROOT / package, source / package, ignore=ignore)
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", source)  # where Dagster finds the defs folder
+    if edited is not None:
+        path = source.joinpath(*edited.split(".")).with_suffix(".py")
+        path.write_text(path.read_text() + "\n# edited\n")
+    result = subprocess.run(
+        [sys.executable, "-c", ASSET_VERSIONS, str(config_file)],
+        cwd=source,
+        env={**os.environ, "PYTHONPATH": str(source)},
+        capture_output=True,
+        text=True,
+        check=True,
     )
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------------ card sensor

@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
-from hydra_pipeline.project_config import ProjectConfig
+from hydra_pipeline.defs.project import project
 
 QUALITY_CHECK = dg.AssetCheckKey(dg.AssetKey("task_metrics"), "hydra_within_tolerance_of_base")
 """The check every task's metrics must pass before the hypernet is registered."""
@@ -24,36 +24,40 @@ def _no_problem_rows(problems: pl.DataFrame, what: str, checked: int) -> dg.Asse
     return dg.AssetCheckResult(passed=problems.is_empty(), metadata=metadata)
 
 
-def build(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
-    @dg.asset_check(
-        asset="qrels",
-        partitions_def=TASK_PARTITIONS,
-        additional_ins={"corpus": dg.AssetIn(), "queries": dg.AssetIn()},
-        description="Every judgment names an existing document and query.",
-    )
-    def qrels_reference_existing_ids(
-        qrels: pl.DataFrame, corpus: pl.DataFrame, queries: pl.DataFrame
-    ) -> dg.AssetCheckResult:
-        from hydra_pipeline.stages import dangling_qrels
+@dg.asset_check(
+    asset="qrels",
+    partitions_def=TASK_PARTITIONS,
+    additional_ins={"corpus": dg.AssetIn(), "queries": dg.AssetIn()},
+    description="Every judgment names an existing document and query.",
+)
+def qrels_reference_existing_ids(
+    qrels: pl.DataFrame, corpus: pl.DataFrame, queries: pl.DataFrame
+) -> dg.AssetCheckResult:
+    from hydra_pipeline.stages import dangling_qrels
 
-        return _no_problem_rows(dangling_qrels(corpus, queries, qrels), "dangling", qrels.height)
+    return _no_problem_rows(dangling_qrels(corpus, queries, qrels), "dangling", qrels.height)
 
-    @dg.asset_check(
-        asset="training_queries",
-        partitions_def=TASK_PARTITIONS,
-        additional_ins={"queries": dg.AssetIn(), "qrels": dg.AssetIn()},
-        description="No test query (by id or by text) is among the training queries.",
-        blocking=True,
-    )
-    def no_test_queries_in_training(
-        training_queries: pl.DataFrame, queries: pl.DataFrame, qrels: pl.DataFrame
-    ) -> dg.AssetCheckResult:
-        from hydra_pipeline.stages import leaked_test_queries
 
-        leaked = leaked_test_queries(training_queries, queries, qrels)
-        return _no_problem_rows(leaked, "leaked", training_queries.height)
+@dg.asset_check(
+    asset="training_queries",
+    partitions_def=TASK_PARTITIONS,
+    additional_ins={"queries": dg.AssetIn(), "qrels": dg.AssetIn()},
+    description="No test query (by id or by text) is among the training queries.",
+    blocking=True,
+)
+def no_test_queries_in_training(
+    training_queries: pl.DataFrame, queries: pl.DataFrame, qrels: pl.DataFrame
+) -> dg.AssetCheckResult:
+    from hydra_pipeline.stages import leaked_test_queries
 
-    tolerance = config.tolerance
+    leaked = leaked_test_queries(training_queries, queries, qrels)
+    return _no_problem_rows(leaked, "leaked", training_queries.height)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The quality check's tolerance is the project's."""
+    tolerance = project().tolerance
 
     @dg.asset_check(
         asset=QUALITY_CHECK.asset_key,
@@ -72,8 +76,10 @@ def build(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
             metadata={"hydra_minus_base_ndcg@10": round(margin, 4), "tolerance": tolerance},
         )
 
-    return [
-        qrels_reference_existing_ids,
-        no_test_queries_in_training,
-        hydra_within_tolerance_of_base,
-    ]
+    return dg.Definitions(
+        asset_checks=[
+            qrels_reference_existing_ids,
+            no_test_queries_in_training,
+            hydra_within_tolerance_of_base,
+        ]
+    )

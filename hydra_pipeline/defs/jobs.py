@@ -64,22 +64,19 @@ WAVES: tuple[Wave, ...] = (
 )
 
 
-def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
-    return [
-        dg.define_asset_job(
-            TASK_JOB,
-            selection=dg.AssetSelection.assets(*TASK_DATA_ASSETS, *TASK_EVAL_ASSETS),
-            description="Every per-task asset of one task partition.",
-        ),
-        dg.define_asset_job(
-            HYPERNET_JOB,
-            selection=dg.AssetSelection.assets(HYPERNET_ASSET, LABELLED_ASSET),
-            description="Retrain the hypernet (and its with-labels reference) on stored pairs.",
-        ),
-        dg.define_asset_job(
-            REPORT_JOB,
-            selection=dg.AssetSelection.assets(REPORT_ASSET, REGISTERED_ASSET),
-            description="Rebuild the results report from the metrics store and register the "
-            "hypernet whose metrics passed their checks.",
-        ),
-    ]
+task_pipeline = dg.define_asset_job(
+    TASK_JOB,
+    selection=dg.AssetSelection.assets(*TASK_DATA_ASSETS, *TASK_EVAL_ASSETS),
+    description="Every per-task asset of one task partition.",
+)
+train_hypernet = dg.define_asset_job(
+    HYPERNET_JOB,
+    selection=dg.AssetSelection.assets(HYPERNET_ASSET, LABELLED_ASSET),
+    description="Retrain the hypernet (and its with-labels reference) on stored pairs.",
+)
+results_report_job = dg.define_asset_job(
+    REPORT_JOB,
+    selection=dg.AssetSelection.assets(REPORT_ASSET, REGISTERED_ASSET),
+    description="Rebuild the results report from the metrics store and register the "
+    "hypernet whose metrics passed their checks.",
+)

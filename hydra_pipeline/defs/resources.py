@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from hydra_pipeline.project_config import ProjectConfig
+from hydra_pipeline.defs.io_manager import HydraIOManager
+from hydra_pipeline.defs.project import project
 
 if TYPE_CHECKING:
     from hydra_core.encoding.encoder import FrozenEncoder
@@ -83,8 +84,10 @@ class MetricsDbResource(dg.ConfigurableResource):
     database: str
 
 
-def build_resources(config: ProjectConfig) -> dict[str, dg.ConfigurableResource]:
-    return {
+@dg.definitions
+def defs() -> dg.Definitions:
+    config = project()
+    resources = {
         "workspace": WorkspaceResource(root=str(config.workspace)),
         "encoder": EncoderResource(model=config.encoder_model, cache_dir=str(config.cache_dir)),
         "tracking": TrackingResource(
@@ -94,4 +97,6 @@ def build_resources(config: ProjectConfig) -> dict[str, dg.ConfigurableResource]
             artifact_root=str(config.artifact_root),
         ),
         "metrics_db": MetricsDbResource(database=config.resolved_metrics_db),
+        "io_manager": HydraIOManager(root=str(config.workspace / "assets")),
     }
+    return dg.Definitions(resources=resources)

@@ -9,16 +9,16 @@ from __future__ import annotations
 import dagster as dg
 
 from hydra_pipeline.defs.jobs import HYPERNET_JOB
-from hydra_pipeline.project_config import ProjectConfig
+from hydra_pipeline.defs.project import project
 
 
-def build(config: ProjectConfig) -> list[dg.ScheduleDefinition]:
-    return [
-        dg.ScheduleDefinition(
-            name="weekly_retrain",
-            cron_schedule=config.retrain_cron,
-            job_name=HYPERNET_JOB,
-            default_status=dg.DefaultScheduleStatus.STOPPED,
-            description="Retrain the hypernet; downstream heads, metrics and report follow.",
-        )
-    ]
+@dg.definitions
+def defs() -> dg.Definitions:
+    weekly_retrain = dg.ScheduleDefinition(
+        name="weekly_retrain",
+        cron_schedule=project().retrain_cron,
+        job_name=HYPERNET_JOB,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Retrain the hypernet; downstream heads, metrics and report follow.",
+    )
+    return dg.Definitions(schedules=[weekly_retrain])

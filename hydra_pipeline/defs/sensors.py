@@ -26,13 +26,22 @@ from hydra_pipeline.defs.jobs import (
     TASK_JOB,
 )
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
-from hydra_pipeline.project_config import ProjectConfig
+from hydra_pipeline.defs.project import project
 
 CARD_SENSOR = "task_card_sensor"
 
+hydra_automation = dg.AutomationConditionSensorDefinition(
+    "hydra_automation",
+    target=dg.AssetSelection.assets(*TASK_EVAL_ASSETS, REPORT_ASSET),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Refreshes heads, metrics and the report after their inputs change.",
+)
 
-def build(config: ProjectConfig) -> list[dg.SensorDefinition]:
-    tasks = list(config.tasks)
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The card sensor watches the configured tasks; the automation sensor is fixed."""
+    tasks = list(project().tasks)
     cards_dir = load_settings().cards_dir
 
     @dg.sensor(
@@ -77,10 +86,4 @@ def build(config: ProjectConfig) -> list[dg.SensorDefinition]:
             asset_events=observations,
         )
 
-    automation_sensor = dg.AutomationConditionSensorDefinition(
-        "hydra_automation",
-        target=dg.AssetSelection.assets(*TASK_EVAL_ASSETS, REPORT_ASSET),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Refreshes heads, metrics and the report after their inputs change.",
-    )
-    return [task_card_sensor, automation_sensor]
+    return dg.Definitions(sensors=[task_card_sensor, hydra_automation])

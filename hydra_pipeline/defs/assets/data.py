@@ -17,8 +17,8 @@ from hydra_core.settings import load_settings
 from hydra_pipeline.artifacts import card_record, qrels_long, task_from_frames
 from hydra_pipeline.defs.assets.sources import CARD_FILE, DATASET_FILES
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.versions import code_version
-from hydra_pipeline.project_config import ProjectConfig
 
 GROUP = "data"
 
@@ -35,49 +35,51 @@ def frame_output(
     )
 
 
-def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        partitions_def=TASK_PARTITIONS,
-        deps=[CARD_FILE],
-        group_name=GROUP,
-        code_version=code_version("hydra_core.data.cards"),
-    )
-    def task_card(context: AssetExecutionContext) -> dg.Output[TaskCard]:
-        """The task card, validated; its version is its content (comments do not count)."""
-        card = find_card(context.partition_key, load_settings().cards_dir)
-        content = json.dumps(card_record(card)["card"], sort_keys=True)
-        return dg.Output(
-            card,
-            data_version=dg.DataVersion(text_digest(content)),
-            metadata={
-                "card_path": dg.MetadataValue.path(str(card.card_path)),
-                "source": card.source,
-            },
-        )
-
-    @dg.multi_asset(
-        outs={
-            "corpus": dg.AssetOut(group_name=GROUP, description="Documents: doc_id, title, text."),
-            "queries": dg.AssetOut(group_name=GROUP, description="All queries: query_id, text."),
-            "qrels": dg.AssetOut(
-                group_name=GROUP, description="Judgments of every split: split, query_id, ..."
-            ),
+@dg.asset(
+    partitions_def=TASK_PARTITIONS,
+    deps=[CARD_FILE],
+    group_name=GROUP,
+    code_version=code_version("hydra_core.data.cards"),
+)
+def task_card(context: AssetExecutionContext) -> dg.Output[TaskCard]:
+    """The task card, validated; its version is its content (comments do not count)."""
+    card = find_card(context.partition_key, load_settings().cards_dir)
+    content = json.dumps(card_record(card)["card"], sort_keys=True)
+    return dg.Output(
+        card,
+        data_version=dg.DataVersion(text_digest(content)),
+        metadata={
+            "card_path": dg.MetadataValue.path(str(card.card_path)),
+            "source": card.source,
         },
-        partitions_def=TASK_PARTITIONS,
-        deps=[DATASET_FILES],
-        code_version=code_version("hydra_core.evaluation.methods", "hydra_pipeline.artifacts"),
     )
-    def task_data(task_card: TaskCard) -> Iterator[dg.Output[pl.DataFrame]]:
-        """Load the card's dataset (BEIR folder or ir_datasets) once for all three frames."""
-        from hydra_core.evaluation.methods import load_card_task
 
-        task = load_card_task(task_card)
-        yield frame_output(task.corpus, "corpus")
-        yield frame_output(task.queries, "queries")
-        splits = {split: task.qrels[split].height for split in task.splits}
-        yield frame_output(qrels_long(task), "qrels", splits=splits)
 
-    query_settings = config.training.training_queries
+@dg.multi_asset(
+    outs={
+        "corpus": dg.AssetOut(group_name=GROUP, description="Documents: doc_id, title, text."),
+        "queries": dg.AssetOut(group_name=GROUP, description="All queries: query_id, text."),
+        "qrels": dg.AssetOut(
+            group_name=GROUP, description="Judgments of every split: split, query_id, ..."
+        ),
+    },
+    partitions_def=TASK_PARTITIONS,
+    deps=[DATASET_FILES],
+    code_version=code_version("hydra_core.evaluation.methods", "hydra_pipeline.artifacts"),
+)
+def task_data(task_card: TaskCard) -> Iterator[dg.Output[pl.DataFrame]]:
+    """Load the card's dataset (BEIR folder or ir_datasets) once for all three frames."""
+    from hydra_core.evaluation.methods import load_card_task
+
+    task = load_card_task(task_card)
+    yield frame_output(task.corpus, "corpus")
+    yield frame_output(task.queries, "queries")
+    splits = {split: task.qrels[split].height for split in task.splits}
+    yield frame_output(qrels_long(task), "qrels", splits=splits)
+
+
+def training_queries_asset(query_settings: dict[str, Any]) -> dg.AssetsDefinition:
+    """How many queries, and which kind, is the project's choice; its code version hashes it."""
 
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
@@ -100,4 +102,10 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         origins = dict(frame.group_by("origin").len().sort("origin").iter_rows())
         return frame_output(frame, origins=origins)
 
-    return [task_card, task_data, training_queries]
+    return training_queries
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    settings = project().training.training_queries
+    return dg.Definitions(assets=[task_card, task_data, training_queries_asset(settings)])

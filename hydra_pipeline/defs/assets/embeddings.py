@@ -14,9 +14,9 @@ from dagster import AssetExecutionContext
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_pipeline.artifacts import task_from_frames
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.resources import EncoderResource
 from hydra_pipeline.defs.versions import code_version
-from hydra_pipeline.project_config import ProjectConfig
 
 GROUP = "embeddings"
 
@@ -33,12 +33,11 @@ def embeddings_output(
     )
 
 
-def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+def embedding_assets(model: str) -> list[dg.AssetsDefinition]:
+    """Both assets, versioned on the encoder ``model``: another model re-embeds everything."""
     # The encoder resource's module, and the stages the bodies call.
     version = code_version(
-        "hydra_core.encoding.encoder",
-        "hydra_pipeline.stages",
-        config={"model": config.encoder_model},
+        "hydra_core.encoding.encoder", "hydra_pipeline.stages", config={"model": model}
     )
 
     @dg.asset(partitions_def=TASK_PARTITIONS, group_name=GROUP, code_version=version)
@@ -69,3 +68,8 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         return embeddings_output(context, encode_queries(encoder.get(), ranked), encoder)
 
     return [doc_embeddings, query_embeddings]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=embedding_assets(project().encoder_model))

@@ -21,9 +21,10 @@ from hydra_core.encoding.embeddings import Embeddings
 from hydra_pipeline.artifacts import CheckpointRecord, task_from_frames
 from hydra_pipeline.defs.assets.data import frame_output
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.resources import EncoderResource, MetricsDbResource
 from hydra_pipeline.defs.versions import code_version
-from hydra_pipeline.project_config import ProjectConfig
+from hydra_pipeline.project_config import RobustnessConfig
 
 if TYPE_CHECKING:
     from hydra_core.model.compiled_retriever import CompiledRetriever  # torch: body only
@@ -31,30 +32,33 @@ if TYPE_CHECKING:
 GROUP = "evaluation"
 
 
-def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        partitions_def=TASK_PARTITIONS,
-        group_name=GROUP,
-        code_version=code_version("hydra_pipeline.stages", "hydra_pipeline.artifacts"),
-    )
-    def supervised_metrics(
-        context: AssetExecutionContext,
-        encoder: EncoderResource,
-        task_card: TaskCard,
-        corpus: pl.DataFrame,
-        queries: pl.DataFrame,
-        qrels: pl.DataFrame,
-        doc_embeddings: Embeddings,
-        query_embeddings: Embeddings,
-    ) -> dg.Output[pl.DataFrame]:
-        """The supervised-head reference: a head fitted on the card's labels, scored on the
-        test split per query (no rows when the card declares no labels). Apart from
-        task_metrics so that a retrained hypernet does not refit it."""
-        from hydra_pipeline.stages import supervised_metrics as fit_and_score
+@dg.asset(
+    partitions_def=TASK_PARTITIONS,
+    group_name=GROUP,
+    code_version=code_version("hydra_pipeline.stages", "hydra_pipeline.artifacts"),
+)
+def supervised_metrics(
+    context: AssetExecutionContext,
+    encoder: EncoderResource,
+    task_card: TaskCard,
+    corpus: pl.DataFrame,
+    queries: pl.DataFrame,
+    qrels: pl.DataFrame,
+    doc_embeddings: Embeddings,
+    query_embeddings: Embeddings,
+) -> dg.Output[pl.DataFrame]:
+    """The supervised-head reference: a head fitted on the card's labels, scored on the
+    test split per query (no rows when the card declares no labels). Apart from
+    task_metrics so that a retrained hypernet does not refit it."""
+    from hydra_pipeline.stages import supervised_metrics as fit_and_score
 
-        task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
-        rows = fit_and_score(task, task_card, encoder.get(), doc_embeddings, query_embeddings)
-        return frame_output(rows)
+    task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
+    rows = fit_and_score(task, task_card, encoder.get(), doc_embeddings, query_embeddings)
+    return frame_output(rows)
+
+
+def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
+    """Versioned on ``refine_steps``, the project's setting for the refined unseen row."""
 
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
@@ -67,7 +71,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             "hydra_pipeline.results_report",
             "hydra_core.evaluation.significance",
             "hydra_pipeline.tracking",
-            config={"refine_steps": config.training.refine_steps},
+            config={"refine_steps": refine_steps},
         ),
         automation_condition=dg.AutomationCondition.eager(),
     )
@@ -115,7 +119,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             encoder.get(),
             labelled=labelled_hypernet,
             unseen=unseen_hypernet,
-            refine_steps=config.training.refine_steps,
+            refine_steps=refine_steps,
         )
         evaluation = evaluate_task(
             task,
@@ -155,7 +159,12 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             metadata["mlflow_run"] = dg.MetadataValue.url(url)
         return frame_output(evaluation.metrics, "result", **metadata)
 
-    perturbations = config.robustness.parsed()
+    return task_metrics
+
+
+def task_robustness_asset(robustness: RobustnessConfig) -> dg.AssetsDefinition:
+    """Versioned on the project's perturbations and their seed."""
+    perturbations = robustness.parsed()
 
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
@@ -167,7 +176,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             "hydra_pipeline.metrics_store",
             config={
                 "perturbations": [str(p) for p in perturbations],
-                "seed": config.robustness.seed,
+                "seed": robustness.seed,
             },
         ),
         automation_condition=dg.AutomationCondition.eager(),
@@ -217,4 +226,16 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
         return frame_output(rows)
 
-    return [supervised_metrics, task_metrics, task_robustness]
+    return task_robustness
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    config = project()
+    return dg.Definitions(
+        assets=[
+            supervised_metrics,
+            task_metrics_asset(config.training.refine_steps),
+            task_robustness_asset(config.robustness),
+        ]
+    )

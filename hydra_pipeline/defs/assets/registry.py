@@ -21,9 +21,9 @@ from hydra_core.data.fingerprints import text_digest
 from hydra_pipeline.artifacts import CheckpointRecord
 from hydra_pipeline.defs.asset_checks import QUALITY_CHECK
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.resources import MetricsDbResource, TrackingResource
 from hydra_pipeline.defs.versions import code_version
-from hydra_pipeline.project_config import ProjectConfig
 
 
 class CheckNotPassedError(RuntimeError):
@@ -57,18 +57,20 @@ def _unpassed(instance: dg.DagsterInstance, tasks: Sequence[str]) -> list[str]:
     ]
 
 
-def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+def registered_model_asset(model_name: str) -> dg.AssetsDefinition:
+    """Versioned on the registered model's name: another name registers anew."""
+
     @dg.asset(
         deps=["task_metrics"],
         group_name="evaluation",
         code_version=code_version(
             "hydra_pipeline.tracking",
             "hydra_pipeline.results_report",
-            config={"registered_model": config.registered_model},
+            config={"registered_model": model_name},
         ),
         automation_condition=dg.AutomationCondition.eager()
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
-        description=f"The hypernet as a version of {config.registered_model} with the alias "
+        description=f"The hypernet as a version of {model_name} with the alias "
         f"champion, once every task passed {QUALITY_CHECK.name}.",
     )
     def registered_model(
@@ -94,8 +96,7 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         if problems:
             raise CheckNotPassedError(
                 f"checkpoint {hypernet_checkpoint.checkpoint_id} not registered as "
-                f"{config.registered_model}: {QUALITY_CHECK.name} has not passed on "
-                + ", ".join(problems)
+                f"{model_name}: {QUALITY_CHECK.name} has not passed on " + ", ".join(problems)
             )
         description = (
             f"Checkpoint {hypernet_checkpoint.checkpoint_id}. {gains_description(results)}"
@@ -124,4 +125,9 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             metadata=metadata,
         )
 
-    return [registered_model]
+    return registered_model
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[registered_model_asset(project().registered_model)])

@@ -11,48 +11,44 @@ from hydra_pipeline.artifacts import CheckpointRecord
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.resources import MetricsDbResource, TrackingResource, WorkspaceResource
 from hydra_pipeline.defs.versions import code_version
-from hydra_pipeline.project_config import ProjectConfig
 
 
-def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        deps=["task_metrics", "task_robustness"],
-        group_name="evaluation",
-        code_version=code_version("hydra_pipeline.results_report"),
-        automation_condition=dg.AutomationCondition.eager(),
+@dg.asset(
+    deps=["task_metrics", "task_robustness"],
+    group_name="evaluation",
+    code_version=code_version("hydra_pipeline.results_report"),
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def results_report(
+    context: AssetExecutionContext,
+    workspace: WorkspaceResource,
+    metrics_db: MetricsDbResource,
+    tracking: TrackingResource,
+    hypernet_checkpoint: CheckpointRecord,
+) -> dg.MaterializeResult:
+    """Per-task NDCG@10 by method for the current checkpoint, also on its MLflow run.
+
+    The chart is also inline in the metadata (a base64 data URI): Dagster's UI shows
+    it on the asset page, where a file path would be only text.
+    """
+    from hydra_pipeline.results_report import (
+        inline_image_markdown,
+        markdown_table,
+        publish_report,
     )
-    def results_report(
-        context: AssetExecutionContext,
-        workspace: WorkspaceResource,
-        metrics_db: MetricsDbResource,
-        tracking: TrackingResource,
-        hypernet_checkpoint: CheckpointRecord,
-    ) -> dg.MaterializeResult:
-        """Per-task NDCG@10 by method for the current checkpoint, also on its MLflow run.
 
-        The chart is also inline in the metadata (a base64 data URI): Dagster's UI shows
-        it on the asset page, where a file path would be only text.
-        """
-        from hydra_pipeline.results_report import (
-            inline_image_markdown,
-            markdown_table,
-            publish_report,
-        )
-
-        tasks = context.instance.get_dynamic_partitions(TASK_PARTITIONS.name or "task")
-        files, results = publish_report(
-            metrics_db.database, tasks, workspace.reports, hypernet_checkpoint, tracking.target()
-        )
-        markdown, chart = files
-        return dg.MaterializeResult(
-            data_version=dg.DataVersion(file_fingerprint(markdown)),
-            metadata={
-                "ndcg@10": dg.MetadataValue.md(markdown_table(results)),
-                "report": dg.MetadataValue.path(str(markdown)),
-                "chart": dg.MetadataValue.path(str(chart)),
-                "chart_image": dg.MetadataValue.md(inline_image_markdown(chart, "ndcg@10 gains")),
-                "tasks": results["task"].n_unique(),
-            },
-        )
-
-    return [results_report]
+    tasks = context.instance.get_dynamic_partitions(TASK_PARTITIONS.name or "task")
+    files, results = publish_report(
+        metrics_db.database, tasks, workspace.reports, hypernet_checkpoint, tracking.target()
+    )
+    markdown, chart = files
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(file_fingerprint(markdown)),
+        metadata={
+            "ndcg@10": dg.MetadataValue.md(markdown_table(results)),
+            "report": dg.MetadataValue.path(str(markdown)),
+            "chart": dg.MetadataValue.path(str(chart)),
+            "chart_image": dg.MetadataValue.md(inline_image_markdown(chart, "ndcg@10 gains")),
+            "tasks": results["task"].n_unique(),
+        },
+    )

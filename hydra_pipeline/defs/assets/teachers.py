@@ -7,6 +7,8 @@ distillation) in one pass; the pairs use only the training queries.
 # No `from __future__ import annotations` here: Dagster reads these functions' annotations
 # at definition time and needs real types (a string `context` annotation is refused).
 
+from typing import Any
+
 import dagster as dg
 import polars as pl
 from dagster import AssetExecutionContext
@@ -15,62 +17,63 @@ from hydra_core.encoding.embeddings import Embeddings
 from hydra_pipeline.artifacts import task_from_frames
 from hydra_pipeline.defs.assets.data import frame_output
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.versions import code_version
-from hydra_pipeline.project_config import ProjectConfig
 
 GROUP = "teachers"
 
 
-def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        partitions_def=TASK_PARTITIONS,
-        group_name=GROUP,
-        code_version=code_version("hydra_pipeline.stages", "hydra_pipeline.artifacts"),
-    )
-    def bm25_rankings(
-        context: AssetExecutionContext,
-        corpus: pl.DataFrame,
-        queries: pl.DataFrame,
-        qrels: pl.DataFrame,
-        training_queries: pl.DataFrame,
-    ) -> dg.Output[pl.DataFrame]:
-        """BM25 (k1=1.5, b=0.75, stemmed) top-200 per test and training query."""
-        from hydra_pipeline.stages import bm25_rankings as rank_bm25
-        from hydra_pipeline.stages import ranked_queries
+@dg.asset(
+    partitions_def=TASK_PARTITIONS,
+    group_name=GROUP,
+    code_version=code_version("hydra_pipeline.stages", "hydra_pipeline.artifacts"),
+)
+def bm25_rankings(
+    context: AssetExecutionContext,
+    corpus: pl.DataFrame,
+    queries: pl.DataFrame,
+    qrels: pl.DataFrame,
+    training_queries: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """BM25 (k1=1.5, b=0.75, stemmed) top-200 per test and training query."""
+    from hydra_pipeline.stages import bm25_rankings as rank_bm25
+    from hydra_pipeline.stages import ranked_queries
 
-        task = task_from_frames(context.partition_key, "", corpus, queries, qrels)
-        return frame_output(rank_bm25(task, ranked_queries(task, training_queries)))
+    task = task_from_frames(context.partition_key, "", corpus, queries, qrels)
+    return frame_output(rank_bm25(task, ranked_queries(task, training_queries)))
 
-    @dg.asset(
-        partitions_def=TASK_PARTITIONS,
-        group_name=GROUP,
-        code_version=code_version("hydra_pipeline.stages"),
-    )
-    def dense_rankings(
-        doc_embeddings: Embeddings, query_embeddings: Embeddings
-    ) -> dg.Output[pl.DataFrame]:
-        """The frozen base model's exact top-200 per test and training query."""
-        from hydra_pipeline.stages import dense_rankings as rank_dense
 
-        return frame_output(rank_dense(doc_embeddings, query_embeddings))
+@dg.asset(
+    partitions_def=TASK_PARTITIONS,
+    group_name=GROUP,
+    code_version=code_version("hydra_pipeline.stages"),
+)
+def dense_rankings(
+    doc_embeddings: Embeddings, query_embeddings: Embeddings
+) -> dg.Output[pl.DataFrame]:
+    """The frozen base model's exact top-200 per test and training query."""
+    from hydra_pipeline.stages import dense_rankings as rank_dense
 
-    @dg.asset(
-        partitions_def=TASK_PARTITIONS,
-        group_name=GROUP,
-        code_version=code_version("hydra_pipeline.stages"),
-    )
-    def fused_rankings(
-        bm25_rankings: pl.DataFrame, dense_rankings: pl.DataFrame
-    ) -> dg.Output[pl.DataFrame]:
-        """Reciprocal rank fusion of BM25 and the base (k=60), top 100, teacher ranks kept."""
-        from hydra_core.evaluation.method import Method
-        from hydra_pipeline.stages import fuse_teachers
+    return frame_output(rank_dense(doc_embeddings, query_embeddings))
 
-        return frame_output(
-            fuse_teachers({Method.BM25: bm25_rankings, Method.BASE: dense_rankings})
-        )
 
-    pair_settings = config.training.pairs
+@dg.asset(
+    partitions_def=TASK_PARTITIONS,
+    group_name=GROUP,
+    code_version=code_version("hydra_pipeline.stages"),
+)
+def fused_rankings(
+    bm25_rankings: pl.DataFrame, dense_rankings: pl.DataFrame
+) -> dg.Output[pl.DataFrame]:
+    """Reciprocal rank fusion of BM25 and the base (k=60), top 100, teacher ranks kept."""
+    from hydra_core.evaluation.method import Method
+    from hydra_pipeline.stages import fuse_teachers
+
+    return frame_output(fuse_teachers({Method.BM25: bm25_rankings, Method.BASE: dense_rankings}))
+
+
+def preference_pairs_asset(pair_settings: dict[str, Any]) -> dg.AssetsDefinition:
+    """How fused rankings become pairs is the project's choice; its code version hashes it."""
 
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
@@ -98,4 +101,10 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             )
         return frame_output(pairs, queries=pairs["query_id"].n_unique())
 
-    return [bm25_rankings, dense_rankings, fused_rankings, preference_pairs]
+    return preference_pairs
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    pairs = preference_pairs_asset(project().training.pairs)
+    return dg.Definitions(assets=[bm25_rankings, dense_rankings, fused_rankings, pairs])

@@ -12,7 +12,9 @@ per task without that task (leave one out), so its card is scored as a new task'
 # No `from __future__ import annotations` here: Dagster reads these functions' annotations
 # at definition time and needs real types (a string `context` annotation is refused).
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, TypeVar
 
 import dagster as dg
 import polars as pl
@@ -22,23 +24,88 @@ from hydra_core.data.cards import TaskCard
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_pipeline.artifacts import CheckpointRecord
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.resources import EncoderResource, TrackingResource, WorkspaceResource
 from hydra_pipeline.defs.versions import code_version
 from hydra_pipeline.project_config import ProjectConfig
 
+if TYPE_CHECKING:  # torch: bodies only
+    from hydra_core.model.hypernet import HypernetConfig
+    from hydra_core.training.trainer import TrainConfig, TrainingTask
+
 GROUP = "training"
+T = TypeVar("T")
+
+TRAINING_INPUTS = ("task_card", "doc_embeddings", "query_embeddings", "preference_pairs")
+"""What every hypernet reads of each training task (a ``{task: value}`` map per name)."""
 
 
-def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+def _only(values: Mapping[str, T], names: Sequence[str]) -> dict[str, T]:
+    return {name: values[name] for name in names}
+
+
+def _train(
+    context: AssetExecutionContext,
+    workspace: WorkspaceResource,
+    encoder: EncoderResource,
+    tracking: TrackingResource,
+    tasks: Sequence[str],
+    cards: Mapping[str, TaskCard],
+    documents: Mapping[str, Embeddings],
+    queries: Mapping[str, Embeddings],
+    pairs: Mapping[str, pl.DataFrame],
+    *,
+    config: "TrainConfig",
+    architecture: "HypernetConfig",
+    version: str,
+    variant: str | None = None,
+    label_streams: "Sequence[TrainingTask]" = (),
+) -> CheckpointRecord:
+    """Train on ``tasks`` as one MLflow run, nested under the ``hydra run`` that launched it."""
+    from hydra_pipeline.tracked_training import train_tracked
+    from hydra_pipeline.tracking import nested_under
+
+    run_id = context.run.run_id
+    return train_tracked(
+        _only(cards, tasks),
+        _only(documents, tasks),
+        _only(queries, tasks),
+        _only(pairs, tasks),
+        encoder=encoder.get(),
+        config=config,
+        architecture=architecture,
+        checkpoints_dir=workspace.checkpoints,
+        target=tracking.target(),
+        code_version=version,
+        params={"dagster_run_id": run_id},
+        tags={
+            "dagster_run_id": run_id,
+            **({"hydra/variant": variant} if variant else {}),
+            **nested_under(context.run.tags),
+        },
+        label_streams=label_streams,
+    )
+
+
+def _checkpoint_output(
+    record: CheckpointRecord, **metadata: "dg.RawMetadataValue"
+) -> dg.Output[CheckpointRecord]:
+    """A checkpoint, versioned by its id."""
+    return dg.Output(
+        record,
+        data_version=dg.DataVersion(record.checkpoint_id),
+        metadata={"checkpoint": dg.MetadataValue.path(record.path), **metadata},
+    )
+
+
+def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+    """The hypernet and its two references, reading the project's training tasks only and
+    versioned on its training settings."""
     training_tasks = config.training_task_names
     per_training_task = dg.AssetIn(
         partition_mapping=dg.SpecificPartitionsPartitionMapping(training_tasks)
     )
-    # What every hypernet reads of each training task (a {task: value} map per name).
-    training_inputs = {
-        name: per_training_task
-        for name in ("task_card", "doc_embeddings", "query_embeddings", "preference_pairs")
-    }
+    training_inputs = {name: per_training_task for name in TRAINING_INPUTS}
     train_settings = config.training.train
     architecture_settings = config.training.architecture
     hypernet_version = code_version(
@@ -72,35 +139,29 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         makes it a model version once its evaluation passed)."""
         from hydra_core.model.hypernet import HypernetConfig
         from hydra_core.training.trainer import TrainConfig
-        from hydra_pipeline.tracked_training import train_tracked
-        from hydra_pipeline.tracking import nested_under
 
         train = TrainConfig(**train_settings)
         architecture = HypernetConfig(**architecture_settings)
-        record = train_tracked(
+        record = _train(
+            context,
+            workspace,
+            encoder,
+            tracking,
+            sorted(preference_pairs),
             task_card,
             doc_embeddings,
             query_embeddings,
             preference_pairs,
-            encoder=encoder.get(),
             config=train,
             architecture=architecture,
-            checkpoints_dir=workspace.checkpoints,
-            target=tracking.target(),
-            code_version=hypernet_version,
-            params={"dagster_run_id": context.run.run_id},
-            tags={"dagster_run_id": context.run.run_id, **nested_under(context.run.tags)},
+            version=hypernet_version,
         )
-        return dg.Output(
+        return _checkpoint_output(
             record,
-            data_version=dg.DataVersion(record.checkpoint_id),
-            metadata={
-                "checkpoint": dg.MetadataValue.path(record.path),
-                "mlflow_run_id": record.mlflow_run_id,
-                "tasks": ", ".join(record.tasks),
-                "train_config": asdict(train),
-                "architecture": asdict(architecture),
-            },
+            mlflow_run_id=record.mlflow_run_id,
+            tasks=", ".join(record.tasks),
+            train_config=asdict(train),
+            architecture=asdict(architecture),
         )
 
     labelled_settings = config.training.labelled_train
@@ -146,38 +207,30 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         from hydra_core.model.hypernet import HypernetConfig
         from hydra_core.training.trainer import LABELLED_TRAINING
         from hydra_pipeline.stages import label_streams
-        from hydra_pipeline.tracked_training import train_tracked
-        from hydra_pipeline.tracking import nested_under
 
         streams = label_streams(task_card, corpus, queries, qrels, encoder.get())
         if not streams:
             return dg.Output(hypernet_checkpoint, metadata={"label_streams": "none"})
-        record = train_tracked(
+        record = _train(
+            context,
+            workspace,
+            encoder,
+            tracking,
+            sorted(preference_pairs),
             task_card,
             doc_embeddings,
             query_embeddings,
             preference_pairs,
-            encoder=encoder.get(),
             config=replace(LABELLED_TRAINING, **labelled_settings),
             architecture=HypernetConfig(**architecture_settings),
-            checkpoints_dir=workspace.checkpoints,
-            target=tracking.target(),
-            code_version=labelled_version,
-            tags={
-                "dagster_run_id": context.run.run_id,
-                "hydra/variant": "labels",
-                **nested_under(context.run.tags),
-            },
+            version=labelled_version,
+            variant="labels",
             label_streams=streams,
         )
-        return dg.Output(
+        return _checkpoint_output(
             record,
-            data_version=dg.DataVersion(record.checkpoint_id),
-            metadata={
-                "checkpoint": dg.MetadataValue.path(record.path),
-                "mlflow_run_id": record.mlflow_run_id,
-                "label_streams": ", ".join(stream.name for stream in streams),
-            },
+            mlflow_run_id=record.mlflow_run_id,
+            label_streams=", ".join(stream.name for stream in streams),
         )
 
     @dg.asset(
@@ -203,8 +256,6 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         task trains."""
         from hydra_core.model.hypernet import HypernetConfig
         from hydra_core.training.trainer import TrainConfig
-        from hydra_pipeline.tracked_training import train_tracked
-        from hydra_pipeline.tracking import nested_under
 
         held_out = context.partition_key
         if held_out not in hypernet_checkpoint.tasks:
@@ -214,49 +265,49 @@ def build(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         others = [name for name in hypernet_checkpoint.tasks if name != held_out]
         if not others:  # (then the inputs may not even be {task: value} maps)
             return dg.Output(CheckpointRecord(path="", checkpoint_id="", tasks=[]))
-        record = train_tracked(
-            {name: task_card[name] for name in others},
-            {name: doc_embeddings[name] for name in others},
-            {name: query_embeddings[name] for name in others},
-            {name: preference_pairs[name] for name in others},
-            encoder=encoder.get(),
+        record = _train(
+            context,
+            workspace,
+            encoder,
+            tracking,
+            others,
+            task_card,
+            doc_embeddings,
+            query_embeddings,
+            preference_pairs,
             config=TrainConfig(**train_settings),
             architecture=HypernetConfig(**architecture_settings),
-            checkpoints_dir=workspace.checkpoints,
-            target=tracking.target(),
-            code_version=hypernet_version,
-            tags={
-                "dagster_run_id": context.run.run_id,
-                "hydra/variant": f"without-{held_out}",
-                **nested_under(context.run.tags),
-            },
+            version=hypernet_version,
+            variant=f"without-{held_out}",
         )
-        return dg.Output(
-            record,
-            data_version=dg.DataVersion(record.checkpoint_id),
-            metadata={"checkpoint": dg.MetadataValue.path(record.path), "tasks": ", ".join(others)},
-        )
+        return _checkpoint_output(record, tasks=", ".join(others))
 
-    @dg.asset(
-        partitions_def=TASK_PARTITIONS,
-        group_name=GROUP,
-        code_version=code_version("hydra_pipeline.stages"),
-        automation_condition=dg.AutomationCondition.eager(),
+    return [hypernet_checkpoint, labelled_hypernet, unseen_hypernet]
+
+
+@dg.asset(
+    partitions_def=TASK_PARTITIONS,
+    group_name=GROUP,
+    code_version=code_version("hydra_pipeline.stages"),
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def compiled_retriever(
+    encoder: EncoderResource, hypernet_checkpoint: CheckpointRecord, task_card: TaskCard
+) -> dg.Output:
+    """The task's whole retriever (head and fusion), compiled from its card."""
+    from hydra_pipeline.stages import compile_card, retriever_digest
+
+    compiled = compile_card(hypernet_checkpoint.path, task_card, encoder.get())
+    return dg.Output(
+        compiled,
+        data_version=dg.DataVersion(retriever_digest(compiled)),
+        metadata={
+            **compiled.fusion.to_dict(),
+            "checkpoint": hypernet_checkpoint.checkpoint_id,
+        },
     )
-    def compiled_retriever(
-        encoder: EncoderResource, hypernet_checkpoint: CheckpointRecord, task_card: TaskCard
-    ) -> dg.Output:
-        """The task's whole retriever (head and fusion), compiled from its card."""
-        from hydra_pipeline.stages import compile_card, retriever_digest
 
-        compiled = compile_card(hypernet_checkpoint.path, task_card, encoder.get())
-        return dg.Output(
-            compiled,
-            data_version=dg.DataVersion(retriever_digest(compiled)),
-            metadata={
-                **compiled.fusion.to_dict(),
-                "checkpoint": hypernet_checkpoint.checkpoint_id,
-            },
-        )
 
-    return [hypernet_checkpoint, labelled_hypernet, unseen_hypernet, compiled_retriever]
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[*hypernet_assets(project()), compiled_retriever])
