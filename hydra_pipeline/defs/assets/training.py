@@ -14,7 +14,7 @@ per task without that task (leave one out), so its card is scored as a new task'
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple
 
 import dagster as dg
 import polars as pl
@@ -34,14 +34,26 @@ if TYPE_CHECKING:  # torch: bodies only
     from hydra_core.training.trainer import TrainConfig, TrainingTask
 
 GROUP = "training"
-T = TypeVar("T")
 
 TRAINING_INPUTS = ("task_card", "doc_embeddings", "query_embeddings", "preference_pairs")
 """What every hypernet reads of each training task (a ``{task: value}`` map per name)."""
 
 
-def _only(values: Mapping[str, T], names: Sequence[str]) -> dict[str, T]:
-    return {name: values[name] for name in names}
+class TrainingInputs(NamedTuple):
+    """The :data:`TRAINING_INPUTS` maps a hypernet asset receives, by task."""
+
+    cards: Mapping[str, TaskCard]
+    documents: Mapping[str, Embeddings]
+    queries: Mapping[str, Embeddings]
+    pairs: Mapping[str, pl.DataFrame]
+
+    def only(self, names: Sequence[str]) -> "TrainingInputs":
+        return TrainingInputs(
+            {name: self.cards[name] for name in names},
+            {name: self.documents[name] for name in names},
+            {name: self.queries[name] for name in names},
+            {name: self.pairs[name] for name in names},
+        )
 
 
 def _train(
@@ -49,11 +61,7 @@ def _train(
     workspace: WorkspaceResource,
     encoder: EncoderResource,
     tracking: TrackingResource,
-    tasks: Sequence[str],
-    cards: Mapping[str, TaskCard],
-    documents: Mapping[str, Embeddings],
-    queries: Mapping[str, Embeddings],
-    pairs: Mapping[str, pl.DataFrame],
+    inputs: TrainingInputs,
     *,
     config: "TrainConfig",
     architecture: "HypernetConfig",
@@ -61,16 +69,13 @@ def _train(
     variant: str | None = None,
     label_streams: "Sequence[TrainingTask]" = (),
 ) -> CheckpointRecord:
-    """Train on ``tasks`` as one MLflow run, nested under the ``hydra run`` that launched it."""
+    """Train on ``inputs`` as one MLflow run, nested under the ``hydra run`` that launched it."""
     from hydra_pipeline.tracked_training import train_tracked
     from hydra_pipeline.tracking import nested_under
 
     run_id = context.run.run_id
     return train_tracked(
-        _only(cards, tasks),
-        _only(documents, tasks),
-        _only(queries, tasks),
-        _only(pairs, tasks),
+        *inputs,
         encoder=encoder.get(),
         config=config,
         architecture=architecture,
@@ -147,11 +152,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             workspace,
             encoder,
             tracking,
-            sorted(preference_pairs),
-            task_card,
-            doc_embeddings,
-            query_embeddings,
-            preference_pairs,
+            TrainingInputs(task_card, doc_embeddings, query_embeddings, preference_pairs),
             config=train,
             architecture=architecture,
             version=hypernet_version,
@@ -216,11 +217,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             workspace,
             encoder,
             tracking,
-            sorted(preference_pairs),
-            task_card,
-            doc_embeddings,
-            query_embeddings,
-            preference_pairs,
+            TrainingInputs(task_card, doc_embeddings, query_embeddings, preference_pairs),
             config=replace(LABELLED_TRAINING, **labelled_settings),
             architecture=HypernetConfig(**architecture_settings),
             version=labelled_version,
@@ -270,11 +267,9 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             workspace,
             encoder,
             tracking,
-            others,
-            task_card,
-            doc_embeddings,
-            query_embeddings,
-            preference_pairs,
+            TrainingInputs(task_card, doc_embeddings, query_embeddings, preference_pairs).only(
+                others
+            ),
             config=TrainConfig(**train_settings),
             architecture=HypernetConfig(**architecture_settings),
             version=hypernet_version,
