@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -745,7 +746,7 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(tmp_path: 
     through head_fitting, and none of the data assets, the report or the registered model."""
     config_file = _small_config(tmp_path)
     before = _asset_versions(config_file)
-    after = _asset_versions(config_file, edited="hydra_core.evaluation.validation")
+    after = _asset_versions(config_file, {"hydra_core/evaluation/validation.py": EDIT})
     assert {key for key in before if before[key] == after[key]} == {
         "card_file",
         "dataset_files",
@@ -765,8 +766,13 @@ def test_perturbations_date_the_robustness_asset_only(tmp_path: Path) -> None:
     before = _asset_versions(_small_config(tmp_path))
     robust = _asset_versions(_small_config(tmp_path, "robustness: {perturbations: [swap]}\n"))
     assert {key for key in before if before[key] != robust[key]} == {"task_robustness"}
-    after = _asset_versions(_small_config(tmp_path), edited="hydra_core.evaluation.perturbations")
+    after = _asset_versions(
+        _small_config(tmp_path), {"hydra_core/evaluation/perturbations.py": EDIT}
+    )
     assert {key for key in before if before[key] != after[key]} == {"task_robustness"}
+
+
+EDIT = "\n# edited\n"
 
 
 def _small_config(tmp_path: Path, extra: str = "") -> Path:
@@ -785,18 +791,21 @@ print(json.dumps(versions))
 """
 
 
-def _asset_versions(config_file: Path, edited: str | None = None) -> dict[str, str | None]:
+def _asset_versions(
+    config_file: Path, appended: Mapping[str, str] | None = None
+) -> dict[str, str | None]:
     """Every asset's code version as a new process gives it (the next ``hydra run``, a
     reloaded code location: versions are taken when the definitions load), from a copy of
-    the project's source in which module ``edited`` has one more line."""
+    the project's source with ``appended`` texts added to the files they name (a file
+    that does not exist is created)."""
     source = Path(tempfile.mkdtemp(dir=config_file.parent))
     for package in ("hydra_core", "hydra_pipeline"):
         ignore = shutil.ignore_patterns("__pycache__")
         shutil.copytree(PROJECT_ROOT / package, source / package, ignore=ignore)
     shutil.copy(PROJECT_ROOT / "pyproject.toml", source)  # where Dagster finds the defs folder
-    if edited is not None:
-        path = source.joinpath(*edited.split(".")).with_suffix(".py")
-        path.write_text(path.read_text() + "\n# edited\n")
+    for name, text in (appended or {}).items():
+        with open(source / name, "a") as file:
+            file.write(text)
     result = subprocess.run(
         [sys.executable, "-c", ASSET_VERSIONS, str(config_file)],
         cwd=source,
@@ -806,6 +815,16 @@ def _asset_versions(config_file: Path, edited: str | None = None) -> dict[str, s
         check=True,
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_new_module_in_the_defs_folder_adds_its_assets(tmp_path: Path) -> None:
+    """The definitions are the defs folder's: a new stage needs no edit anywhere else."""
+    stage = "import dagster as dg\n\n@dg.asset(code_version='1')\ndef extra_stage() -> None: ...\n"
+    config_file = _small_config(tmp_path)
+    before = _asset_versions(config_file)
+    after = _asset_versions(config_file, {"hydra_pipeline/defs/assets/extra_stage.py": stage})
+    assert "extra_stage" not in before
+    assert after == {**before, "extra_stage": "1"}
 
 
 # ------------------------------------------------------------------------------ card sensor
