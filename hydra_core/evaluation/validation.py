@@ -32,7 +32,6 @@ from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.method import HEADLINE_METRIC, Method
 from hydra_core.evaluation.methods import (
     card_retrievers,
-    default_ensemble,
     hybrid_retriever,
     load_card_task,
     retriever_table,
@@ -46,11 +45,7 @@ from hydra_core.model.retriever import ConditionedRetriever
 from hydra_core.model.score_fusion import FusionParameters
 from hydra_core.ranking.teachers import BM25Index, BM25Params, BM25Teacher
 from hydra_core.training.trainer import TrainConfig, TrainingTask, train_hypernet
-from hydra_core.training.training_data import (
-    label_split,
-    label_training_task,
-    prepare_training_task,
-)
+from hydra_core.workflows import training_streams
 
 
 def _split_tasks(
@@ -168,16 +163,13 @@ class _EpochScorer:
 def _streams(
     card: TaskCard, task: RetrievalTask, encoder: FrozenEncoder, use_labels: bool
 ) -> list[TrainingTask]:
-    streams = [prepare_training_task(card, task, encoder, default_ensemble(task, encoder))]
     if use_labels and card.labels == DEV_SPLIT:
         raise HydraInputError(
             "labels: dev is the validation split; validation cannot also train on it",
             path=card.card_path,
             field="labels",
         )
-    if use_labels and label_split(card, task) is not None:
-        streams.append(label_training_task(card, task, encoder))
-    return streams
+    return training_streams(card, task, encoder, use_labels=use_labels)
 
 
 @dataclass(frozen=True)
