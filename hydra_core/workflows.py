@@ -61,11 +61,20 @@ def prepare_cards(
     for card in cards:
         task = load_card_task(card)
         log.info("preparing %s: %d documents", card.name, task.corpus.height)
-        ensemble = default_ensemble(task, encoder)
-        prepared.append(prepare_training_task(card, task, encoder, ensemble))
-        if use_labels and label_split(card, task) is not None:
-            prepared.append(label_training_task(card, task, encoder))
+        prepared += training_streams(card, task, encoder, use_labels=use_labels)
     return prepared
+
+
+def training_streams(
+    card: TaskCard, task: RetrievalTask, encoder: FrozenEncoder, *, use_labels: bool
+) -> list[TrainingTask]:
+    """What one card trains with on ``task`` (the whole task, or validation's training
+    part): the teachers' stream, and with ``use_labels`` its labels stream if it declares
+    labels."""
+    streams = [prepare_training_task(card, task, encoder, default_ensemble(task, encoder))]
+    if use_labels and label_split(card, task) is not None:
+        streams.append(label_training_task(card, task, encoder))
+    return streams
 
 
 def train_on_cards(

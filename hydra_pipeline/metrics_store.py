@@ -39,64 +39,58 @@ LATEST_PER_QUERY_VIEW = "latest_per_query"
 ROBUSTNESS_TABLE = "robustness"
 LATEST_ROBUSTNESS_VIEW = "latest_robustness"
 
-_CREATE = f"""
-CREATE TABLE IF NOT EXISTS {TABLE} (
+
+def _evaluation_table(table: str, columns: str) -> str:
+    """A table of evaluation rows: ``columns`` between the tags :func:`_append` adds to each
+    row (in this order: it is the order ``SELECT *`` shows)."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {table} (
     run_id VARCHAR NOT NULL,
     checkpoint VARCHAR NOT NULL,
-    task VARCHAR NOT NULL,
-    method VARCHAR NOT NULL,
-    split VARCHAR NOT NULL,
-    metric VARCHAR NOT NULL,
-    value DOUBLE NOT NULL,
+    {columns},
     created_at TIMESTAMPTZ NOT NULL,
     evaluation_id VARCHAR NOT NULL,
     dagster_run_id VARCHAR NOT NULL
-);
-CREATE OR REPLACE VIEW {LATEST_VIEW} AS
-SELECT m.* FROM {TABLE} AS m
+);"""
+
+
+def _latest_by_task(view: str, table: str) -> str:
+    """A view of each task's most recent evaluation in ``table``."""
+    return f"""
+CREATE OR REPLACE VIEW {view} AS
+SELECT t.* FROM {table} AS t
 JOIN (
-    SELECT task, arg_max(evaluation_id, created_at) AS evaluation_id FROM {TABLE} GROUP BY task
-) AS latest USING (task, evaluation_id);
-CREATE TABLE IF NOT EXISTS {PER_QUERY_TABLE} (
-    run_id VARCHAR NOT NULL,
-    checkpoint VARCHAR NOT NULL,
-    task VARCHAR NOT NULL,
-    method VARCHAR NOT NULL,
-    split VARCHAR NOT NULL,
-    query_id VARCHAR NOT NULL,
-    metric VARCHAR NOT NULL,
-    value DOUBLE NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL,
-    evaluation_id VARCHAR NOT NULL,
-    dagster_run_id VARCHAR NOT NULL
-);
+    SELECT task, arg_max(evaluation_id, created_at) AS evaluation_id FROM {table} GROUP BY task
+) AS latest USING (task, evaluation_id);"""
+
+
+_CREATE = "".join(
+    [
+        _evaluation_table(
+            TABLE,
+            "task VARCHAR NOT NULL, method VARCHAR NOT NULL, split VARCHAR NOT NULL, "
+            "metric VARCHAR NOT NULL, value DOUBLE NOT NULL",
+        ),
+        _latest_by_task(LATEST_VIEW, TABLE),
+        _evaluation_table(
+            PER_QUERY_TABLE,
+            "task VARCHAR NOT NULL, method VARCHAR NOT NULL, split VARCHAR NOT NULL, "
+            "query_id VARCHAR NOT NULL, metric VARCHAR NOT NULL, value DOUBLE NOT NULL",
+        ),
+        f"""
 CREATE OR REPLACE VIEW {LATEST_PER_QUERY_VIEW} AS
 SELECT p.* FROM {PER_QUERY_TABLE} AS p
 JOIN (SELECT DISTINCT task, evaluation_id FROM {LATEST_VIEW}) AS latest
-USING (task, evaluation_id);
-CREATE TABLE IF NOT EXISTS {ROBUSTNESS_TABLE} (
-    run_id VARCHAR NOT NULL,
-    checkpoint VARCHAR NOT NULL,
-    task VARCHAR NOT NULL,
-    method VARCHAR NOT NULL,
-    kind VARCHAR NOT NULL,
-    rate DOUBLE NOT NULL,
-    seed BIGINT NOT NULL,
-    metric VARCHAR NOT NULL,
-    clean DOUBLE NOT NULL,
-    perturbed DOUBLE NOT NULL,
-    drop DOUBLE NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL,
-    evaluation_id VARCHAR NOT NULL,
-    dagster_run_id VARCHAR NOT NULL
-);
-CREATE OR REPLACE VIEW {LATEST_ROBUSTNESS_VIEW} AS
-SELECT r.* FROM {ROBUSTNESS_TABLE} AS r
-JOIN (
-    SELECT task, arg_max(evaluation_id, created_at) AS evaluation_id
-    FROM {ROBUSTNESS_TABLE} GROUP BY task
-) AS latest USING (task, evaluation_id);
-"""
+USING (task, evaluation_id);""",
+        _evaluation_table(
+            ROBUSTNESS_TABLE,
+            "task VARCHAR NOT NULL, method VARCHAR NOT NULL, kind VARCHAR NOT NULL, "
+            "rate DOUBLE NOT NULL, seed BIGINT NOT NULL, metric VARCHAR NOT NULL, "
+            "clean DOUBLE NOT NULL, perturbed DOUBLE NOT NULL, drop DOUBLE NOT NULL",
+        ),
+        _latest_by_task(LATEST_ROBUSTNESS_VIEW, ROBUSTNESS_TABLE),
+    ]
+)
 _LOCK_WAIT_SECONDS = 120.0
 
 

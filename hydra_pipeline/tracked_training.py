@@ -24,6 +24,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,15 @@ def train_tracked(
         "code_version": code_version,
         **dict(params or {}),
     }
+    train = partial(  # tracked, or untracked when MLflow fails first: the same training
+        train_hypernet,
+        tasks,
+        config,
+        out_dir,
+        base_model=encoder.model_name,
+        architecture=architecture,
+        show_progress=False,
+    )
     # Two runs of the same inputs (two `hydra run`s at once) share the folder: the second
     # waits, then resumes the finished state instead of writing beside the first's upload.
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
@@ -139,15 +149,7 @@ def train_tracked(
                         epoch_errors.append(error)
 
                 training = True
-                path = train_hypernet(
-                    tasks,
-                    config,
-                    out_dir,
-                    base_model=encoder.model_name,
-                    architecture=architecture,
-                    on_epoch=on_epoch,
-                    show_progress=False,
-                )
+                path = train(on_epoch=on_epoch)
                 training = False
                 if epoch_errors:
                     raise epoch_errors[0]
@@ -165,14 +167,7 @@ def train_tracked(
                     target.tracking_uri,
                     error,
                 )
-                path = train_hypernet(
-                    tasks,
-                    config,
-                    out_dir,
-                    base_model=encoder.model_name,
-                    architecture=architecture,
-                    show_progress=False,
-                )
+                path = train()
             raise TrackingUnavailableError(target, path, error) from error
     log.info("hypernet %s trained on %s: MLflow run %s", checkpoint_id, names, run.run_id)
     return CheckpointRecord(

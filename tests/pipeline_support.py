@@ -1,17 +1,32 @@
-"""A throwaway Hydra project for pipeline tests: real data slices, cards, config, workspace."""
+"""A throwaway Hydra project for pipeline tests: real data slices, cards, config, workspace;
+and the rows every results table has, which the CLI tests expect too."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 
 from hydra_core.data.cards import find_card, write_card
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.settings import PROJECT_ROOT
 from hydra_pipeline.artifacts import save_beir_folder
+from hydra_pipeline.project_config import ProjectConfig, load_project_config
+from hydra_pipeline.runner import prepare_dagster_home
 
+TABLE_METHODS = (
+    "bm25",
+    "base",
+    "teacher",
+    "hybrid",
+    "hydra",
+    "hydra-dense",
+    "hydra-generic",
+    "hydra-shuffled",
+)
+"""The teachers, ``hybrid``, and the card's retriever with its ablations, in table order."""
 QUICK_TRAINING = {"epochs": 2, "steps_per_epoch": 8, "pairs_per_task": 32}
 QUICK_ARCHITECTURE = {"rank": 32}
 
@@ -45,6 +60,15 @@ class Project:
             "HYDRA_CACHE_DIR": str(cache_dir),
             "DAGSTER_HOME": str(self.dagster_home),
         }
+
+    def enter(self, patch: pytest.MonkeyPatch) -> ProjectConfig:
+        """Point Hydra in this process at the project (its cache inside it) while ``patch``
+        lasts, with its Dagster home prepared; the project's config."""
+        for key, value in self.env(self.root / "cache").items():
+            patch.setenv(key, value)
+        config = load_project_config()
+        prepare_dagster_home(config)
+        return config
 
     def add_task(self, task: RetrievalTask, name: str, like: str | None = None) -> Path:
         """Write ``task`` as a BEIR folder and a card for it (the text of the shipped card

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -60,6 +61,13 @@ def postgres_programs(debian_root: Path = DEBIAN_POSTGRES) -> Path:
     if not installed:
         _unavailable("initdb (the Postgres server) is not installed: apt-get install postgresql")
     return max(installed, key=lambda folder: int(folder.parent.name))
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_until_answering(

@@ -10,6 +10,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from pipeline_support import TABLE_METHODS
 from system_tools import HYDRA, mounted
 from typer.testing import CliRunner
 
@@ -22,17 +23,6 @@ from hydra_pipeline.artifacts import save_beir_folder
 from hydra_pipeline.cli import app
 from hydra_pipeline.metrics_store import latest_long, record_metrics
 from hydra_pipeline.runner import DAGSTER_YAML
-
-METHODS = {
-    "bm25",
-    "base",
-    "teacher",
-    "hybrid",
-    "hydra",
-    "hydra-dense",
-    "hydra-generic",
-    "hydra-shuffled",
-}
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +185,7 @@ def test_train_eval_compile_search(
     result = json.loads(evaluated.stdout)
     assert result["task"] == "nfcorpus"
     # nfcorpus has training labels, so the supervised reference is reported too.
-    assert set(result["methods"]) == METHODS | {"hydra-refined", "supervised-head"}
+    assert set(result["methods"]) == set(TABLE_METHODS) | {"hydra-refined", "supervised-head"}
     _assert_significance(result, "hydra", nfcorpus_slice)
 
     head_file = tmp_path / "head.safetensors"
@@ -446,7 +436,7 @@ def test_tasks_too_small_for_pairs_are_left_out_and_alone_fail_in_one_line(
         app, ["eval", "--checkpoint", str(checkpoint), "--card", "one", "--refine", "2", "--json"]
     )
     assert evaluated.exit_code == 0, evaluated.output
-    assert set(json.loads(evaluated.stdout)["methods"]) == METHODS | {"hydra-refined"}
+    assert set(json.loads(evaluated.stdout)["methods"]) == set(TABLE_METHODS) | {"hydra-refined"}
     assert "one: no preference pairs to refine on" in caplog.text
 
 
@@ -472,7 +462,7 @@ def test_eval_borrows_only_cards_that_load_for_the_shuffled_row(
 
     evaluated = _console("eval", "--checkpoint", str(checkpoint), "--card", "tiny", "--json")
     assert evaluated.returncode == 0, evaluated.stderr
-    assert set(json.loads(evaluated.stdout)["methods"]) == METHODS
+    assert set(json.loads(evaluated.stdout)["methods"]) == set(TABLE_METHODS)
     assert "skipping a card that does not load" in evaluated.stderr
     assert str(folder / "broken.yaml") in evaluated.stderr
 

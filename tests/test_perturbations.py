@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import METHODS, _add_card, _console, cards_dir  # noqa: F401  (cards_dir: fixture)
+from pipeline_support import TABLE_METHODS
+from test_cli import _add_card, _console, cards_dir  # noqa: F401  (cards_dir: fixture)
 
 from hydra_core.data.cards import find_card
 from hydra_core.data.tasks import RetrievalTask
@@ -97,7 +98,7 @@ def test_eval_perturb_json_from_the_console_script(
     checkpoint = tmp_path / "ck"
     tiny = TrainConfig(epochs=1, steps_per_epoch=4, pairs_per_task=32)
     train_on_cards([find_card("scifact", cards_dir)], checkpoint, encoder, tiny)
-    # Without labels, so no supervised head is fitted twice: the table is METHODS.
+    # Without labels, so no supervised head is fitted twice: the table is TABLE_METHODS.
     _add_card(tmp_path, "plain", cards_dir / "scifact.yaml", cards_dir / "data" / "scifact")
 
     card = str(tmp_path / "plain.yaml")
@@ -107,7 +108,7 @@ def test_eval_perturb_json_from_the_console_script(
     result = json.loads(evaluated.stdout)
     entry = result["perturbation"]
     assert (entry["kind"], entry["rate"], entry["seed"]) == ("typos", 0.3, 0)
-    assert set(entry["methods"]) == set(result["methods"]) == METHODS
+    assert set(entry["methods"]) == set(result["methods"]) == set(TABLE_METHODS)
     for method, row in entry["methods"].items():
         assert row["clean"] == result["methods"][method]["ndcg@10"]
         assert row["drop"] == pytest.approx(row["perturbed"] - row["clean"], abs=1e-12)

@@ -21,7 +21,13 @@ import polars as pl
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from pipeline_support import QUICK_ARCHITECTURE, QUICK_TRAINING, Project, make_project
+from pipeline_support import (
+    QUICK_ARCHITECTURE,
+    QUICK_TRAINING,
+    TABLE_METHODS,
+    Project,
+    make_project,
+)
 from typer.testing import CliRunner
 
 from hydra_core.data.cards import find_card
@@ -51,7 +57,6 @@ from hydra_pipeline.runner import (
     RunSummary,
     WaveExecutor,
     current_checkpoint,
-    prepare_dagster_home,
     run_pipeline,
 )
 from hydra_pipeline.stages import compile_card
@@ -65,22 +70,10 @@ UNSEEN_METHODS = (
     "hydra-unseen-refined",
 )
 LABEL_METHODS = ("hydra+labels", "supervised-head")  # both test cards declare `labels: train`
-METHODS = (
-    "bm25",
-    "base",
-    "teacher",
-    "hybrid",
-    "hydra",
-    "hydra-dense",
-    "hydra-generic",
-    "hydra-shuffled",
-    *LABEL_METHODS,
-    *UNSEEN_METHODS,
-)
+METHODS = (*TABLE_METHODS, *LABEL_METHODS, *UNSEEN_METHODS)
 VARIANTS = {"labels", "without-scifact", "without-nfcorpus"}  # the reference hypernets' runs
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 PERTURBATIONS = ("typos:0.3", "drop:0.2")
-ROBUST_METHODS = METHODS[:8]  # the served hypernet's rows and the teachers: no references
 CHECKS = {
     "qrels": "qrels_reference_existing_ids",
     "training_queries": "no_test_queries_in_training",
@@ -130,10 +123,7 @@ def pipeline(
         tmp_path_factory.mktemp("pipeline"), tasks, perturbations=list(PERTURBATIONS)
     )
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in project.env(project.root / "cache").items():
-            patch.setenv(key, value)
-        config = load_project_config()
-        prepare_dagster_home(config)
+        config = project.enter(patch)
         defs = build_definitions(config)
         with dg.DagsterInstance.get() as instance:
             cold = run_pipeline(config, defs, instance, echo=lambda _: None)
@@ -348,7 +338,7 @@ def test_robustness_rows_in_duckdb_and_the_report(pipeline: Pipeline) -> None:
     expected = {
         (task, method, kind, float(rate))
         for task in TASKS
-        for method in ROBUST_METHODS
+        for method in TABLE_METHODS
         for kind, rate in (("typos", 0.3), ("drop", 0.2))
     }
     assert set(rows.select("task", "method", "kind", "rate").iter_rows()) == expected
@@ -616,10 +606,7 @@ def test_a_task_too_small_for_pairs_is_left_out_of_training_only(
     small one still gets its baselines, compiled head and table; alone it fails in one line."""
     tasks = {"scifact": scifact_slice.head(100, 10), "tiny": scifact_slice.head(10, 5)}
     project = make_project(tmp_path, tasks, like={"tiny": "scifact"})
-    for key, value in project.env(tmp_path / "cache").items():
-        monkeypatch.setenv(key, value)
-    config = load_project_config()
-    prepare_dagster_home(config)
+    config = project.enter(monkeypatch)
     with dg.DagsterInstance.get() as instance:
         run_pipeline(config, build_definitions(config), instance, echo=lambda _: None)
         checkpoint = current_checkpoint(config)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pkgutil
 import shutil
 import sqlite3
 import subprocess
@@ -39,7 +40,7 @@ from hydra_core.evaluation.perturbations import KINDS, Perturbation, Robustness
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.evaluation.significance import per_query_frame
 from hydra_core.settings import PROJECT_ROOT
-from hydra_pipeline import metrics_store
+from hydra_pipeline import defs, metrics_store
 from hydra_pipeline.artifacts import (
     CheckpointRecord,
     Embeddings,
@@ -689,7 +690,7 @@ def test_module_closure_follows_imports_to_what_they_reach_only() -> None:
     assert "hydra_core.training.losses" not in direct_imports("hydra_pipeline.stages")
     assert "hydra_core.training.losses" in module_closure("hydra_pipeline.stages")
     via_head_fitting = module_closure("hydra_pipeline.stages")
-    assert "hydra_core.evaluation.validation" in via_head_fitting
+    assert "hydra_core.data.validation_split" in via_head_fitting
     assert "hydra_pipeline.benchmarks" not in module_closure("hydra_pipeline.stages")
     assert module_closure("hydra_core.data.cards") == {
         "hydra_core",
@@ -741,12 +742,28 @@ def test_an_edit_changes_the_version_of_the_steps_that_reach_it_only(
     assert pkg not in sys.modules  # read, never imported
 
 
+def test_no_asset_module_reaches_the_validation_curves() -> None:
+    """head_fitting takes its split from validation_split alone, so the asset modules that
+    fit heads do not take the curves and the fusion grid (validation.py) into their versions."""
+    modules = [info.name for info in pkgutil.walk_packages(defs.__path__, f"{defs.__name__}.")]
+    fitting = [
+        name for name in modules if "hydra_core.training.head_fitting" in module_closure(name)
+    ]
+    assert fitting
+    for name in fitting:
+        assert "hydra_core.data.validation_split" in module_closure(name)
+        assert "hydra_core.evaluation.validation" not in module_closure(name)
+
+
 def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(tmp_path: Path) -> None:
-    """validation.py (which no asset named before) feeds every asset that calls stages,
-    through head_fitting, and none of the data assets, the report or the registered model."""
+    """validation.py (only `hydra validate` runs it) feeds no asset; validation_split feeds
+    every asset that calls stages, through head_fitting, and none of the data assets, the
+    report or the registered model."""
     config_file = _small_config(tmp_path)
     before = _asset_versions(config_file)
-    after = _asset_versions(config_file, {"hydra_core/evaluation/validation.py": EDIT})
+    curves = _asset_versions(config_file, {"hydra_core/evaluation/validation.py": EDIT})
+    assert curves == before
+    after = _asset_versions(config_file, {"hydra_core/data/validation_split.py": EDIT})
     assert {key for key in before if before[key] == after[key]} == {
         "card_file",
         "dataset_files",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,12 +21,11 @@ import dagster as dg
 import pytest
 from pipeline_support import Project, make_project
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from system_tools import require_or_skip, wait_until_answering
+from system_tools import free_port, require_or_skip, wait_until_answering
 
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.settings import PROJECT_ROOT
-from hydra_pipeline.project_config import load_project_config
-from hydra_pipeline.runner import prepare_dagster_home, register_tasks
+from hydra_pipeline.runner import register_tasks
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -48,12 +46,6 @@ class DagsterUI:
     url: str
     project: Project
     log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:
@@ -83,15 +75,12 @@ def dagster_ui(
     project = make_project(root, {"scifact": scifact_slice.head(60, 5)})
     env = {**os.environ, **project.env(root / "cache")}
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in project.env(root / "cache").items():
-            patch.setenv(key, value)
-        config = load_project_config()
-        prepare_dagster_home(config)
+        config = project.enter(patch)
         # The partition exists and the card is observed, as after a `hydra run`: the card
         # sensor then has nothing new to launch and the test's run is the only one.
         with dg.DagsterInstance.get() as instance:
             register_tasks(instance, config.tasks, lambda _: None)
-    port = _free_port()
+    port = free_port()
     log = root / "dagster_dev.log"
     with open(log, "wb") as output:
         server = subprocess.Popen(

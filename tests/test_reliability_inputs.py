@@ -12,7 +12,6 @@ import ast
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from system_tools import HYDRA
+from system_tools import HYDRA, free_port
 
 from hydra_core.data.cards import load_card, write_card
 from hydra_core.data.tasks import load_beir_folder
@@ -281,15 +280,9 @@ def test_no_module_can_unpickle_or_evaluate_data() -> None:
     assert found == [], "\n".join(found)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_hydra_ui_serves_on_loopback_by_default(tmp_path: Path) -> None:
     """Run ``hydra ui`` for real and read the command it exec()s into, then stop it."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "HYDRA_WORKSPACE": str(tmp_path / "workspace"),

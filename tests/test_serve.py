@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -28,7 +27,7 @@ import pytest
 import torch
 import yaml
 from pipeline_support import Project, make_project
-from system_tools import HYDRA
+from system_tools import HYDRA, free_port
 
 from hydra_core.data.cards import TaskCard, find_card, load_card, write_card
 from hydra_core.data.tasks import RetrievalTask, load_task
@@ -38,8 +37,8 @@ from hydra_core.serving.registry import RetrieverSearcher, TaskRegistry
 from hydra_pipeline.artifacts import load_value, save_beir_folder, save_value
 from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.load_test import local_address, run_load_test
-from hydra_pipeline.project_config import ProjectConfig, load_project_config
-from hydra_pipeline.runner import current_checkpoint, prepare_dagster_home, run_pipeline
+from hydra_pipeline.project_config import ProjectConfig
+from hydra_pipeline.runner import current_checkpoint, run_pipeline
 from hydra_pipeline.serve import build_registry
 
 TASKS = ("scifact", "nfcorpus")
@@ -96,10 +95,7 @@ def served(
     config_data["training"]["refine_steps"] = 0
     project.config_file.write_text(yaml.safe_dump(config_data))
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in project.env(project.root / "cache").items():
-            patch.setenv(key, value)
-        config = load_project_config()
-        prepare_dagster_home(config)
+        config = project.enter(patch)
         with dg.DagsterInstance.get() as instance:
             run_pipeline(config, build_definitions(config), instance, echo=lambda _: None)
         registry = build_registry(config, None, echo=lambda _: None)
@@ -386,15 +382,9 @@ def test_checkpoint_mode_compiles_the_same_heads(served: Served) -> None:
         np.testing.assert_allclose(mine.index.doc_vectors, stored.index.doc_vectors, atol=1e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_hydra_serve_console_script(served: Served) -> None:
     """The real ``hydra serve``: binds 127.0.0.1 by default, searches, Ctrl+C stops it (130)."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **served.project.env(served.project.root / "cache")}
     server = subprocess.Popen(
         [str(HYDRA), "serve", "--port", str(port), "--index", "hnsw"],

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,19 +23,13 @@ import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 from pipeline_support import make_project
-from system_tools import HYDRA, postgres_programs, wait_until_answering
+from system_tools import HYDRA, free_port, postgres_programs, wait_until_answering
 
 from hydra_core.data.tasks import load_task
 
 TIMEOUT = 1200
 MLFLOW = Path(sys.executable).with_name("mlflow")
 PG_USER = "hydra"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -69,7 +62,7 @@ def postgres() -> Iterator[Postgres]:
         os.chown(folder, owner.pw_uid, owner.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
     data = folder / "data"
-    port = _free_port()
+    port = free_port()
     subprocess.run(
         [*as_user, programs / "initdb", "-D", data, "-U", PG_USER, "--auth=trust"],
         check=True,
@@ -92,7 +85,7 @@ def postgres() -> Iterator[Postgres]:
 @pytest.fixture(scope="module")
 def mlflow_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``mlflow server`` on the cluster's ``mlflow`` database; its address."""
-    port = _free_port()
+    port = free_port()
     artifacts = tmp_path_factory.mktemp("mlartifacts")
     command = [MLFLOW, "server", "--backend-store-uri", postgres.url("mlflow")]
     command += ["--artifacts-destination", str(artifacts), "--host", "127.0.0.1"]

@@ -1,1 +1,2 @@
-"""Retrieval tasks (corpus, queries, qrels, splits) and the task cards that describe them."""
+"""Retrieval tasks (corpus, queries, qrels, splits), the task cards that describe them and
+the split of their queries that validates."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,17 +303,22 @@ def _record_id(record: dict[str, Any], seen: dict[str, int], path: Path, lineno:
     return record_id
 
 
+def _records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """Each non-blank line of a JSONL file: its number, its checked ``_id`` and its object."""
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(_read_lines(path), start=1):
+        if line.strip():
+            record = _parse_object(line, path, lineno)
+            yield lineno, _record_id(record, seen, path, lineno), record
+
+
 def _read_corpus(path: Path) -> pl.DataFrame:
     """Documents in file order; an empty title *and* text is allowed (Cranfield 471 and 995)."""
     ids: list[str] = []
     titles: list[str] = []
     texts: list[str] = []
-    seen: dict[str, int] = {}
-    for lineno, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
-            continue
-        record = _parse_object(line, path, lineno)
-        ids.append(_record_id(record, seen, path, lineno))
+    for lineno, record_id, record in _records(path):
+        ids.append(record_id)
         titles.append(_string_field(record, "title", path, lineno, required=False))
         texts.append(_string_field(record, "text", path, lineno, required=True))
     if not ids:
@@ -326,12 +332,8 @@ def _read_queries(path: Path) -> pl.DataFrame:
     """Queries in file order; a query must have non-empty text, or there is nothing to search."""
     ids: list[str] = []
     texts: list[str] = []
-    seen: dict[str, int] = {}
-    for lineno, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
-            continue
-        record = _parse_object(line, path, lineno)
-        ids.append(_record_id(record, seen, path, lineno))
+    for lineno, record_id, record in _records(path):
+        ids.append(record_id)
         text = _string_field(record, "text", path, lineno, required=True)
         if not text.strip():
             raise HydraInputError("empty query text", path=path, line=lineno, field="text")

@@ -1,9 +1,7 @@
 """Validation: the labels every recipe choice is made on, so no choice ever sees a test split.
 
-A task's validation queries are its ``dev`` split when it has one, else a fixed fifth of its
-``train`` queries (by a hash of the id), else it has none. :func:`split_for_validation`
-cuts a task in two: the task to train on, without those held-out queries (neither their
-text nor their labels can train), and the task to validate on, whose only qrels are theirs.
+Which queries validate is :mod:`hydra_core.data.validation_split`'s to say; this module
+measures on them.
 
 :func:`validation_curves` (``hydra validate``) trains hypernets as ``hydra train`` and
 ``hydra eval --loo`` do, on the training parts, and after every epoch scores the validation
@@ -18,7 +16,6 @@ every card compiles to: the most a card-decided fusion could add there.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import tempfile
 from collections.abc import Callable, Sequence
@@ -26,16 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.validation_split import DEV_SPLIT, VALIDATION, split_for_validation
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.method import HEADLINE_METRIC, Method
 from hydra_core.evaluation.methods import (
     card_retrievers,
-    default_ensemble,
     hybrid_retriever,
     load_card_task,
     retriever_table,
@@ -49,43 +45,7 @@ from hydra_core.model.retriever import ConditionedRetriever
 from hydra_core.model.score_fusion import FusionParameters
 from hydra_core.ranking.teachers import BM25Index, BM25Params, BM25Teacher
 from hydra_core.training.trainer import TrainConfig, TrainingTask, train_hypernet
-from hydra_core.training.training_data import (
-    label_split,
-    label_training_task,
-    prepare_training_task,
-)
-
-DEV_SPLIT = "dev"
-HOLDOUT_SPLIT = "train"
-VALIDATION = "validation"
-"""The one split of a validation task: its held-out judgments under a single name."""
-
-
-def is_holdout(query_id: str) -> bool:
-    """A fixed fifth of a split's queries (by a hash of the id) held out for validation."""
-    return int(hashlib.md5(query_id.encode()).hexdigest(), 16) % 5 == 0
-
-
-def split_for_validation(
-    task: RetrievalTask, labels: str = HOLDOUT_SPLIT
-) -> tuple[RetrievalTask, RetrievalTask | None]:
-    """(the task to train on, the task to validate on, ``None`` without validation labels).
-
-    ``labels`` is the split that trains: ``dev`` validates unless it is that split, else
-    a fifth of ``labels`` is held out of it.
-    """
-    if DEV_SPLIT in task.splits and labels != DEV_SPLIT:
-        return task, _with_qrels(task, {VALIDATION: task.split_qrels(DEV_SPLIT)})
-    if labels not in task.splits:
-        return task, None
-    qrels = task.split_qrels(labels)
-    held = qrels["query_id"].map_elements(is_holdout, return_dtype=pl.Boolean)
-    training = _with_qrels(task, {**task.qrels, labels: qrels.filter(~held)})
-    return training, _with_qrels(task, {VALIDATION: qrels.filter(held)})
-
-
-def _with_qrels(task: RetrievalTask, qrels: dict[str, pl.DataFrame]) -> RetrievalTask:
-    return RetrievalTask(task.name, task.source, task.corpus, task.queries, qrels)
+from hydra_core.workflows import training_streams
 
 
 def _split_tasks(
@@ -203,16 +163,13 @@ class _EpochScorer:
 def _streams(
     card: TaskCard, task: RetrievalTask, encoder: FrozenEncoder, use_labels: bool
 ) -> list[TrainingTask]:
-    streams = [prepare_training_task(card, task, encoder, default_ensemble(task, encoder))]
     if use_labels and card.labels == DEV_SPLIT:
         raise HydraInputError(
             "labels: dev is the validation split; validation cannot also train on it",
             path=card.card_path,
             field="labels",
         )
-    if use_labels and label_split(card, task) is not None:
-        streams.append(label_training_task(card, task, encoder))
-    return streams
+    return training_streams(card, task, encoder, use_labels=use_labels)
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ import torch
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.data.training_queries import generated_queries
+from hydra_core.data.validation_split import VALIDATION, split_for_validation
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.evaluation.method import HEADLINE_METRIC
 from hydra_core.evaluation.methods import score_ranking
-from hydra_core.evaluation.validation import VALIDATION, split_for_validation
 from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
 from hydra_core.model.head import ProjectionHead
 from hydra_core.model.head_generator import geometry_preserving_basis
