@@ -13,7 +13,7 @@ per task without that task (leave one out), so its card is scored as a new task'
 # at definition time and needs real types (a string `context` annotation is refused).
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple
 
 import dagster as dg
@@ -56,40 +56,47 @@ class TrainingInputs(NamedTuple):
         )
 
 
-def _train(
-    context: AssetExecutionContext,
-    workspace: WorkspaceResource,
-    encoder: EncoderResource,
-    tracking: TrackingResource,
-    inputs: TrainingInputs,
-    *,
-    config: "TrainConfig",
-    architecture: "HypernetConfig",
-    version: str,
-    variant: str | None = None,
-    label_streams: "Sequence[TrainingTask]" = (),
-) -> CheckpointRecord:
-    """Train on ``inputs`` as one MLflow run, nested under the ``hydra run`` that launched it."""
-    from hydra_pipeline.tracked_training import train_tracked
-    from hydra_pipeline.tracking import nested_under
+@dataclass(frozen=True)
+class HypernetTraining:
+    """Where a hypernet asset trains: its run, the workspace, the encoder, the MLflow store."""
 
-    run_id = context.run.run_id
-    return train_tracked(
-        *inputs,
-        encoder=encoder.get(),
-        config=config,
-        architecture=architecture,
-        checkpoints_dir=workspace.checkpoints,
-        target=tracking.target(),
-        code_version=version,
-        params={"dagster_run_id": run_id},
-        tags={
-            "dagster_run_id": run_id,
-            **({"hydra/variant": variant} if variant else {}),
-            **nested_under(context.run.tags),
-        },
-        label_streams=label_streams,
-    )
+    context: AssetExecutionContext
+    workspace: WorkspaceResource
+    encoder: EncoderResource
+    tracking: TrackingResource
+
+    def train(
+        self,
+        inputs: TrainingInputs,
+        *,
+        config: "TrainConfig",
+        architecture: "HypernetConfig",
+        version: str,
+        variant: str | None = None,
+        label_streams: "Sequence[TrainingTask]" = (),
+    ) -> CheckpointRecord:
+        """Train on ``inputs`` as one MLflow run, nested under the ``hydra run`` that
+        launched it."""
+        from hydra_pipeline.tracked_training import train_tracked
+        from hydra_pipeline.tracking import nested_under
+
+        run = self.context.run
+        return train_tracked(
+            *inputs,
+            encoder=self.encoder.get(),
+            config=config,
+            architecture=architecture,
+            checkpoints_dir=self.workspace.checkpoints,
+            target=self.tracking.target(),
+            code_version=version,
+            params={"dagster_run_id": run.run_id},
+            tags={
+                "dagster_run_id": run.run_id,
+                **({"hydra/variant": variant} if variant else {}),
+                **nested_under(run.tags),
+            },
+            label_streams=label_streams,
+        )
 
 
 def _checkpoint_output(
@@ -147,11 +154,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 
         train = TrainConfig(**train_settings)
         architecture = HypernetConfig(**architecture_settings)
-        record = _train(
-            context,
-            workspace,
-            encoder,
-            tracking,
+        record = HypernetTraining(context, workspace, encoder, tracking).train(
             TrainingInputs(task_card, doc_embeddings, query_embeddings, preference_pairs),
             config=train,
             architecture=architecture,
@@ -212,11 +215,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         streams = label_streams(task_card, corpus, queries, qrels, encoder.get())
         if not streams:
             return dg.Output(hypernet_checkpoint, metadata={"label_streams": "none"})
-        record = _train(
-            context,
-            workspace,
-            encoder,
-            tracking,
+        record = HypernetTraining(context, workspace, encoder, tracking).train(
             TrainingInputs(task_card, doc_embeddings, query_embeddings, preference_pairs),
             config=replace(LABELLED_TRAINING, **labelled_settings),
             architecture=HypernetConfig(**architecture_settings),
@@ -262,11 +261,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         others = [name for name in hypernet_checkpoint.tasks if name != held_out]
         if not others:  # (then the inputs may not even be {task: value} maps)
             return dg.Output(CheckpointRecord(path="", checkpoint_id="", tasks=[]))
-        record = _train(
-            context,
-            workspace,
-            encoder,
-            tracking,
+        record = HypernetTraining(context, workspace, encoder, tracking).train(
             TrainingInputs(task_card, doc_embeddings, query_embeddings, preference_pairs).only(
                 others
             ),
