@@ -97,7 +97,8 @@ def train(
         bool,
         typer.Option(
             "--labels",
-            help="Add the labels each card declares (its labels: split) as a gold teacher.",
+            help="Also train on the labels each card declares (its labels: split), as a stream "
+            "of their own beside the teachers' pairs.",
         ),
     ] = False,
     force: Annotated[
