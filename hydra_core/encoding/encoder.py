@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal, cast
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from hydra_core.encoding.embedding_cache import EmbeddingCache, text_key
 from hydra_core.errors import HydraInputError
@@ -154,6 +155,14 @@ class FrozenEncoder:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         log.info("loading encoder %s", self.model_path)
         return SentenceTransformer(self.model_path, device="cpu")
+
+    @cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The model's own tokenizer, loaded without the model: how it splits a text tells
+        how well it reads it (:mod:`hydra_core.model.task_profile`)."""
+        if Path(self.model_path).is_dir():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return AutoTokenizer.from_pretrained(self.model_path)
 
     @cached_property
     def dimension(self) -> int:

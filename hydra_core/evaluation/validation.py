@@ -39,7 +39,7 @@ from hydra_core.evaluation.methods import (
 )
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
-from hydra_core.model.fusion_generator import DEFAULT_FUSION
+from hydra_core.model.fusion_gate import PRIOR_FUSION
 from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.retriever import ConditionedRetriever
 from hydra_core.model.score_fusion import FusionParameters
@@ -208,7 +208,7 @@ class _References:
 FUSION_GRID_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6)
 FUSION_GRID_FEEDBACK = (0.0, 0.5, 1.0)
 FUSION_GRID_B = (0.3, 0.75)
-_PRIOR_POINT = (DEFAULT_FUSION.lexical_weight, DEFAULT_FUSION.feedback, BM25Params().b)
+_PRIOR_POINT = (PRIOR_FUSION.lexical_weight, PRIOR_FUSION.feedback, BM25Params().b)
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ class FusionGridRow:
     bm25_b: float
     ndcg: float
     gain: float
-    """Over the prior every card compiles to (``DEFAULT_FUSION``, BM25's default ``b``)."""
+    """Over the prior every card compiles to (``PRIOR_FUSION``, BM25's default ``b``)."""
 
     @property
     def is_prior(self) -> bool:

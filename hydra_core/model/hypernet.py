@@ -19,7 +19,7 @@ from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.model.card_encoder import TaskCardEncoder
 from hydra_core.model.compiled_retriever import CompiledRetriever
-from hydra_core.model.fusion_generator import FusionGenerator, FusionWeights
+from hydra_core.model.fusion_gate import FusionGate
 from hydra_core.model.head import ProjectionHead
 from hydra_core.model.head_generator import (
     HeadParameters,
@@ -27,8 +27,9 @@ from hydra_core.model.head_generator import (
     geometry_preserving_basis,
 )
 from hydra_core.model.module import HydraModule
+from hydra_core.model.task_profile import TaskProfile
 
-FORMAT = "hydra-hypernet/2"
+FORMAT = "hydra-hypernet/3"
 MAX_IN_DIM = 8192
 """Widest base encoder a checkpoint may name (common ones are 384 to 4096)."""
 MAX_COND_DIM = 1024
@@ -50,7 +51,8 @@ DEFAULT_ARCHITECTURE = HypernetConfig()
 
 
 class Hypernet(HydraModule):
-    """TaskCardEncoder, then a ProjectionHeadGenerator and a FusionGenerator on its output."""
+    """TaskCardEncoder, then a ProjectionHeadGenerator on its output; and the FusionGate
+    that turns the task's profile into its fusion (fitted on labels, not by the trainer)."""
 
     format = FORMAT  # its config nests HypernetConfig: get_config_dict and from_config say how
 
@@ -74,7 +76,7 @@ class Hypernet(HydraModule):
             out_dim=architecture.out_dim,
             rank=architecture.rank,
         )
-        self.fusion = FusionGenerator(cond_dim=architecture.cond_dim)
+        self.gate = FusionGate()
 
     def get_config_dict(self) -> dict[str, Any]:
         return {
@@ -123,20 +125,22 @@ class Hypernet(HydraModule):
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def forward(self, card_parts: torch.Tensor) -> tuple[HeadParameters, FusionWeights]:
-        """(batch x parts x in_dim) card part embeddings -> batched head and fusion."""
-        cond = self.card_encoder(card_parts)
-        return self.generator(cond), self.fusion(cond)
+    def forward(self, card_parts: torch.Tensor) -> HeadParameters:
+        """(batch x parts x in_dim) card part embeddings -> batched heads."""
+        return self.generator(self.card_encoder(card_parts))
 
-    def compile_card(self, card: TaskCard, encoder: FrozenEncoder) -> CompiledRetriever:
-        """Compile one card into its whole retriever: head and fusion parameters."""
+    def compile_card(
+        self, card: TaskCard, encoder: FrozenEncoder, profile: TaskProfile | None = None
+    ) -> CompiledRetriever:
+        """Compile one card into its whole retriever: the head from its text and examples,
+        the fusion from its task's ``profile`` (none: a task the card says nothing of)."""
         self.check_encoder(encoder)
         parts = card_part_embeddings(card, encoder)
         with torch.inference_mode():
-            head, fusion = self(parts.unsqueeze(0))
+            head = self(parts.unsqueeze(0))
         return CompiledRetriever(
             head=ProjectionHead(*(tensor[0].clone() for tensor in head), task=card.name),
-            fusion=self.fusion.parameters_for(fusion),
+            fusion=self.gate.fusion_for(profile),
             task=card.name,
         )
 

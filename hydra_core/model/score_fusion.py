@@ -3,9 +3,16 @@
 Per query, the candidates are the union of each channel's top ``candidate_depth``. Each
 channel's scores are z-normalised over those candidates (BM25 scores and cosines live on
 unrelated scales, and their spread changes from query to query), then mixed with the
-card's lexical weight: ``w * z(bm25) + (1 - w) * z(cos)``. With ``feedback > 0`` the dense
+query's lexical weight: ``w * z(bm25) + (1 - w) * z(cos)``. With ``feedback > 0`` the dense
 query first moves towards the mean of the first pass's top ``feedback_depth`` documents
 (Rocchio pseudo-relevance feedback in the head's space), and the mix is computed again.
+
+The weight and the feedback are the task's (``lexical_weight``, ``feedback``), moved per
+query by a :class:`QueryGate` when the retriever has one: evidence each query carries
+(:data:`QUERY_EVIDENCE`: its length, how many of its words BM25 knows, how peaked each
+channel's scores are, how much the two channels agree) shifts both on the logit scale, so
+a query whose words the encoder cannot read, or that BM25 barely matches, leans on the
+other channel (:mod:`hydra_core.model.fusion_gate` learns the gate from labels).
 
 Chosen on validation queries (SciFact's held-out fifth of train, NFCorpus dev), with the
 frozen base as the dense channel: z over the union of both top-100s, lexical weight 0.4
@@ -17,7 +24,7 @@ no better).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,9 +34,40 @@ import torch.nn.functional as F
 
 from hydra_core.errors import HydraInputError
 from hydra_core.ranking.ann_index import HnswIndex
+from hydra_core.ranking.teachers import BM25Index
 
 _QUERY_CHUNK = 256
 _STD_EPS = 1e-6
+_AGREEMENT_DEPTH = 10
+
+QUERY_EVIDENCE = ("log_words", "lexical_coverage", "lexical_peak", "dense_peak", "agreement")
+"""Per-query evidence a gate reads: log word count, the share of the query's BM25 tokens in
+the corpus' vocabulary, each channel's best z-score over the candidates, and the overlap of
+the two channels' top 10."""
+
+
+@dataclass(frozen=True)
+class QueryGate:
+    """Per-query shifts of the task's lexical weight and feedback, on the logit scale:
+    ``logit(w_q) = logit(w) + sum(lexical[i] * (evidence[i] - center[i]))`` (feedback alike)."""
+
+    center: tuple[float, ...]
+    lexical: tuple[float, ...]
+    feedback: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        sizes = {len(self.center), len(self.lexical), len(self.feedback)}
+        if sizes != {len(QUERY_EVIDENCE)}:
+            raise HydraInputError(f"a query gate has {len(QUERY_EVIDENCE)} coefficients a part")
+        if not all(math.isfinite(v) for v in (*self.center, *self.lexical, *self.feedback)):
+            raise HydraInputError("a query gate's coefficients must be finite")
+
+    def shifts(self, evidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(queries x 1) logit shifts of the lexical weight and of the feedback."""
+        centred = evidence - torch.tensor(self.center, dtype=evidence.dtype)
+        lexical = centred @ torch.tensor(self.lexical, dtype=evidence.dtype)
+        feedback = centred @ torch.tensor(self.feedback, dtype=evidence.dtype)
+        return lexical.unsqueeze(1), feedback.unsqueeze(1)
 
 
 @dataclass(frozen=True)
@@ -40,6 +78,9 @@ class FusionParameters:
     feedback: float = 0.0
     feedback_depth: int = 3
     candidate_depth: int = 100
+    bm25_b: float = 0.75
+    """BM25's length normalisation of the lexical channel."""
+    gate: QueryGate | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.lexical_weight <= 1.0 or math.isnan(self.lexical_weight):
@@ -50,9 +91,25 @@ class FusionParameters:
             value = getattr(self, name)
             if not 1 <= value <= 10_000:
                 raise HydraInputError(f"{name} must be in [1, 10000], got {value}")
+        if not 0.0 <= self.bm25_b <= 1.0:
+            raise HydraInputError(f"bm25_b must be in [0, 1], got {self.bm25_b}")
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def query_weights(
+        self, evidence: torch.Tensor | None, rows: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows x 1) lexical weight and feedback per query: the task's, moved by the gate."""
+        weight = torch.full((rows, 1), self.lexical_weight, dtype=torch.float32)
+        feedback = torch.full((rows, 1), self.feedback, dtype=torch.float32)
+        if self.gate is None or evidence is None:
+            return weight, feedback
+        lexical, extra = self.gate.shifts(evidence)
+        return (
+            torch.sigmoid(_logit(self.lexical_weight) + lexical),
+            torch.sigmoid(_logit(self.feedback) + extra),
+        )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FusionParameters:
@@ -62,14 +119,22 @@ class FusionParameters:
         if unknown:
             raise HydraInputError(f"unknown fusion field(s) {unknown}; known: {sorted(known)}")
         try:
+            gate = values.get("gate")
             return cls(
                 lexical_weight=float(values["lexical_weight"]),
                 feedback=float(values.get("feedback", 0.0)),
                 feedback_depth=int(values.get("feedback_depth", 3)),
                 candidate_depth=int(values.get("candidate_depth", 100)),
+                bm25_b=float(values.get("bm25_b", 0.75)),
+                gate=None if gate is None else QueryGate(**{k: tuple(gate[k]) for k in gate}),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise HydraInputError(f"bad fusion parameters ({error!r})") from None
+
+
+def _logit(value: float) -> float:
+    clipped = min(max(value, 1e-4), 1 - 1e-4)
+    return math.log(clipped / (1 - clipped))
 
 
 def top_rows(scores: torch.Tensor, depth: int) -> torch.Tensor:
@@ -112,14 +177,41 @@ def mix(
     lexical: torch.Tensor,
     lexical_top: torch.Tensor,
     dense: DenseChannel,
-    weight: float,
+    weight: float | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(candidate document indices, fused scores): ``-inf`` on repeated candidates."""
+    """(candidate document indices, fused scores): ``-inf`` on repeated candidates.
+    ``weight``: one lexical weight, or a (queries x 1) column of them."""
     docs, valid = candidates(lexical_top, dense.top)
     fused = weight * zscore(lexical.gather(1, docs), valid) + (1.0 - weight) * zscore(
         dense.at(docs), valid
     )
     return docs, fused.masked_fill(~valid, float("-inf"))
+
+
+def text_evidence(query_texts: Sequence[str], lexical: BM25Index | None) -> np.ndarray:
+    """(queries x 2) evidence from the query texts: log word count, and the share of their
+    BM25 tokens the corpus knows (none without a lexical channel)."""
+    words = np.log(np.array([max(len(text.split()), 1) for text in query_texts], np.float32))
+    known = (
+        np.zeros(len(query_texts), np.float32) if lexical is None else lexical.coverage(query_texts)
+    )
+    return np.stack([words, known], 1)
+
+
+def score_evidence(
+    lexical: torch.Tensor, lexical_top: torch.Tensor, dense: DenseChannel
+) -> torch.Tensor:
+    """(queries x 3) evidence from the channels' first-pass scores: each channel's best
+    z-score over the candidates, and the share of top 10 the two channels agree on."""
+    docs, valid = candidates(lexical_top, dense.top)
+    hidden = torch.finfo(torch.float32).min
+    peaks = [
+        zscore(scores, valid).masked_fill(~valid, hidden).max(1).values
+        for scores in (lexical.gather(1, docs), dense.at(docs))
+    ]
+    depth = min(_AGREEMENT_DEPTH, lexical_top.shape[1], dense.top.shape[1])
+    shared = (lexical_top[:, :depth, None] == dense.top[:, None, :depth]).any(2).sum(1)
+    return torch.stack([*peaks, shared.float() / max(depth, 1)], 1)
 
 
 @dataclass(frozen=True)
@@ -158,6 +250,7 @@ def fused_top_k(
     params: FusionParameters,
     k: int,
     index: HnswIndex | None = None,
+    text_evidence: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices and fused scores of the k best documents per query.
 
@@ -165,10 +258,13 @@ def fused_top_k(
     normalised vectors in one space (the head's, or the base's). Queries go in chunks, so
     memory stays at chunk x docs; fusion itself works on the candidates only. With an
     approximate ``index`` over ``doc_vectors`` the dense top documents come from it (see
-    :class:`DenseChannel`).
+    :class:`DenseChannel`). A gated ``params`` needs each query's ``text_evidence``
+    (:func:`text_evidence`).
     """
     all_docs = torch.as_tensor(doc_vectors, dtype=torch.float32)
-    weight, depth = params.lexical_weight, params.candidate_depth
+    depth = params.candidate_depth
+    if params.gate is not None and text_evidence is None:
+        raise ValueError("a gated fusion needs the queries' text evidence")
     indices, scores = [], []
     # On all threads: 1,000 SciFact queries take 190 ms on an idle 2-core machine against
     # 305 ms on one thread (when other work keeps both cores busy, one thread is faster:
@@ -180,11 +276,16 @@ def fused_top_k(
             lexical_top = top_rows(lexical, depth)
             queries = torch.as_tensor(query_vectors[rows], dtype=torch.float32)
             dense = dense_channel(queries, all_docs, depth, index)
+            evidence = None
+            if params.gate is not None and text_evidence is not None:
+                words = torch.as_tensor(text_evidence[rows], dtype=torch.float32)
+                evidence = torch.cat([words, score_evidence(lexical, lexical_top, dense)], 1)
+            weight, feedback = params.query_weights(evidence, queries.shape[0])
             docs, fused = mix(lexical, lexical_top, dense, weight)
-            if params.feedback > 0:
+            if params.feedback > 0 or params.gate is not None:
                 feedback_depth = min(params.feedback_depth, all_docs.shape[0])
                 top = docs.gather(1, torch.topk(fused, feedback_depth, dim=1).indices)
-                queries = rocchio(queries, all_docs[top], params.feedback)
+                queries = rocchio(queries, all_docs[top], feedback)
                 dense = dense_channel(queries, all_docs, depth, index)
                 docs, fused = mix(lexical, lexical_top, dense, weight)
             top = torch.topk(fused, min(k, fused.shape[1]), dim=1)
@@ -236,6 +337,9 @@ def fusion_features(
     )
 
 
-def rocchio(queries: torch.Tensor, feedback_docs: torch.Tensor, weight: float) -> torch.Tensor:
-    """Queries moved towards the mean of their (queries x depth x dim) feedback documents."""
+def rocchio(
+    queries: torch.Tensor, feedback_docs: torch.Tensor, weight: float | torch.Tensor
+) -> torch.Tensor:
+    """Queries moved towards the mean of their (queries x depth x dim) feedback documents;
+    ``weight``: one, or a (queries x 1) column."""
     return F.normalize(queries + weight * feedback_docs.mean(1), dim=1)

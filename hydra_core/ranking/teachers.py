@@ -77,6 +77,19 @@ class BM25Index:
                 scores[row] = self.retriever.get_scores_from_ids(known)
         return scores
 
+    def coverage(self, query_texts: Sequence[str]) -> np.ndarray:
+        """Per query, the share of its tokens the corpus' vocabulary knows (0 with none)."""
+        tokens = self.tokenizer.tokenize(
+            list(query_texts), update_vocab=False, return_as="string", show_progress=False
+        )
+        return np.array(
+            [
+                len(self.retriever.get_tokens_ids(query)) / len(query) if query else 0.0
+                for query in cast(list[list[str]], tokens)
+            ],
+            dtype=np.float32,
+        )
+
 
 class BM25Teacher:
     """Builds :class:`BM25Index` objects with pinned parameters."""

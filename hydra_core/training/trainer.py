@@ -35,7 +35,7 @@ from tqdm import tqdm
 from hydra_core.atomic import save_tensors_atomic
 from hydra_core.data.fingerprints import array_digest, text_digest
 from hydra_core.errors import HydraInputError
-from hydra_core.model.fusion_generator import FusionWeights
+from hydra_core.model.fusion_gate import PRIOR_FUSION
 from hydra_core.model.head import head_forward
 from hydra_core.model.hypernet import (
     DEFAULT_ARCHITECTURE,
@@ -43,7 +43,7 @@ from hydra_core.model.hypernet import (
     HypernetConfig,
     initial_hypernet,
 )
-from hydra_core.model.score_fusion import FusionFeatures
+from hydra_core.model.score_fusion import FusionFeatures, FusionParameters
 from hydra_core.progress import ProgressLog
 from hydra_core.training.losses import in_batch_infonce, weighted_pairwise_loss
 
@@ -111,7 +111,8 @@ class TrainingTask:
     weight: torch.Tensor
     fingerprint: dict[str, str] = field(default_factory=dict)
     fusion: FusionFeatures | None = None
-    """Set on streams whose pairs are scored fused with BM25 and teach the card's fusion."""
+    """Set on streams whose pairs are scored fused with BM25 (the head learns its part of
+    the fused retriever)."""
 
     @classmethod
     def from_frames(
@@ -179,13 +180,13 @@ def task_loss(
     task: TrainingTask,
     batch: torch.Tensor,
     config: TrainConfig,
-    fusion: FusionWeights | None = None,
+    fusion: FusionParameters | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pairwise and InfoNCE losses of one task's head on one batch of its pairs.
 
-    With ``fusion`` (the card's generated weights) and a stream that carries
-    :class:`FusionFeatures`, the pairwise loss scores each pair as the compiled retriever
-    does, BM25 and head fused, so the head and the fusion learn together.
+    With ``fusion`` and a stream that carries :class:`FusionFeatures`, the pairwise loss
+    scores each pair as the compiled retriever does, BM25 and head fused, so the head
+    learns what BM25 leaves to it.
     """
     weight, bias, scale, shift = hypernet_output
 
@@ -328,7 +329,7 @@ def train_hypernet(
                 torch.randint(task.num_pairs, (config.pairs_per_task,), generator=generator)
                 for task in tasks
             ]
-            outputs, fusion = hypernet(card_parts)
+            outputs = hypernet(card_parts)
             loss = torch.zeros(())
             for i, (task, batch) in enumerate(zip(tasks, batches, strict=True)):
                 pairwise, infonce = task_loss(
@@ -336,7 +337,7 @@ def train_hypernet(
                     task,
                     batch,
                     config,
-                    FusionWeights(*(tensor[i] for tensor in fusion)),
+                    PRIOR_FUSION,
                 )
                 loss = loss + pairwise + config.nce_weight * infonce
                 totals["pairwise"] += pairwise.item() / len(tasks)

@@ -18,7 +18,7 @@ from hydra_core.data.training_queries import training_queries
 from hydra_core.encoding.card_parts import card_part_embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.model.fusion_generator import DEFAULT_FUSION
+from hydra_core.model.fusion_gate import PRIOR_FUSION
 from hydra_core.model.score_fusion import fusion_features
 from hydra_core.ranking.rankings import exact_top_k
 from hydra_core.ranking.teacher_ensemble import TeacherEnsemble
@@ -158,5 +158,5 @@ def label_training_task(
     lexical = BM25Teacher().index(doc_ids, texts).scores(queries["text"].to_list())
     base = labelled.query_vectors.numpy() @ labelled.doc_vectors.numpy().T
     rows = (labelled.query_index, labelled.pos_index, labelled.neg_index)
-    labelled.fusion = fusion_features(lexical, base, rows, DEFAULT_FUSION)
+    labelled.fusion = fusion_features(lexical, base, rows, PRIOR_FUSION)
     return labelled

@@ -214,7 +214,7 @@ def retriever_figure(sizes: BenchSizes) -> Figure:
     is the same for any retriever and is measured by figure 1).
     """
     from hydra_core.model.compiled_retriever import CompiledRetriever
-    from hydra_core.model.fusion_generator import DEFAULT_FUSION
+    from hydra_core.model.fusion_gate import PRIOR_FUSION
     from hydra_core.model.retriever import RetrieverIndex
     from hydra_core.ranking.teachers import BM25Teacher
 
@@ -224,7 +224,7 @@ def retriever_figure(sizes: BenchSizes) -> Figure:
     query_ids = [str(i) for i in range(len(query_texts))]
     query_vectors = unit_vectors(len(query_texts), BASE_DIM, seed=5)
     lexical = BM25Teacher().index(doc_ids, texts)
-    compiled = CompiledRetriever(random_head(), DEFAULT_FUSION)
+    compiled = CompiledRetriever(random_head(), PRIOR_FUSION)
     index = RetrieverIndex(compiled, doc_ids, unit_vectors(len(doc_ids), BASE_DIM, 6), lexical)
 
     def bm25() -> Any:

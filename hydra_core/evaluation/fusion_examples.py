@@ -1,0 +1,96 @@
+"""Fusion examples: a labelled task scored at every point of the gate's grid, per query.
+
+The labels are the ones the task may teach with (its card's ``labels`` split, else ``train``,
+else, for a collection judged only on ``test``, those test labels: such a task may train the
+gate judged on *other* tasks, never one judged on itself; leave-one-task-out keeps that).
+The dense channel is the frozen base, so an example does not depend on any hypernet and is
+computed once per task.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from hydra_core.data.cards import TaskCard
+from hydra_core.data.tasks import RetrievalTask
+from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.evaluation.metrics import evaluate_run
+from hydra_core.model.fusion_gate import GATE_FEEDBACK, GATE_WEIGHTS, FusionExample
+from hydra_core.model.score_fusion import (
+    DenseChannel,
+    FusionParameters,
+    fused_top_k,
+    score_evidence,
+    text_evidence,
+    top_rows,
+)
+from hydra_core.model.task_profile import task_profile
+from hydra_core.ranking.rankings import ranking_frame, ranking_to_run
+from hydra_core.ranking.teachers import BM25Index
+
+MAX_QUERIES = 300
+"""Labelled queries an example keeps (a seeded sample): the grid is 33 searches of them."""
+_DEPTH = 100
+
+
+def teaching_split(card: TaskCard, task: RetrievalTask) -> str | None:
+    """The split whose labels may teach the fusion: the card's, else train, else test."""
+    for split in (card.labels, "train", "test"):
+        if split is not None and split in task.qrels:
+            return split
+    return None
+
+
+def fusion_example(
+    card: TaskCard,
+    task: RetrievalTask,
+    split: str,
+    doc_vectors: np.ndarray,
+    lexical: BM25Index,
+    encoder: FrozenEncoder,
+    name: str | None = None,
+) -> FusionExample:
+    """``task``'s queries of ``split`` scored over the grid with the base and ``lexical``."""
+    queries = task.split_queries(split)
+    if queries.height > MAX_QUERIES:
+        queries = queries.sample(MAX_QUERIES, seed=0)
+    query_ids, texts = queries["query_id"].to_list(), queries["text"].to_list()
+    query_vectors = encoder.encode(texts, "query")
+    lexical_scores = lexical.scores(texts)
+    doc_ids = task.corpus["doc_id"].to_list()
+    qrels = task.qrels_dict(split)
+    ndcg = np.zeros((len(query_ids), len(GATE_WEIGHTS), len(GATE_FEEDBACK)))
+    grid = itertools.product(enumerate(GATE_WEIGHTS), enumerate(GATE_FEEDBACK))
+    for (i, weight), (j, feedback) in grid:
+        params = FusionParameters(lexical_weight=weight, feedback=feedback)
+        rows, scores = fused_top_k(lexical_scores, query_vectors, doc_vectors, params, _DEPTH)
+        run = ranking_to_run(ranking_frame(query_ids, doc_ids, rows, scores))
+        per_query = evaluate_run(run, qrels, ["ndcg@10"]).per_query
+        ndcg[:, i, j] = [per_query.get(query, {}).get("ndcg@10", 0.0) for query in query_ids]
+    return FusionExample(
+        task=name or task.name,
+        profile=task_profile(card.example_queries, task.doc_texts(), doc_vectors, lexical, encoder),
+        evidence=query_evidence(texts, lexical_scores, query_vectors, doc_vectors, lexical),
+        ndcg=ndcg,
+    )
+
+
+def query_evidence(
+    texts: Sequence[str],
+    lexical_scores: np.ndarray,
+    query_vectors: np.ndarray,
+    doc_vectors: np.ndarray,
+    lexical: BM25Index,
+) -> np.ndarray:
+    """Each query's :data:`~hydra_core.model.score_fusion.QUERY_EVIDENCE`, as a gated
+    search computes it on its first pass."""
+    scores = torch.as_tensor(lexical_scores, dtype=torch.float32)
+    dense = DenseChannel.of_scores(
+        torch.as_tensor(query_vectors @ doc_vectors.T, dtype=torch.float32), _DEPTH
+    )
+    measured = score_evidence(scores, top_rows(scores, _DEPTH), dense).numpy()
+    return np.concatenate([text_evidence(texts, lexical), measured], 1).astype(np.float64)
