@@ -164,6 +164,6 @@ def test_a_fusion_example_scores_every_grid_point_on_the_teaching_split(
     n_queries = scifact_slice.split_queries("train").height
     assert example.ndcg.shape == (n_queries, len(GATE_WEIGHTS), len(GATE_FEEDBACK))
     assert example.evidence.shape == (n_queries, len(QUERY_EVIDENCE))
-    assert 0.0 <= example.ndcg.min() and example.ndcg.max() <= 1.0
+    assert example.ndcg.min() >= 0.0 and example.ndcg.max() <= 1.0
     # the grid's corners differ: the channels rank the slice differently
     assert example.ndcg[:, 0].mean() != pytest.approx(example.ndcg[:, -1].mean())

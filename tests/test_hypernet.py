@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra_core.model.fusion_generator import FusionGenerator
 
 from hydra_core.data.cards import TaskCard, find_card, generic_card
 from hydra_core.data.tasks import RetrievalTask
@@ -19,7 +20,6 @@ from hydra_core.evaluation.methods import (
     retriever_table,
 )
 from hydra_core.model.card_encoder import TaskCardEncoder
-from hydra_core.model.fusion_generator import FusionGenerator
 from hydra_core.model.head import ProjectionHead
 from hydra_core.model.head_generator import ProjectionHeadGenerator
 from hydra_core.model.hypernet import Hypernet, HypernetConfig, initial_hypernet

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra_core.model.fusion_generator import DEFAULT_FUSION
 
 from hydra_core.data.cards import find_card, generic_card
 from hydra_core.data.tasks import RetrievalTask
@@ -19,7 +20,6 @@ from hydra_core.evaluation.methods import (
     score_ranking,
 )
 from hydra_core.model.compiled_retriever import DENSE_ONLY, HYBRID_FUSION, CompiledRetriever
-from hydra_core.model.fusion_generator import DEFAULT_FUSION
 from hydra_core.model.hypernet import Hypernet, initial_hypernet
 from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
 from hydra_core.model.score_fusion import (

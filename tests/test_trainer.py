@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+from hydra_core.model.fusion_generator import DEFAULT_FUSION
 from safetensors.torch import load_file
 
 from hydra_core.data.cards import find_card
@@ -16,7 +17,6 @@ from hydra_core.data.training_queries import training_queries
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.methods import default_ensemble
-from hydra_core.model.fusion_generator import DEFAULT_FUSION
 from hydra_core.model.hypernet import Hypernet, HypernetConfig, initial_hypernet
 from hydra_core.model.retriever import ConditionedRetriever
 from hydra_core.training.preferences import PairConfig, preference_pairs
