@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import load_file
 
 from hydra_core.data.cards import find_card
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.tasks import RetrievalTask, load_task
 from hydra_core.data.training_queries import training_queries
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.evaluation.methods import default_ensemble
 from hydra_core.model.fusion_generator import DEFAULT_FUSION
 from hydra_core.model.hypernet import Hypernet, HypernetConfig, initial_hypernet
 from hydra_core.model.retriever import ConditionedRetriever
@@ -94,7 +94,7 @@ def prepared(
     scifact_slice: RetrievalTask, nfcorpus_slice: RetrievalTask, encoder: FrozenEncoder
 ) -> list[TrainingTask]:
     return [
-        prepare_training_task(find_card(card), task, encoder, default_ensemble(task, encoder))
+        prepare_training_task(find_card(card), OpenedTask(task, encoder), encoder)
         for card, task in (("scifact", scifact_slice), ("nfcorpus", nfcorpus_slice))
     ]
 
@@ -104,7 +104,7 @@ def too_small(scifact_slice: RetrievalTask, encoder: FrozenEncoder) -> TrainingT
     """Ten documents: too few for the fused teachers to rank any below their top ones."""
     task = scifact_slice.head(10, 5)
     card = find_card("scifact").model_copy(update={"name": "tiny"})
-    return prepare_training_task(card, task, encoder, default_ensemble(task, encoder))
+    return prepare_training_task(card, OpenedTask(task, encoder), encoder)
 
 
 def _weights(directory: Path) -> dict:
@@ -255,10 +255,9 @@ def test_labels_teach_the_card_its_fusion_and_teachers_do_not(
     scifact_slice: RetrievalTask, encoder: FrozenEncoder, tmp_path: Path
 ) -> None:
     card = find_card("scifact")
-    teachers = prepare_training_task(
-        card, scifact_slice, encoder, default_ensemble(scifact_slice, encoder)
-    )
-    labels = label_training_task(card, scifact_slice, encoder)
+    opened = OpenedTask(scifact_slice, encoder)
+    teachers = prepare_training_task(card, opened, encoder)
+    labels = label_training_task(card, opened, encoder)
     assert teachers.fusion is None and labels.fusion is not None
     assert labels.fusion.lexical_margin.shape == (labels.num_pairs,)
     fused = {}
