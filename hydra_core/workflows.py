@@ -19,7 +19,7 @@ from hydra_core.evaluation.perturbations import Perturbation, Robustness, pertur
 from hydra_core.evaluation.reference_heads import refine_retriever, supervised_reference
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
-from hydra_core.model.hypernet import Hypernet
+from hydra_core.model.hypernet import DEFAULT_ARCHITECTURE, Hypernet, HypernetConfig
 from hydra_core.model.retriever import ConditionedRetriever
 from hydra_core.ranking.teacher_rankings import TeacherRankings, teacher_rankings
 from hydra_core.training.trainer import TrainConfig, TrainingTask, train_hypernet
@@ -60,13 +60,16 @@ def train_on_cards(
     *,
     use_labels: bool = False,
     fresh: bool = False,
+    architecture: HypernetConfig = DEFAULT_ARCHITECTURE,
 ) -> Hypernet:
     """Train one hypernet on the given tasks and load the checkpoint it wrote.
 
     ``fresh`` trains from scratch in ``out_dir`` even if it holds another run's training.
     """
     prepared = prepare_cards(cards, encoder, use_labels=use_labels)
-    return train_on_prepared(prepared, out_dir, encoder, config, fresh=fresh)
+    return train_on_prepared(
+        prepared, out_dir, encoder, config, fresh=fresh, architecture=architecture
+    )
 
 
 def train_on_prepared(
@@ -76,10 +79,19 @@ def train_on_prepared(
     config: TrainConfig | None = None,
     *,
     fresh: bool = False,
+    architecture: HypernetConfig = DEFAULT_ARCHITECTURE,
 ) -> Hypernet:
-    """Train on already-prepared tasks (so leave-one-out prepares each task once)."""
+    """The training step on already-prepared tasks (so leave-one-out prepares each task
+    once); the pipeline's hypernet assets reach the same ``train_hypernet`` with them."""
     config = config or TrainConfig()
-    train_hypernet(tasks, config, out_dir, base_model=encoder.model_name, fresh=fresh)
+    train_hypernet(
+        tasks,
+        config,
+        out_dir,
+        base_model=encoder.model_name,
+        architecture=architecture,
+        fresh=fresh,
+    )
     return Hypernet.load(out_dir)
 
 

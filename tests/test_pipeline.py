@@ -28,6 +28,7 @@ from pipeline_support import (
     Project,
     make_project,
 )
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from hydra_core.data.cards import find_card
@@ -39,8 +40,9 @@ from hydra_core.evaluation.methods import (
 )
 from hydra_core.evaluation.reference_heads import refine_retriever
 from hydra_core.model.compiled_retriever import CompiledRetriever
-from hydra_core.model.hypernet import Hypernet
-from hydra_core.workflows import task_baselines
+from hydra_core.model.hypernet import Hypernet, HypernetConfig
+from hydra_core.training.trainer import STATE_FILE, TrainConfig
+from hydra_core.workflows import evaluate_card, task_baselines, train_on_cards
 from hydra_pipeline import metrics_store
 from hydra_pipeline.artifacts import load_value
 from hydra_pipeline.cli import app
@@ -273,6 +275,41 @@ def test_reference_hypernets_train_with_labels_and_without_each_task(pipeline: P
         table = retriever_table(data, retrievers, encoder=encoder)
         for method, metrics in table.items():
             assert metrics == pytest.approx(scores[(task, method)]), method
+
+
+def test_the_cli_and_the_pipeline_are_one_recipe(pipeline: Pipeline, tmp_path: Path) -> None:
+    """The CLI's path (``hydra train``, ``hydra eval``) on the pipeline's tasks trains the
+    very checkpoint the pipeline trained (same inputs, fingerprints and weights) and scores
+    every row the two tables share identically."""
+    encoder, training = pipeline.encoder, pipeline.config.training
+    record = load_value(pipeline.config.workspace / "assets" / "hypernet_checkpoint")
+    cards = [find_card(name) for name in record.tasks]
+    cli = train_on_cards(
+        cards,
+        tmp_path / "cli",
+        encoder,
+        TrainConfig(**training.train),
+        architecture=HypernetConfig(**training.architecture),
+    )
+    served = Hypernet.load(record.path)
+    assert cli.metadata["fingerprints"] == served.metadata["fingerprints"]
+    states = [
+        load_file(str(Path(folder) / STATE_FILE)) for folder in (tmp_path / "cli", record.path)
+    ]
+    assert states[0].keys() == states[1].keys()
+    for name, tensor in states[0].items():
+        assert torch.equal(tensor, states[1][name]), name
+
+    rows = metrics_store.latest_results(pipeline.config.resolved_metrics_db)
+    stored = {
+        (row["task"], row["method"]): {metric: row[metric] for metric in METRICS}
+        for row in rows.iter_rows(named=True)
+    }
+    for card in cards:
+        table = evaluate_card(card, served, encoder, other_cards=cards)
+        assert set(table) == {*TABLE_METHODS, "supervised-head"}
+        for method, metrics in table.items():
+            assert {metric: metrics[metric] for metric in METRICS} == stored[(card.name, method)]
 
 
 def test_supervised_reference_depends_on_task_data_only(pipeline: Pipeline) -> None:

@@ -757,8 +757,9 @@ def test_no_asset_module_reaches_the_validation_curves() -> None:
 
 def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(tmp_path: Path) -> None:
     """validation.py (only `hydra validate` runs it) feeds no asset; validation_split feeds
-    every asset that calls stages, through head_fitting, and none of the data assets, the
-    report or the registered model."""
+    the assets that fit or refine heads (through reference_heads), and none of the data,
+    embedding or teacher assets, the hypernets trained on teachers alone, the report or the
+    registered model."""
     config_file = _small_config(tmp_path)
     before = _asset_versions(config_file)
     curves = _asset_versions(config_file, {"hydra_core/evaluation/validation.py": EDIT})
@@ -772,8 +773,34 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(tmp_path: 
         "queries",
         "qrels",
         "training_queries",
+        "doc_embeddings",
+        "query_embeddings",
+        "bm25_rankings",
+        "dense_rankings",
+        "fused_rankings",
+        "preference_pairs",
+        "hypernet_checkpoint",
+        "unseen_hypernet",
         "results_report",
         "registered_model",
+    }
+
+
+def test_editing_the_loss_does_not_date_the_bm25_rankings(tmp_path: Path) -> None:
+    """Each asset's version covers what its body runs: a loss edit retrains the hypernets
+    and re-scores, and leaves the teachers' rankings, pairs and embeddings as they are."""
+    config_file = _small_config(tmp_path)
+    before = _asset_versions(config_file)
+    after = _asset_versions(config_file, {"hydra_core/training/losses.py": EDIT})
+    dated = {key for key in before if before[key] != after[key]}
+    assert {"hypernet_checkpoint", "unseen_hypernet", "labelled_hypernet"} <= dated
+    assert not dated & {
+        "doc_embeddings",
+        "query_embeddings",
+        "bm25_rankings",
+        "dense_rankings",
+        "fused_rankings",
+        "preference_pairs",
     }
 
 
