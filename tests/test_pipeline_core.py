@@ -54,6 +54,7 @@ from hydra_pipeline.artifacts import (
 from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.defs.asset_checks import QUALITY_CHECK
 from hydra_pipeline.defs.assets import registry
+from hydra_pipeline.defs.jobs import TASK_DATA_ASSETS
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.progress import cause_chain
 from hydra_pipeline.defs.versions import code_version, direct_imports, module_closure
@@ -755,6 +756,10 @@ def test_no_asset_module_reaches_the_validation_curves() -> None:
         assert "hydra_core.evaluation.validation" not in module_closure(name)
 
 
+TEACHER_STAGES = tuple(name for name in TASK_DATA_ASSETS if name != "supervised_metrics")
+"""A task's data, embeddings, teacher rankings and pairs: no head is fitted or trained there."""
+
+
 def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(tmp_path: Path) -> None:
     """validation.py (only `hydra validate` runs it) feeds no asset; validation_split feeds
     the assets that fit or refine heads (through reference_heads), and none of the data,
@@ -768,17 +773,7 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(tmp_path: 
     assert {key for key in before if before[key] == after[key]} == {
         "card_file",
         "dataset_files",
-        "task_card",
-        "corpus",
-        "queries",
-        "qrels",
-        "training_queries",
-        "doc_embeddings",
-        "query_embeddings",
-        "bm25_rankings",
-        "dense_rankings",
-        "fused_rankings",
-        "preference_pairs",
+        *TEACHER_STAGES,
         "hypernet_checkpoint",
         "unseen_hypernet",
         "results_report",
@@ -794,14 +789,7 @@ def test_editing_the_loss_does_not_date_the_bm25_rankings(tmp_path: Path) -> Non
     after = _asset_versions(config_file, {"hydra_core/training/losses.py": EDIT})
     dated = {key for key in before if before[key] != after[key]}
     assert {"hypernet_checkpoint", "unseen_hypernet", "labelled_hypernet"} <= dated
-    assert not dated & {
-        "doc_embeddings",
-        "query_embeddings",
-        "bm25_rankings",
-        "dense_rankings",
-        "fused_rankings",
-        "preference_pairs",
-    }
+    assert not dated & set(TEACHER_STAGES)
 
 
 def test_perturbations_date_the_robustness_asset_only(tmp_path: Path) -> None:

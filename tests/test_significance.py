@@ -24,8 +24,7 @@ from hydra_core.evaluation.significance import (
     table_from_per_query,
 )
 from hydra_core.ranking.rankings import rank_by_score
-from hydra_core.ranking.teacher_ensemble import FUSED_DEPTH
-from hydra_core.ranking.teacher_rankings import bm25_rankings
+from hydra_core.ranking.teacher_rankings import FUSED_DEPTH, bm25_rankings
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,7 @@ from hydra_core.evaluation.metrics import METRIC_NAMES, Scores, evaluate_run, ra
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.model.compiled_retriever import HYBRID_FUSION, CompiledRetriever
 from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
-from hydra_core.ranking.teacher_ensemble import FUSED_DEPTH
-from hydra_core.ranking.teacher_rankings import TeacherRankings
+from hydra_core.ranking.teacher_rankings import FUSED_DEPTH, TeacherRankings
 from hydra_core.ranking.teachers import BM25Params
 
 EVAL_SPLIT = EVALUATION_SPLIT

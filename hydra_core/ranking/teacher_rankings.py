@@ -20,8 +20,13 @@ from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.ranking.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
 from hydra_core.ranking.rankings import exact_top_k, ranking_frame
-from hydra_core.ranking.teacher_ensemble import FUSED_DEPTH, TEACHER_DEPTH
 from hydra_core.ranking.teachers import BM25Params, BM25Teacher, DenseTeacher
+
+TEACHER_DEPTH = 200
+"""How deep each teacher ranks before fusion, so RRF sees more than the final top 100."""
+
+FUSED_DEPTH = 100
+"""Depth of fused rankings: enough for Recall@100."""
 
 
 class TeacherRankings(NamedTuple):
