@@ -11,32 +11,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hydra_core.data.cards import TaskCard
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.evaluation.method import Method
-from hydra_core.evaluation.methods import (
-    EVAL_SPLIT,
-    baseline_table,
-    card_retrievers,
-    default_ensemble,
-    hybrid_retriever,
-    load_card_task,
-    retriever_table,
-    shuffled_card,
-)
+from hydra_core.evaluation.methods import EVAL_SPLIT, baseline_table, card_rows, evaluation_table
 from hydra_core.evaluation.perturbations import Perturbation, Robustness, perturbed_task
+from hydra_core.evaluation.reference_heads import refine_retriever, supervised_reference
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
-from hydra_core.model.hypernet import Hypernet
+from hydra_core.model.hypernet import DEFAULT_ARCHITECTURE, Hypernet, HypernetConfig
 from hydra_core.model.retriever import ConditionedRetriever
-from hydra_core.ranking.teacher_ensemble import TeacherEnsemble
-from hydra_core.training.head_fitting import refine_retriever, supervised_reference
+from hydra_core.ranking.teacher_rankings import TeacherRankings, teacher_rankings
 from hydra_core.training.trainer import TrainConfig, TrainingTask, train_hypernet
-from hydra_core.training.training_data import (
-    label_split,
-    label_training_task,
-    prepare_training_task,
-)
+from hydra_core.training.training_data import training_streams
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +46,10 @@ def prepare_cards(
     """
     prepared = []
     for card in cards:
-        task = load_card_task(card)
-        log.info("preparing %s: %d documents", card.name, task.corpus.height)
-        prepared += training_streams(card, task, encoder, use_labels=use_labels)
+        opened = OpenedTask.of_card(card, encoder)
+        log.info("preparing %s: %d documents", card.name, opened.task.corpus.height)
+        prepared += training_streams(card, opened, encoder, use_labels=use_labels)
     return prepared
-
-
-def training_streams(
-    card: TaskCard, task: RetrievalTask, encoder: FrozenEncoder, *, use_labels: bool
-) -> list[TrainingTask]:
-    """What one card trains with on ``task`` (the whole task, or validation's training
-    part): the teachers' stream, and with ``use_labels`` its labels stream if it declares
-    labels."""
-    streams = [prepare_training_task(card, task, encoder, default_ensemble(task, encoder))]
-    if use_labels and label_split(card, task) is not None:
-        streams.append(label_training_task(card, task, encoder))
-    return streams
 
 
 def train_on_cards(
@@ -85,13 +60,16 @@ def train_on_cards(
     *,
     use_labels: bool = False,
     fresh: bool = False,
+    architecture: HypernetConfig = DEFAULT_ARCHITECTURE,
 ) -> Hypernet:
     """Train one hypernet on the given tasks and load the checkpoint it wrote.
 
     ``fresh`` trains from scratch in ``out_dir`` even if it holds another run's training.
     """
     prepared = prepare_cards(cards, encoder, use_labels=use_labels)
-    return train_on_prepared(prepared, out_dir, encoder, config, fresh=fresh)
+    return train_on_prepared(
+        prepared, out_dir, encoder, config, fresh=fresh, architecture=architecture
+    )
 
 
 def train_on_prepared(
@@ -101,10 +79,19 @@ def train_on_prepared(
     config: TrainConfig | None = None,
     *,
     fresh: bool = False,
+    architecture: HypernetConfig = DEFAULT_ARCHITECTURE,
 ) -> Hypernet:
-    """Train on already-prepared tasks (so leave-one-out prepares each task once)."""
+    """The training step on already-prepared tasks (so leave-one-out prepares each task
+    once); the pipeline's hypernet assets reach the same ``train_hypernet`` with them."""
     config = config or TrainConfig()
-    train_hypernet(tasks, config, out_dir, base_model=encoder.model_name, fresh=fresh)
+    train_hypernet(
+        tasks,
+        config,
+        out_dir,
+        base_model=encoder.model_name,
+        architecture=architecture,
+        fresh=fresh,
+    )
     return Hypernet.load(out_dir)
 
 
@@ -125,56 +112,49 @@ def evaluate_card(
     task's own corpus); with ``supervised``, a card that declares ``labels`` also gets the
     ``supervised-head`` reference fitted on them.
     """
-    task = load_card_task(card)
-    ensemble = default_ensemble(task, encoder)
-    rows = _card_rows(
-        card, task, hypernet, encoder, ensemble, other_cards, refine_steps, supervised
-    )
-    return _scored(task, ensemble, rows, encoder)
+    opened = OpenedTask.of_card(card, encoder)
+    rows = _card_rows(card, opened, hypernet, encoder, other_cards, refine_steps, supervised)
+    return _scored(opened, rows, encoder)
 
 
 def _card_rows(
     card: TaskCard,
-    task: RetrievalTask,
+    opened: OpenedTask,
     hypernet: Hypernet,
     encoder: FrozenEncoder,
-    ensemble: TeacherEnsemble,
     other_cards: Sequence[TaskCard],
     refine_steps: int,
     supervised: bool,
 ) -> dict[str, CompiledRetriever]:
     """The retrievers of :func:`evaluate_card`'s table; they depend on the task's corpus and
     training data, never on its test queries."""
-    retriever = ConditionedRetriever(hypernet, encoder)
-    others = [other for other in other_cards if other.name != card.name]
-    shuffled = shuffled_card(card, others) if others else None
-    if shuffled is None:
+    if not [other for other in other_cards if other.name != card.name]:
         log.warning("no other task's card to shuffle with: no hydra-shuffled row for %s", card.name)
-    rows = {
-        Method.HYBRID: hybrid_retriever(),
-        **card_retrievers(retriever, card, shuffled=shuffled),
-    }
+    rows = card_rows(ConditionedRetriever(hypernet, encoder), card, other_cards)
     if refine_steps > 0:
         rows[Method.HYDRA_REFINED] = refine_retriever(
-            rows[Method.HYDRA], task, encoder, ensemble, refine_steps
+            rows[Method.HYDRA], opened, encoder, refine_steps
         )
-    reference = supervised_reference(card, task, encoder) if supervised else None
+    reference = supervised_reference(card, opened, encoder) if supervised else None
     if reference is not None:
         rows[Method.SUPERVISED_HEAD] = CompiledRetriever(head=reference, fusion=DENSE_ONLY)
     return rows
 
 
+def _test_rankings(opened: OpenedTask, encoder: FrozenEncoder) -> TeacherRankings:
+    return teacher_rankings(opened, opened.task.split_queries(EVAL_SPLIT), encoder)
+
+
+def task_baselines(opened: OpenedTask, encoder: FrozenEncoder) -> ResultsTable:
+    """``bm25``, ``base`` and ``teacher`` on the task's test split (``hydra baselines``)."""
+    return baseline_table(opened.task, _test_rankings(opened, encoder))
+
+
 def _scored(
-    task: RetrievalTask,
-    ensemble: TeacherEnsemble,
-    rows: Mapping[str, CompiledRetriever],
-    encoder: FrozenEncoder,
+    opened: OpenedTask, rows: Mapping[str, CompiledRetriever], encoder: FrozenEncoder
 ) -> ResultsTable:
     """The teachers' rows and each retriever's, on the task's test queries."""
-    table = baseline_table(task, ensemble)
-    doc_vectors = encoder.encode(task.doc_texts(), "document")
-    table.update(retriever_table(task, rows, doc_vectors, ensemble.lexical, encoder=encoder))
-    return table
+    return evaluation_table(opened, _test_rankings(opened, encoder), rows, encoder=encoder)
 
 
 def evaluate_robustness(
@@ -190,7 +170,7 @@ def evaluate_robustness(
     them: the same retrievers (built once: they never see test queries) scored on both."""
     (robustness,) = task_robustness(
         card,
-        load_card_task(card),
+        OpenedTask.of_card(card, encoder),
         hypernet,
         encoder,
         [perturbation],
@@ -202,7 +182,7 @@ def evaluate_robustness(
 
 def task_robustness(
     card: TaskCard,
-    task: RetrievalTask,
+    opened: OpenedTask,
     hypernet: Hypernet,
     encoder: FrozenEncoder,
     perturbations: Sequence[Perturbation],
@@ -211,25 +191,49 @@ def task_robustness(
     refine_steps: int = 0,
     supervised: bool = True,
 ) -> list[Robustness]:
-    """:func:`evaluate_robustness` for each of ``perturbations`` on an already loaded task
+    """:func:`evaluate_robustness` for each of ``perturbations`` on an already opened task
     (the pipeline's stored one): the retrievers are built and the clean queries scored
     once for all of them. ``supervised=False`` leaves out the ``supervised-head`` reference,
     whose fitting costs more than everything else together."""
-    ensemble = default_ensemble(task, encoder)
-    rows = _card_rows(
-        card, task, hypernet, encoder, ensemble, other_cards, refine_steps, supervised
-    )
-    clean = _scored(task, ensemble, rows, encoder)
+    rows = _card_rows(card, opened, hypernet, encoder, other_cards, refine_steps, supervised)
+    clean = _scored(opened, rows, encoder)
     return [
         Robustness(
             perturbation,
             clean=clean,
             perturbed=_scored(
-                perturbed_task(task, perturbation, EVAL_SPLIT), ensemble, rows, encoder
+                opened.with_task(perturbed_task(opened.task, perturbation, EVAL_SPLIT)),
+                rows,
+                encoder,
             ),
         )
         for perturbation in perturbations
     ]
+
+
+def held_out_table(
+    training: Sequence[TrainingTask],
+    held_out: TaskCard,
+    out_dir: Path,
+    encoder: FrozenEncoder,
+    config: TrainConfig | None = None,
+    *,
+    other_cards: Sequence[TaskCard],
+    refine_steps: int = 0,
+) -> ResultsTable:
+    """Train on ``training`` and evaluate ``held_out`` as an unseen task, in one call: the
+    rows named as leave-one-out tables name them (:data:`UNSEEN_NAMES`). Teachers only, as
+    for any new task; the ``supervised-head`` reference is left to the seen-task table."""
+    hypernet = train_on_prepared(training, out_dir, encoder, config)
+    table = evaluate_card(
+        held_out,
+        hypernet,
+        encoder,
+        other_cards=other_cards,
+        refine_steps=refine_steps,
+        supervised=False,
+    )
+    return {UNSEEN_NAMES.get(method, method): row for method, row in table.items()}
 
 
 def leave_one_out(
@@ -240,28 +244,19 @@ def leave_one_out(
     *,
     refine_steps: int = 0,
 ) -> dict[str, ResultsTable]:
-    """For each task: train on all the others, evaluate on it as an unseen task.
-
-    Teachers only, as for any new task; the ``supervised-head`` reference is left to the
-    seen-task table, which fits the very same head.
-    """
+    """For each task: train on all the others, evaluate on it as an unseen task (each
+    task's training data prepared once for all the folds)."""
     prepared = {task.name: task for task in prepare_cards(cards, encoder)}
     tables: dict[str, ResultsTable] = {}
     for held_out in cards:
         seen = [card for card in cards if card.name != held_out.name]
-        hypernet = train_on_prepared(
+        tables[held_out.name] = held_out_table(
             [prepared[card.name] for card in seen],
+            held_out,
             out_root / f"without-{held_out.name}",
             encoder,
             config,
-        )
-        table = evaluate_card(
-            held_out,
-            hypernet,
-            encoder,
             other_cards=seen,
             refine_steps=refine_steps,
-            supervised=False,
         )
-        tables[held_out.name] = {UNSEEN_NAMES.get(m, m): row for m, row in table.items()}
     return tables

@@ -51,14 +51,14 @@ def _configure() -> None:
 @app.command()
 def baselines(tasks: TasksArgument, json_output: JsonOption = False) -> None:
     """NDCG@10, MRR@10 and Recall@100 on the test split for bm25, base and teacher."""
+    from hydra_core.data.opened_task import OpenedTask
     from hydra_core.encoding.encoder import FrozenEncoder
-    from hydra_core.evaluation.methods import baseline_table, default_ensemble, load_card_task
+    from hydra_core.workflows import task_baselines
 
     encoder = FrozenEncoder()
     for name in tasks:
         card = find_card(name)
-        task = load_card_task(card)
-        table = baseline_table(task, default_ensemble(task, encoder))
+        table = task_baselines(OpenedTask.of_card(card, encoder), encoder)
         render = results_json if json_output else results_text
         typer.echo(render(card.name, table))
     stats = encoder.stats
@@ -273,11 +273,11 @@ def compile_card(
     refine: RefineOption = 0,
 ) -> None:
     """Compile a task card into its retriever file: head and fusion parameters."""
+    from hydra_core.data.opened_task import OpenedTask
     from hydra_core.encoding.encoder import FrozenEncoder
-    from hydra_core.evaluation.methods import default_ensemble, load_card_task
+    from hydra_core.evaluation.reference_heads import refine_retriever
     from hydra_core.model.hypernet import Hypernet
     from hydra_core.model.retriever import ConditionedRetriever
-    from hydra_core.training.head_fitting import refine_retriever
 
     encoder = FrozenEncoder()
     retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
@@ -287,9 +287,8 @@ def compile_card(
     elapsed = time.perf_counter() - started
     if refine > 0:
         started = time.perf_counter()
-        task = load_card_task(task_card)
-        ensemble = default_ensemble(task, encoder)
-        compiled = refine_retriever(compiled, task, encoder, ensemble, refine)
+        opened = OpenedTask.of_card(task_card, encoder)
+        compiled = refine_retriever(compiled, opened, encoder, refine)
         typer.echo(
             f"refined with {refine} steps on generated queries from the task's corpus "
             f"in {time.perf_counter() - started:.1f} s (teachers indexed and ranking included)"
@@ -323,27 +322,18 @@ def search(
             f"{query!r} is empty: give the text to search for", param_hint="QUERY"
         )
 
+    from hydra_core.data.opened_task import OpenedTask
     from hydra_core.encoding.encoder import FrozenEncoder
-    from hydra_core.evaluation.methods import load_card_task
     from hydra_core.model.hypernet import Hypernet
     from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
-    from hydra_core.ranking.teachers import BM25Teacher
 
     encoder = FrozenEncoder()
     retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
     task_card = find_card(card)
-    task = load_card_task(task_card)
-    doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
-    searcher = RetrieverIndex(
-        retriever.compile(task_card),
-        doc_ids,
-        encoder.encode(texts, "document"),
-        BM25Teacher().index(doc_ids, texts),
-        encoder,
-        index=kind,
-    )
+    opened = OpenedTask.of_card(task_card, encoder)
+    searcher = RetrieverIndex.of_task(retriever.compile(task_card), opened, encoder, index=kind)
     ranking = searcher.search(["query"], [query], k)
-    titles = dict(zip(task.corpus["doc_id"], task.doc_texts(), strict=True))
+    titles = dict(zip(opened.doc_ids, opened.doc_texts, strict=True))
     for rank, doc_id, score in ranking.select("rank", "doc_id", "score").iter_rows():
         typer.echo(f"{rank:>3}  {score:.4f}  {doc_id}  {titles[doc_id][:90]}")
 

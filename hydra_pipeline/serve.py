@@ -58,9 +58,9 @@ def stored_checkpoint(config: ProjectConfig) -> CheckpointRecord:
 
 
 def _stored_corpus(assets: Path, task: str, key: str) -> Corpus:
+    from hydra_core.data.opened_task import corpus_task
     from hydra_core.ranking.teachers import BM25Teacher
     from hydra_core.serving.registry import Corpus
-    from hydra_pipeline.stages import corpus_task
 
     frame = load_value(assets / "corpus" / task)
     embeddings: Embeddings = load_value(assets / "doc_embeddings" / task)

@@ -43,8 +43,8 @@ from hydra_core.training.trainer import (
     train_hypernet,
     with_pairs,
 )
+from hydra_core.training.training_data import training_task
 from hydra_pipeline.artifacts import CheckpointRecord
-from hydra_pipeline.stages import training_task
 from hydra_pipeline.tracking import TRACKING_ERRORS, TrackingTarget, TrainingRun
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from hydra_core.evaluation.metrics import ranking_to_run
 from hydra_core.ranking.fusion import reciprocal_rank_fusion
-from hydra_core.ranking.rankings import exact_top_k, ranking_frame, ranking_to_run
+from hydra_core.ranking.rankings import exact_top_k, ranking_frame
 from hydra_core.training.preferences import preference_pairs
 
 

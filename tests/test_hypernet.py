@@ -11,12 +11,11 @@ import torch
 from hydra_core.model.fusion_generator import FusionGenerator
 
 from hydra_core.data.cards import TaskCard, find_card, generic_card
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.methods import (
-    baseline_table,
-    default_ensemble,
     retriever_table,
 )
 from hydra_core.model.card_encoder import TaskCardEncoder
@@ -25,6 +24,7 @@ from hydra_core.model.head_generator import ProjectionHeadGenerator
 from hydra_core.model.hypernet import Hypernet, HypernetConfig, initial_hypernet
 from hydra_core.model.module import HydraModule
 from hydra_core.model.retriever import ConditionedRetriever
+from hydra_core.workflows import task_baselines
 
 
 def compiled_head(hypernet: Hypernet, card: TaskCard, encoder: FrozenEncoder) -> ProjectionHead:
@@ -63,11 +63,11 @@ def test_untrained_hypernet_compiles_every_card_to_the_same_base_head(
 def test_untrained_head_ranks_like_the_base(
     scifact_slice: RetrievalTask, hypernet: Hypernet, encoder: FrozenEncoder
 ) -> None:
-    base = baseline_table(scifact_slice, default_ensemble(scifact_slice, encoder))["base"]
+    opened = OpenedTask(scifact_slice, encoder)
+    base = task_baselines(opened, encoder)["base"]
     card = find_card("scifact")
     dense = ConditionedRetriever(hypernet, encoder).compile(card).dense_only()
-    reference = encoder.encode(scifact_slice.doc_texts(), "document")
-    table = retriever_table(scifact_slice, {"hydra-dense": dense}, reference, None, encoder=encoder)
+    table = retriever_table(opened, {"hydra-dense": dense}, encoder=encoder)
     assert abs(table["hydra-dense"]["ndcg@10"] - base["ndcg@10"]) < 0.02
 
 

@@ -28,21 +28,21 @@ from pipeline_support import (
     Project,
     make_project,
 )
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from hydra_core.data.cards import find_card
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.tasks import RetrievalTask, load_task
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.evaluation.methods import (
-    baseline_table,
-    default_ensemble,
-    load_card_task,
     retriever_table,
 )
+from hydra_core.evaluation.reference_heads import refine_retriever
 from hydra_core.model.compiled_retriever import CompiledRetriever
-from hydra_core.model.hypernet import Hypernet
-from hydra_core.ranking.teachers import BM25Teacher
-from hydra_core.training.head_fitting import refine_retriever
+from hydra_core.model.hypernet import Hypernet, HypernetConfig
+from hydra_core.training.trainer import STATE_FILE, TrainConfig
+from hydra_core.workflows import evaluate_card, task_baselines, train_on_cards
 from hydra_pipeline import metrics_store
 from hydra_pipeline.artifacts import load_value
 from hydra_pipeline.cli import app
@@ -263,21 +263,53 @@ def test_reference_hypernets_train_with_labels_and_without_each_task(pipeline: P
     encoder, assets = pipeline.encoder, pipeline.config.workspace / "assets"
     for task in TASKS:
         card = find_card(task)
-        data = load_card_task(card)
+        data = OpenedTask.of_card(card, encoder)
         served = CompiledRetriever.load(assets / "compiled_retriever" / f"{task}.safetensors")
         unseen = compile_card(load_value(assets / "unseen_hypernet" / task).path, card, encoder)
         refine_steps = pipeline.config.training.refine_steps
-        ensemble = default_ensemble(data, encoder)
-        refined = refine_retriever(unseen, data, encoder, ensemble, refine_steps)
+        refined = refine_retriever(unseen, data, encoder, refine_steps)
         assert served.head is not None and unseen.head is not None and refined.head is not None
         assert not torch.equal(unseen.head.weight, served.head.weight), task
         assert not torch.equal(refined.head.weight, unseen.head.weight), task
-        doc_vectors = encoder.encode(data.doc_texts(), "document")
-        lexical = BM25Teacher().index(data.corpus["doc_id"].to_list(), data.doc_texts())
         retrievers = {"hydra-unseen": unseen, "hydra-unseen-refined": refined}
-        table = retriever_table(data, retrievers, doc_vectors, lexical, encoder=encoder)
+        table = retriever_table(data, retrievers, encoder=encoder)
         for method, metrics in table.items():
             assert metrics == pytest.approx(scores[(task, method)]), method
+
+
+def test_the_cli_and_the_pipeline_are_one_recipe(pipeline: Pipeline, tmp_path: Path) -> None:
+    """The CLI's path (``hydra train``, ``hydra eval``) on the pipeline's tasks trains the
+    very checkpoint the pipeline trained (same inputs, fingerprints and weights) and scores
+    every row the two tables share identically."""
+    encoder, training = pipeline.encoder, pipeline.config.training
+    record = load_value(pipeline.config.workspace / "assets" / "hypernet_checkpoint")
+    cards = [find_card(name) for name in record.tasks]
+    cli = train_on_cards(
+        cards,
+        tmp_path / "cli",
+        encoder,
+        TrainConfig(**training.train),
+        architecture=HypernetConfig(**training.architecture),
+    )
+    served = Hypernet.load(record.path)
+    assert cli.metadata["fingerprints"] == served.metadata["fingerprints"]
+    states = [
+        load_file(str(Path(folder) / STATE_FILE)) for folder in (tmp_path / "cli", record.path)
+    ]
+    assert states[0].keys() == states[1].keys()
+    for name, tensor in states[0].items():
+        assert torch.equal(tensor, states[1][name]), name
+
+    rows = metrics_store.latest_results(pipeline.config.resolved_metrics_db)
+    stored = {
+        (row["task"], row["method"]): {metric: row[metric] for metric in METRICS}
+        for row in rows.iter_rows(named=True)
+    }
+    for card in cards:
+        table = evaluate_card(card, served, encoder, other_cards=cards)
+        assert set(table) == {*TABLE_METHODS, "supervised-head"}
+        for method, metrics in table.items():
+            assert {metric: metrics[metric] for metric in METRICS} == stored[(card.name, method)]
 
 
 def test_supervised_reference_depends_on_task_data_only(pipeline: Pipeline) -> None:
@@ -374,8 +406,7 @@ def test_baselines_equal_the_in_memory_path(pipeline: Pipeline) -> None:
     rows = metrics_store.latest_long(pipeline.config.resolved_metrics_db)
     for name in TASKS:
         card = find_card(name)
-        task = load_card_task(card)
-        expected = baseline_table(task, default_ensemble(task, pipeline.encoder))
+        expected = task_baselines(OpenedTask.of_card(card, pipeline.encoder), pipeline.encoder)
         for method, metrics in expected.items():
             for metric, value in metrics.items():
                 stored = rows.filter(

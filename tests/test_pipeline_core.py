@@ -54,6 +54,7 @@ from hydra_pipeline.artifacts import (
 from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.defs.asset_checks import QUALITY_CHECK
 from hydra_pipeline.defs.assets import registry
+from hydra_pipeline.defs.jobs import TASK_DATA_ASSETS
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.progress import cause_chain
 from hydra_pipeline.defs.versions import code_version, direct_imports, module_closure
@@ -747,7 +748,7 @@ def test_no_asset_module_reaches_the_validation_curves() -> None:
     fit heads do not take the curves and the fusion grid (validation.py) into their versions."""
     modules = [info.name for info in pkgutil.walk_packages(defs.__path__, f"{defs.__name__}.")]
     fitting = [
-        name for name in modules if "hydra_core.training.head_fitting" in module_closure(name)
+        name for name in modules if "hydra_core.evaluation.reference_heads" in module_closure(name)
     ]
     assert fitting
     for name in fitting:
@@ -755,10 +756,15 @@ def test_no_asset_module_reaches_the_validation_curves() -> None:
         assert "hydra_core.evaluation.validation" not in module_closure(name)
 
 
+TEACHER_STAGES = tuple(name for name in TASK_DATA_ASSETS if name != "supervised_metrics")
+"""A task's data, embeddings, teacher rankings and pairs: no head is fitted or trained there."""
+
+
 def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(tmp_path: Path) -> None:
     """validation.py (only `hydra validate` runs it) feeds no asset; validation_split feeds
-    every asset that calls stages, through head_fitting, and none of the data assets, the
-    report or the registered model."""
+    the assets that fit or refine heads (through reference_heads), and none of the data,
+    embedding or teacher assets, the hypernets trained on teachers alone, the report or the
+    registered model."""
     config_file = _small_config(tmp_path)
     before = _asset_versions(config_file)
     curves = _asset_versions(config_file, {"hydra_core/evaluation/validation.py": EDIT})
@@ -767,14 +773,23 @@ def test_an_edit_changes_the_code_version_of_the_assets_it_feeds_only(tmp_path: 
     assert {key for key in before if before[key] == after[key]} == {
         "card_file",
         "dataset_files",
-        "task_card",
-        "corpus",
-        "queries",
-        "qrels",
-        "training_queries",
+        *TEACHER_STAGES,
+        "hypernet_checkpoint",
+        "unseen_hypernet",
         "results_report",
         "registered_model",
     }
+
+
+def test_editing_the_loss_does_not_date_the_bm25_rankings(tmp_path: Path) -> None:
+    """Each asset's version covers what its body runs: a loss edit retrains the hypernets
+    and re-scores, and leaves the teachers' rankings, pairs and embeddings as they are."""
+    config_file = _small_config(tmp_path)
+    before = _asset_versions(config_file)
+    after = _asset_versions(config_file, {"hydra_core/training/losses.py": EDIT})
+    dated = {key for key in before if before[key] != after[key]}
+    assert {"hypernet_checkpoint", "unseen_hypernet", "labelled_hypernet"} <= dated
+    assert not dated & set(TEACHER_STAGES)
 
 
 def test_perturbations_date_the_robustness_asset_only(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from safetensors.torch import load_file
 
 from hydra_core.atomic import atomic_path
 from hydra_core.data.cards import TaskCard, find_card
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.data.training_queries import training_queries
 from hydra_core.encoding.embedding_cache import EmbeddingCache, text_key
@@ -41,17 +42,17 @@ from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.module import WEIGHTS_FILE
+from hydra_core.ranking.teacher_rankings import (
+    bm25_rankings,
+    dense_rankings,
+    document_embeddings,
+    fuse_teachers,
+    query_embeddings,
+)
+from hydra_core.training.preferences import distillation_pairs
 from hydra_core.training.trainer import STATE_FILE, TrainConfig
 from hydra_pipeline import metrics_store
 from hydra_pipeline.artifacts import load_value, save_value, stored_path
-from hydra_pipeline.stages import (
-    bm25_rankings,
-    dense_rankings,
-    distillation_pairs,
-    encode_documents,
-    encode_queries,
-    fuse_teachers,
-)
 from hydra_pipeline.tracked_training import TrackingUnavailableError, train_tracked
 from hydra_pipeline.tracking import TrackingTarget
 
@@ -345,10 +346,11 @@ def training_inputs(scifact_slice: RetrievalTask, encoder: FrozenEncoder) -> Tra
     """What the pipeline's hypernet asset receives, built by the pipeline's own stages."""
     task = scifact_slice.head(80, 10)
     training = training_queries(task)
-    documents = encode_documents(encoder, task)
-    queries = encode_queries(encoder, training)
+    opened = OpenedTask(task, encoder)
+    documents = document_embeddings(opened)
+    queries = query_embeddings(encoder, training)
     fused = fuse_teachers(
-        {"bm25": bm25_rankings(task, training), "base": dense_rankings(documents, queries)}
+        {"bm25": bm25_rankings(opened, training), "base": dense_rankings(documents, queries)}
     )
     return {
         "cards": {"scifact": find_card("scifact")},

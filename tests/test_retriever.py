@@ -10,12 +10,11 @@ import torch
 from hydra_core.model.fusion_generator import DEFAULT_FUSION
 
 from hydra_core.data.cards import find_card, generic_card
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.methods import (
-    baseline_table,
-    default_ensemble,
     hybrid_retriever,
     score_ranking,
 )
@@ -31,6 +30,7 @@ from hydra_core.model.score_fusion import (
 )
 from hydra_core.ranking.rankings import exact_top_k
 from hydra_core.ranking.teachers import BM25Index, BM25Teacher
+from hydra_core.workflows import task_baselines
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_hybrid_beats_each_channel_on_a_real_slice(
     scifact_slice: RetrievalTask, encoder: FrozenEncoder, corpus: tuple[np.ndarray, BM25Index]
 ) -> None:
     doc_vectors, lexical = corpus
-    teachers = baseline_table(scifact_slice, default_ensemble(scifact_slice, encoder))
+    teachers = task_baselines(OpenedTask(scifact_slice, encoder), encoder)
     queries = scifact_slice.split_queries("test")
     ids, texts = queries["query_id"].to_list(), queries["text"].to_list()
     doc_ids = scifact_slice.corpus["doc_id"].to_list()

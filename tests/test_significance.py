@@ -11,9 +11,10 @@ import polars as pl
 import pytest
 import pytrec_eval
 
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.evaluation.methods import EVAL_SPLIT, score_ranking
-from hydra_core.evaluation.metrics import METRIC_NAMES, Scores, evaluate_run
+from hydra_core.evaluation.metrics import METRIC_NAMES, Scores, evaluate_run, ranking_to_run
 from hydra_core.evaluation.report import ResultsTable, results_json, results_text
 from hydra_core.evaluation.significance import (
     paired_test,
@@ -22,15 +23,14 @@ from hydra_core.evaluation.significance import (
     randomisation_p_value,
     table_from_per_query,
 )
-from hydra_core.ranking.rankings import rank_by_score, ranking_to_run
-from hydra_core.ranking.teacher_ensemble import FUSED_DEPTH
-from hydra_pipeline.stages import bm25_rankings
+from hydra_core.ranking.rankings import rank_by_score
+from hydra_core.ranking.teacher_rankings import FUSED_DEPTH, bm25_rankings
 
 
 @pytest.fixture(scope="module")
 def bm25(nfcorpus_slice: RetrievalTask) -> pl.DataFrame:
     """BM25's ranking of the slice's 30 test queries."""
-    return bm25_rankings(nfcorpus_slice, nfcorpus_slice.split_queries(EVAL_SPLIT))
+    return bm25_rankings(OpenedTask(nfcorpus_slice), nfcorpus_slice.split_queries(EVAL_SPLIT))
 
 
 @pytest.fixture(scope="module")

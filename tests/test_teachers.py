@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
-from hydra_core.evaluation.methods import baseline_table, default_ensemble
 from hydra_core.evaluation.metrics import METRIC_NAMES
 from hydra_core.ranking.teachers import BM25Teacher
+from hydra_core.workflows import task_baselines
 
 
 def test_bm25_ranks_an_exact_title_first(scifact_slice: RetrievalTask) -> None:
@@ -20,7 +21,7 @@ def test_bm25_ranks_an_exact_title_first(scifact_slice: RetrievalTask) -> None:
 def test_baseline_table_has_every_method_and_metric(
     scifact_slice: RetrievalTask, encoder: FrozenEncoder
 ) -> None:
-    table = baseline_table(scifact_slice, default_ensemble(scifact_slice, encoder))
+    table = task_baselines(OpenedTask(scifact_slice, encoder), encoder)
     assert set(table) == {"bm25", "base", "teacher"}
     for metrics in table.values():
         assert set(metrics) == set(METRIC_NAMES)

@@ -8,15 +8,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-from hydra_core.model.fusion_generator import DEFAULT_FUSION
+from hydra_core.model.fusion_gate import PRIOR_FUSION
 from safetensors.torch import load_file
 
 from hydra_core.data.cards import find_card
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.tasks import RetrievalTask, load_task
 from hydra_core.data.training_queries import training_queries
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.evaluation.methods import default_ensemble
 from hydra_core.model.hypernet import Hypernet, HypernetConfig, initial_hypernet
 from hydra_core.model.retriever import ConditionedRetriever
 from hydra_core.training.preferences import PairConfig, preference_pairs
@@ -94,7 +94,7 @@ def prepared(
     scifact_slice: RetrievalTask, nfcorpus_slice: RetrievalTask, encoder: FrozenEncoder
 ) -> list[TrainingTask]:
     return [
-        prepare_training_task(find_card(card), task, encoder, default_ensemble(task, encoder))
+        prepare_training_task(find_card(card), OpenedTask(task, encoder), encoder)
         for card, task in (("scifact", scifact_slice), ("nfcorpus", nfcorpus_slice))
     ]
 
@@ -104,7 +104,7 @@ def too_small(scifact_slice: RetrievalTask, encoder: FrozenEncoder) -> TrainingT
     """Ten documents: too few for the fused teachers to rank any below their top ones."""
     task = scifact_slice.head(10, 5)
     card = find_card("scifact").model_copy(update={"name": "tiny"})
-    return prepare_training_task(card, task, encoder, default_ensemble(task, encoder))
+    return prepare_training_task(card, OpenedTask(task, encoder), encoder)
 
 
 def _weights(directory: Path) -> dict:
@@ -248,28 +248,28 @@ def test_only_the_hypernet_trains(prepared: list[TrainingTask], tmp_path: Path) 
     state = load_file(str(tmp_path / "run" / "trainer_state.safetensors"))
     model_keys = {k.removeprefix("model.") for k in state if k.startswith("model.")}
     assert model_keys == set(_weights(tmp_path / "run"))
-    assert all(k.startswith(("card_encoder.", "generator.", "fusion.")) for k in model_keys)
+    assert all(k.startswith(("card_encoder.", "generator.", "gate.")) for k in model_keys)
 
 
-def test_labels_teach_the_card_its_fusion_and_teachers_do_not(
+def test_labels_train_the_head_fused_and_leave_the_fusion_to_the_gate(
     scifact_slice: RetrievalTask, encoder: FrozenEncoder, tmp_path: Path
 ) -> None:
     card = find_card("scifact")
-    teachers = prepare_training_task(
-        card, scifact_slice, encoder, default_ensemble(scifact_slice, encoder)
-    )
-    labels = label_training_task(card, scifact_slice, encoder)
+    opened = OpenedTask(scifact_slice, encoder)
+    teachers = prepare_training_task(card, opened, encoder)
+    labels = label_training_task(card, opened, encoder)
     assert teachers.fusion is None and labels.fusion is not None
     assert labels.fusion.lexical_margin.shape == (labels.num_pairs,)
-    fused = {}
+    compiled = {}
     for name, streams in (("teachers", [teachers]), ("labels", [teachers, labels])):
         train_hypernet(streams, TINY, tmp_path / name, base_model=encoder.model_name)
-        compiled = ConditionedRetriever(Hypernet.load(tmp_path / name), encoder).compile(card)
-        fused[name] = compiled.fusion
-    assert fused["teachers"].lexical_weight == pytest.approx(DEFAULT_FUSION.lexical_weight)
-    assert fused["teachers"].feedback == pytest.approx(DEFAULT_FUSION.feedback)
-    moved = abs(fused["labels"].lexical_weight - DEFAULT_FUSION.lexical_weight)
-    assert moved + abs(fused["labels"].feedback - DEFAULT_FUSION.feedback) > 1e-4
+        compiled[name] = ConditionedRetriever(Hypernet.load(tmp_path / name), encoder).compile(card)
+    for retriever in compiled.values():  # the trainer fits no gate: every card at the prior
+        assert retriever.fusion.lexical_weight == pytest.approx(PRIOR_FUSION.lexical_weight)
+        assert retriever.fusion.feedback == pytest.approx(PRIOR_FUSION.feedback)
+    heads = [retriever.head for retriever in compiled.values()]
+    assert heads[0] is not None and heads[1] is not None
+    assert (heads[0].weight - heads[1].weight).abs().max() > 1e-4
 
 
 def test_a_task_too_small_for_pairs_is_left_out_and_alone_is_an_error(

@@ -14,39 +14,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import polars as pl
 
-from hydra_core.data.cards import TaskCard, generic_card
-from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.data.cards import EVALUATION_SPLIT, TaskCard, generic_card
+from hydra_core.data.opened_task import OpenedTask
+from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
-from hydra_core.evaluation.method import Method
-from hydra_core.evaluation.metrics import METRIC_NAMES, Scores, evaluate_run
+from hydra_core.evaluation.method import Method, in_table_order
+from hydra_core.evaluation.metrics import METRIC_NAMES, Scores, evaluate_run, ranking_to_run
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.model.compiled_retriever import HYBRID_FUSION, CompiledRetriever
 from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
-from hydra_core.ranking.rankings import ranking_to_run
-from hydra_core.ranking.teacher_ensemble import FUSED_DEPTH, TeacherEnsemble
-from hydra_core.ranking.teachers import BM25Index, BM25Teacher, DenseTeacher
+from hydra_core.ranking.teacher_rankings import FUSED_DEPTH, TeacherRankings
+from hydra_core.ranking.teachers import BM25Params
 
-EVAL_SPLIT = "test"
-
-
-def load_card_task(card: TaskCard) -> RetrievalTask:
-    """The task a card describes; relative folder sources resolve against the card file."""
-    base_dir = card.card_path.parent if card.card_path is not None else None
-    return load_task(card.source, base_dir=base_dir, name=card.name)
-
-
-def default_ensemble(task: RetrievalTask, encoder: FrozenEncoder) -> TeacherEnsemble:
-    """BM25 plus the frozen base, unweighted RRF: the ``teacher`` baseline."""
-    return TeacherEnsemble(
-        task.corpus["doc_id"].to_list(),
-        task.doc_texts(),
-        dense=[DenseTeacher(encoder, name=Method.BASE)],
-        bm25=BM25Teacher(),
-    )
+EVAL_SPLIT = EVALUATION_SPLIT
 
 
 def score_ranking(ranking: pl.DataFrame, task: RetrievalTask, split: str = EVAL_SPLIT) -> Scores:
@@ -60,15 +43,17 @@ def score_ranking(ranking: pl.DataFrame, task: RetrievalTask, split: str = EVAL_
 
 
 def baseline_table(
-    task: RetrievalTask, ensemble: TeacherEnsemble, split: str = EVAL_SPLIT
+    task: RetrievalTask, teachers: TeacherRankings, split: str = EVAL_SPLIT
 ) -> ResultsTable:
-    """Each teacher alone and their RRF fusion (``teacher``) on ``split``."""
-    queries = task.split_queries(split)
-    rankings = ensemble.rank(queries["query_id"].to_list(), queries["text"].to_list())
-    table: ResultsTable = {
-        name: score_ranking(frame, task, split) for name, frame in rankings.items()
-    }
-    table[Method.TEACHER] = score_ranking(ensemble.fuse(rankings), task, split)
+    """Each teacher alone and their RRF fusion (``teacher``), scored on ``split`` (the
+    rankings may hold other queries too, e.g. the training queries ranked with them)."""
+    query_ids = task.split_queries(split)["query_id"].implode()
+
+    def scored(ranking: pl.DataFrame) -> Scores:
+        return score_ranking(ranking.filter(pl.col("query_id").is_in(query_ids)), task, split)
+
+    table: ResultsTable = {name: scored(frame) for name, frame in teachers.rankings.items()}
+    table[Method.TEACHER] = scored(teachers.fused)
     return table
 
 
@@ -102,19 +87,35 @@ def card_retrievers(
     return rows
 
 
+def card_rows(
+    retriever: ConditionedRetriever, card: TaskCard, other_cards: Sequence[TaskCard]
+) -> dict[str, CompiledRetriever]:
+    """The retrievers of a card's table every caller has: ``hybrid``, then the card's
+    (:func:`card_retrievers`; ``hydra-shuffled`` borrows one of ``other_cards``: none, no
+    row). They depend on the corpus and the hypernet, never on test queries."""
+    others = [other for other in other_cards if other.name != card.name]
+    return {
+        Method.HYBRID: hybrid_retriever(),
+        **card_retrievers(
+            retriever, card, shuffled=shuffled_card(card, others) if others else None
+        ),
+    }
+
+
 def retriever_table(
-    task: RetrievalTask,
+    opened: OpenedTask,
     retrievers: Mapping[str, CompiledRetriever],
-    doc_vectors: np.ndarray,
-    lexical: BM25Index | None,
     split: str = EVAL_SPLIT,
     *,
     encoder: FrozenEncoder | None = None,
     query_embeddings: Embeddings | None = None,
+    bm25: BM25Params | None = None,
 ) -> ResultsTable:
-    """Each compiled retriever searching the task's corpus (its base ``doc_vectors`` and
-    BM25 index), scored on ``split``. Query vectors come from ``query_embeddings`` (stored)
-    or the ``encoder``; the queries' BM25 scores are computed once for every row."""
+    """Each compiled retriever searching the opened task's corpus (its BM25 index of
+    ``bm25``, pinned by default), scored on ``split``. Query vectors come from
+    ``query_embeddings`` (stored) or the ``encoder``; the queries' BM25 scores are computed
+    once for every row."""
+    task = opened.task
     queries = task.split_queries(split)
     query_ids, texts = queries["query_id"].to_list(), queries["text"].to_list()
     if query_embeddings is not None:
@@ -123,13 +124,30 @@ def retriever_table(
         query_vectors = encoder.encode(texts, "query")
     else:
         raise ValueError("retriever_table needs query_embeddings or an encoder")
-    doc_ids = task.corpus["doc_id"].to_list()
     lexical_scores = None
     table: ResultsTable = {}
     for method, compiled in retrievers.items():
-        index = RetrieverIndex(compiled, doc_ids, doc_vectors, lexical)
+        index = RetrieverIndex.of_task(compiled, opened, bm25=bm25)
         if lexical_scores is None and compiled.fusion.lexical_weight > 0:
             lexical_scores = index.lexical_scores(texts)
         ranking = index.search(query_ids, texts, FUSED_DEPTH, query_vectors, lexical_scores)
         table[method] = score_ranking(ranking, task, split)
     return table
+
+
+def evaluation_table(
+    opened: OpenedTask,
+    teachers: TeacherRankings,
+    rows: Mapping[str, CompiledRetriever],
+    split: str = EVAL_SPLIT,
+    *,
+    encoder: FrozenEncoder | None = None,
+    query_embeddings: Embeddings | None = None,
+) -> ResultsTable:
+    """The evaluate step of the recipe: the teachers' rows and each retriever's on
+    ``split``, in table order; the CLI and the pipeline build every table here."""
+    table = baseline_table(opened.task, teachers, split)
+    table.update(
+        retriever_table(opened, rows, split, encoder=encoder, query_embeddings=query_embeddings)
+    )
+    return {method: table[method] for method in in_table_order(table)}

@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import polars as pl
 
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
@@ -158,4 +159,12 @@ def run_from_topk(
         run[query_id] = {doc_ids[int(i)]: float(s) for i, s in hits}
         if len(run[query_id]) != len(hits):
             raise ValueError(f"query {query_id!r}: the same doc index appears twice in its top k")
+    return run
+
+
+def ranking_to_run(frame: pl.DataFrame) -> Run:
+    """Convert a ranking frame to the ``{query: {doc: score}}`` run the metrics take."""
+    run: Run = {}
+    for query_id, doc_id, score in frame.select("query_id", "doc_id", "score").iter_rows():
+        run.setdefault(query_id, {})[doc_id] = score
     return run

@@ -22,9 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from hydra_core.data.cards import TaskCard
+from hydra_core.data.opened_task import OpenedTask, load_card_task
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.data.validation_split import DEV_SPLIT, VALIDATION, split_for_validation
 from hydra_core.encoding.encoder import FrozenEncoder
@@ -33,7 +32,6 @@ from hydra_core.evaluation.method import HEADLINE_METRIC, Method
 from hydra_core.evaluation.methods import (
     card_retrievers,
     hybrid_retriever,
-    load_card_task,
     retriever_table,
     shuffled_card,
 )
@@ -43,9 +41,9 @@ from hydra_core.model.fusion_gate import PRIOR_FUSION
 from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.retriever import ConditionedRetriever
 from hydra_core.model.score_fusion import FusionParameters
-from hydra_core.ranking.teachers import BM25Index, BM25Params, BM25Teacher
+from hydra_core.ranking.teachers import BM25Params
 from hydra_core.training.trainer import TrainConfig, TrainingTask, train_hypernet
-from hydra_core.workflows import training_streams
+from hydra_core.training.training_data import training_streams
 
 
 def _split_tasks(
@@ -169,30 +167,27 @@ def _streams(
             path=card.card_path,
             field="labels",
         )
-    return training_streams(card, task, encoder, use_labels=use_labels)
+    return training_streams(card, OpenedTask(task, encoder), encoder, use_labels=use_labels)
 
 
 @dataclass(frozen=True)
 class _References:
     """A validation task's corpus as retrievers search it, and the rows that do not train."""
 
-    doc_vectors: np.ndarray
-    lexical: BM25Index
+    opened: OpenedTask
     base: float
     hybrid: float
 
     @classmethod
     def of(cls, task: RetrievalTask, encoder: FrozenEncoder) -> _References:
-        doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
-        doc_vectors = encoder.encode(texts, "document")
-        lexical = BM25Teacher().index(doc_ids, texts)
+        opened = OpenedTask(task, encoder)
         fixed: dict[str, CompiledRetriever] = {
             Method.BASE: CompiledRetriever(None, DENSE_ONLY),
             Method.HYBRID: hybrid_retriever(),
         }
-        table = retriever_table(task, fixed, doc_vectors, lexical, VALIDATION, encoder=encoder)
+        table = retriever_table(opened, fixed, VALIDATION, encoder=encoder)
         base, hybrid = table[Method.BASE], table[Method.HYBRID]
-        return cls(doc_vectors, lexical, base[HEADLINE_METRIC], hybrid[HEADLINE_METRIC])
+        return cls(opened, base[HEADLINE_METRIC], hybrid[HEADLINE_METRIC])
 
     def score(
         self,
@@ -200,9 +195,7 @@ class _References:
         retrievers: dict[str, CompiledRetriever],
         encoder: FrozenEncoder,
     ) -> ResultsTable:
-        return retriever_table(
-            task, retrievers, self.doc_vectors, self.lexical, VALIDATION, encoder=encoder
-        )
+        return retriever_table(self.opened.with_task(task), retrievers, VALIDATION, encoder=encoder)
 
 
 FUSION_GRID_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6)
@@ -242,13 +235,11 @@ def fusion_grid(
     for name, (_, task) in _split_tasks(cards).items():
         if task is None:
             continue
-        doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
-        doc_vectors = encoder.encode(texts, "document")
+        opened = OpenedTask(task, encoder)
         scores: dict[tuple[float, float, float], float] = {}
         for b in FUSION_GRID_B:
-            lexical = BM25Teacher(BM25Params(b=b)).index(doc_ids, texts)
             table = retriever_table(
-                task, retrievers, doc_vectors, lexical, VALIDATION, encoder=encoder
+                opened, retrievers, VALIDATION, encoder=encoder, bm25=BM25Params(b=b)
             )
             for (w, f), label in zip(points, retrievers, strict=True):
                 scores[(w, f, b)] = table[label][HEADLINE_METRIC]

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from hydra_core.data.cards import TaskCard
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.head import torch_threads
@@ -32,7 +33,7 @@ from hydra_core.model.score_fusion import fused_top_k, text_evidence
 from hydra_core.model.task_profile import TaskProfile
 from hydra_core.ranking.ann_index import IndexKind, index_kind, load_or_build_hnsw
 from hydra_core.ranking.rankings import exact_top_k, ranking_frame
-from hydra_core.ranking.teachers import BM25Index
+from hydra_core.ranking.teachers import BM25Index, BM25Params
 from hydra_core.settings import load_settings
 
 
@@ -63,6 +64,24 @@ class RetrieverIndex:
         if index_kind(index) == "hnsw":
             folder = cache_dir if cache_dir is not None else load_settings().cache_dir
             self.approximate = load_or_build_hnsw(self.doc_vectors, folder)
+
+    @classmethod
+    def of_task(
+        cls,
+        retriever: CompiledRetriever,
+        opened: OpenedTask,
+        encoder: FrozenEncoder | None = None,
+        index: IndexKind = "exact",
+        cache_dir: Path | None = None,
+        *,
+        bm25: BM25Params | None = None,
+    ) -> RetrieverIndex:
+        """``retriever`` over an opened task: its documents, base vectors and its BM25 index
+        of ``bm25`` (the pinned parameters by default), all kept by the task."""
+        lexical = opened.bm25(bm25 or BM25Params())
+        return cls(
+            retriever, opened.doc_ids, opened.doc_vectors, lexical, encoder, index, cache_dir
+        )
 
     def search(
         self,

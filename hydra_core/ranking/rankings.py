@@ -14,8 +14,6 @@ import numpy as np
 import polars as pl
 import torch
 
-from hydra_core.evaluation.metrics import Run
-
 RANKING_SCHEMA: dict[str, type[pl.DataType]] = {
     "query_id": pl.Utf8,
     "doc_id": pl.Utf8,
@@ -53,14 +51,6 @@ def rank_by_score(frame: pl.DataFrame) -> pl.DataFrame:
 
 def empty_ranking() -> pl.DataFrame:
     return pl.DataFrame(schema=RANKING_SCHEMA)
-
-
-def ranking_to_run(frame: pl.DataFrame) -> Run:
-    """Convert a ranking frame to the ``{query: {doc: score}}`` run the metrics take."""
-    run: Run = {}
-    for query_id, doc_id, score in frame.select("query_id", "doc_id", "score").iter_rows():
-        run.setdefault(query_id, {})[doc_id] = score
-    return run
 
 
 def exact_top_k(

@@ -34,6 +34,10 @@ class BM25Params:
     stopwords: str = "en"
     stemmer: str = "english"
 
+    def index(self, doc_ids: Sequence[str], doc_texts: Sequence[str]) -> BM25Index:
+        """A corpus' index with these settings (see ``OpenedTask.bm25``, which keeps it)."""
+        return BM25Index(doc_ids, doc_texts, self)
+
 
 class BM25Index:
     """A bm25s index over one corpus."""
@@ -100,7 +104,7 @@ class BM25Teacher:
         self.params = params or BM25Params()
 
     def index(self, doc_ids: Sequence[str], doc_texts: Sequence[str]) -> BM25Index:
-        return BM25Index(doc_ids, doc_texts, self.params)
+        return self.params.index(doc_ids, doc_texts)
 
 
 class DenseIndex:

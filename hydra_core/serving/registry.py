@@ -28,15 +28,15 @@ from typing import Protocol
 import numpy as np
 
 from hydra_core.data.cards import TaskCard, parse_card
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.encoding.embedding_cache import text_key
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.evaluation.methods import load_card_task
 from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
 from hydra_core.ranking.ann_index import IndexKind
-from hydra_core.ranking.teachers import BM25Index, BM25Teacher
+from hydra_core.ranking.teachers import BM25Index, BM25Params
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,10 +77,10 @@ class SourceNotEncodedError(HydraInputError):
 def card_corpus(card: TaskCard, encoder: FrozenEncoder, *, encode: bool) -> Corpus:
     """The corpus ``card`` names with its base embeddings: encoded where missing, or, with
     ``encode=False``, read from the embedding cache only."""
-    task = load_card_task(card)
-    texts = task.doc_texts()
+    opened = OpenedTask.of_card(card, encoder)
+    texts = opened.doc_texts
     if encode:
-        vectors = encoder.encode(texts, "document")
+        vectors = opened.doc_vectors
     else:
         keys = [text_key(text) for text in texts]
         vectors, found = encoder.cache.get_matrix(encoder.identity, "document", keys)
@@ -91,13 +91,12 @@ def card_corpus(card: TaskCard, encoder: FrozenEncoder, *, encode: bool) -> Corp
                 "`hydra run` with this card in the task list)",
                 field="source",
             )
-    doc_ids = task.corpus["doc_id"].to_list()
     return Corpus(
         key=corpus_key(card),
-        doc_ids=doc_ids,
-        titles=task.corpus["title"].to_list(),
+        doc_ids=opened.doc_ids,
+        titles=opened.task.corpus["title"].to_list(),
         vectors=vectors,
-        lexical=BM25Teacher().index(doc_ids, texts),
+        lexical=opened.bm25(BM25Params()),
     )
 
 

@@ -78,3 +78,12 @@ def preference_pairs(fused: pl.DataFrame, config: PairConfig | None = None) -> p
         .filter(pl.col("weight") > 0)
         .sort("query_id", "pos_doc_id", "neg_doc_id")
     )
+
+
+def distillation_pairs(
+    fused: pl.DataFrame, training: pl.DataFrame, config: PairConfig | None = None
+) -> pl.DataFrame:
+    """The preference-pairs step of the recipe: pairs from the fused ranking of the training
+    queries only (never test), for the CLI and the pipeline alike."""
+    rankings = fused.filter(pl.col("query_id").is_in(training["query_id"].implode()))
+    return preference_pairs(rankings, config)

@@ -7,36 +7,34 @@ A card that declares ``labels`` can add a second stream: pairs from those qrels.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import polars as pl
 
 from hydra_core.data.cards import TaskCard
+from hydra_core.data.fingerprints import frame_digest
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.data.training_queries import training_queries
 from hydra_core.encoding.card_parts import card_part_embeddings
+from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.model.fusion_gate import PRIOR_FUSION
 from hydra_core.model.score_fusion import fusion_features
 from hydra_core.ranking.rankings import exact_top_k
-from hydra_core.ranking.teacher_ensemble import TeacherEnsemble
-from hydra_core.ranking.teachers import BM25Teacher
-from hydra_core.training.preferences import PairConfig, preference_pairs
+from hydra_core.ranking.teacher_rankings import (
+    document_embeddings,
+    query_embeddings,
+    ranked_queries,
+    teacher_rankings,
+)
+from hydra_core.ranking.teachers import BM25Params
+from hydra_core.training.preferences import PairConfig, distillation_pairs
 from hydra_core.training.trainer import TrainingTask
 
 LABELS_SUFFIX = "+labels"
 """Name suffix of the training stream a card's labels add (``scifact+labels``)."""
 LABEL_NEGATIVE_DEPTH = 30
-
-
-def fused_training_rankings(
-    queries: pl.DataFrame, ensemble: TeacherEnsemble
-) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """Each teacher's ranking of the training queries, and their RRF fusion."""
-    rankings = ensemble.rank(queries["query_id"].to_list(), queries["text"].to_list())
-    return rankings, ensemble.fuse(rankings)
 
 
 def label_split(card: TaskCard, task: RetrievalTask) -> str | None:
@@ -54,7 +52,7 @@ def label_split(card: TaskCard, task: RetrievalTask) -> str | None:
 
 
 def label_pairs(
-    task: RetrievalTask, encoder: FrozenEncoder, split: str
+    opened: OpenedTask, encoder: FrozenEncoder, split: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Queries of ``split`` and their pairs: a labelled doc vs. the base's top non-relevant.
 
@@ -63,12 +61,13 @@ def label_pairs(
     with hundreds of labelled documents, which otherwise dominate (validation NDCG@10 -0.011
     against -0.003 after 300 steps).
     """
+    task = opened.task
     queries = task.split_queries(split)
     relevant = task.split_qrels(split).filter(pl.col("score") > 0)
-    doc_ids = task.corpus["doc_id"].to_list()
+    doc_ids = opened.doc_ids
     indices, _ = exact_top_k(
         encoder.encode(queries["text"].to_list(), "query"),
-        encoder.encode(task.doc_texts(), "document"),
+        opened.doc_vectors,
         LABEL_NEGATIVE_DEPTH,
     )
     retrieved = pl.DataFrame(
@@ -92,53 +91,67 @@ def label_pairs(
     return queries, pairs
 
 
-def frame_fingerprint(frame: pl.DataFrame) -> str:
-    """A short content hash, logged with training runs to say what data they saw."""
-    return hashlib.sha256(frame.hash_rows(seed=0).to_numpy().tobytes()).hexdigest()[:16]
-
-
-def build_training_task(
+def training_task(
     card: TaskCard,
-    task: RetrievalTask,
     encoder: FrozenEncoder,
-    queries: pl.DataFrame,
+    documents: Embeddings,
+    queries: Embeddings,
     pairs: pl.DataFrame,
 ) -> TrainingTask:
-    """Attach base embeddings (from the encoder cache) to a task's preference pairs."""
-    training_task = TrainingTask.from_frames(
+    """The training step's input of one task: its card, base embeddings and pairs, with the
+    fingerprint its checkpoint records (the same keys whoever calls it)."""
+    task = TrainingTask.from_frames(
         card.name,
         card_part_embeddings(card, encoder),
-        queries["query_id"].to_list(),
-        encoder.encode(queries["text"].to_list(), "query"),
-        task.corpus["doc_id"].to_list(),
-        encoder.encode(task.doc_texts(), "document"),
+        queries.ids,
+        queries.vectors,
+        documents.ids,
+        documents.vectors,
         pairs,
     )
-    training_task.fingerprint = {
-        "corpus": frame_fingerprint(task.corpus),
-        "queries": frame_fingerprint(queries),
-        "pairs": frame_fingerprint(pairs),
+    task.fingerprint = {
+        "documents": documents.digest,
+        "queries": queries.digest,
+        "pairs": frame_digest(pairs),
     }
-    return training_task
+    return task
 
 
 def prepare_training_task(
     card: TaskCard,
-    task: RetrievalTask,
+    opened: OpenedTask,
     encoder: FrozenEncoder,
-    ensemble: TeacherEnsemble,
     pair_config: PairConfig | None = None,
 ) -> TrainingTask:
-    """The whole teacher data path for one task: training queries to a TrainingTask."""
-    queries = training_queries(task)
-    _, fused = fused_training_rankings(queries, ensemble)
-    pairs = preference_pairs(fused, pair_config)
-    return build_training_task(card, task, encoder, queries, pairs)
+    """The whole teacher data path for one task, the steps the pipeline stores one by one:
+    training queries, teacher rankings of them and the test queries (as the pipeline ranks
+    and embeds them together), pairs from the training queries, the training task."""
+    training = training_queries(opened.task)
+    queries = ranked_queries(opened.task, training)
+    ranked = teacher_rankings(opened, queries, encoder)
+    pairs = distillation_pairs(ranked.fused, training, pair_config)
+    return training_task(
+        card,
+        encoder,
+        document_embeddings(opened),
+        query_embeddings(encoder, queries),
+        pairs,
+    )
 
 
-def label_training_task(
-    card: TaskCard, task: RetrievalTask, encoder: FrozenEncoder
-) -> TrainingTask:
+def training_streams(
+    card: TaskCard, opened: OpenedTask, encoder: FrozenEncoder, *, use_labels: bool
+) -> list[TrainingTask]:
+    """What one card trains with on ``opened`` (the whole task, or validation's training
+    part): the teachers' stream, and with ``use_labels`` its labels stream if it declares
+    labels."""
+    streams = [prepare_training_task(card, opened, encoder)]
+    if use_labels and label_split(card, opened.task) is not None:
+        streams.append(label_training_task(card, opened, encoder))
+    return streams
+
+
+def label_training_task(card: TaskCard, opened: OpenedTask, encoder: FrozenEncoder) -> TrainingTask:
     """The card's labels as a training stream of their own, beside the teachers' pairs.
 
     Same card, so the labels shape the retriever the card compiles to; its own stream, so
@@ -146,16 +159,17 @@ def label_training_task(
     Its pairs are scored fused with BM25 (:class:`FusionFeatures`): labels are the signal
     stronger than the teachers that can teach a card its fusion, with the head. Chosen
     on validation over fusing the labels into the teachers' RRF as a gold teacher (weight 2):
-    see ``LABELLED_TRAINING`` in workflows.
+    see ``LABELLED_TRAINING`` in the trainer.
     """
-    split = label_split(card, task)
+    split = label_split(card, opened.task)
     if split is None:
         raise ValueError(f"card {card.name!r} declares no labels")
-    queries, pairs = label_pairs(task, encoder, split)
-    labelled = build_training_task(card, task, encoder, queries, pairs)
+    queries, pairs = label_pairs(opened, encoder, split)
+    labelled = training_task(
+        card, encoder, document_embeddings(opened), query_embeddings(encoder, queries), pairs
+    )
     labelled.name = card.name + LABELS_SUFFIX
-    doc_ids, texts = task.corpus["doc_id"].to_list(), task.doc_texts()
-    lexical = BM25Teacher().index(doc_ids, texts).scores(queries["text"].to_list())
+    lexical = opened.bm25(BM25Params()).scores(queries["text"].to_list())
     base = labelled.query_vectors.numpy() @ labelled.doc_vectors.numpy().T
     rows = (labelled.query_index, labelled.pos_index, labelled.neg_index)
     labelled.fusion = fusion_features(lexical, base, rows, PRIOR_FUSION)

@@ -211,8 +211,9 @@ def quality_figure(tasks: Sequence[str] = ("scifact", "nfcorpus")) -> Figure:
     have distinct cache identities), so a second run is quick.
     """
     from hydra_core.data.cards import find_card
-    from hydra_core.evaluation.methods import EVAL_SPLIT, load_card_task, score_ranking
-    from hydra_core.ranking.teacher_ensemble import FUSED_DEPTH
+    from hydra_core.data.opened_task import load_card_task
+    from hydra_core.evaluation.methods import EVAL_SPLIT, score_ranking
+    from hydra_core.ranking.teacher_rankings import FUSED_DEPTH
     from hydra_core.ranking.teachers import DenseTeacher
 
     precision = default_precision()

@@ -65,11 +65,11 @@ def task_card(context: AssetExecutionContext) -> dg.Output[TaskCard]:
     },
     partitions_def=TASK_PARTITIONS,
     deps=[DATASET_FILES],
-    code_version=code_version("hydra_core.evaluation.methods", "hydra_pipeline.artifacts"),
+    code_version=code_version("hydra_core.data.opened_task", "hydra_pipeline.artifacts"),
 )
 def task_data(task_card: TaskCard) -> Iterator[dg.Output[pl.DataFrame]]:
     """Load the card's dataset (BEIR folder or ir_datasets) once for all three frames."""
-    from hydra_core.evaluation.methods import load_card_task
+    from hydra_core.data.opened_task import load_card_task
 
     task = load_card_task(task_card)
     yield frame_output(task.corpus, "corpus")

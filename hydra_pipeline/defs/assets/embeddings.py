@@ -37,7 +37,10 @@ def embedding_assets(model: str) -> list[dg.AssetsDefinition]:
     """Both assets, versioned on the encoder ``model``: another model re-embeds everything."""
     # The encoder resource's module, and the stages the bodies call.
     version = code_version(
-        "hydra_core.encoding.encoder", "hydra_pipeline.stages", config={"model": model}
+        "hydra_core.encoding.encoder",
+        "hydra_core.ranking.teacher_rankings",
+        "hydra_pipeline.artifacts",
+        config={"model": model},
     )
 
     @dg.asset(partitions_def=TASK_PARTITIONS, group_name=GROUP, code_version=version)
@@ -45,10 +48,11 @@ def embedding_assets(model: str) -> list[dg.AssetsDefinition]:
         context: AssetExecutionContext, encoder: EncoderResource, corpus: pl.DataFrame
     ) -> dg.Output[Embeddings]:
         """Base embeddings of every document (title + text), in corpus order."""
-        from hydra_pipeline.stages import corpus_task, encode_documents
+        from hydra_core.data.opened_task import OpenedTask, corpus_task
+        from hydra_core.ranking.teacher_rankings import document_embeddings
 
         return embeddings_output(
-            context, encode_documents(encoder.get(), corpus_task(corpus)), encoder
+            context, document_embeddings(OpenedTask(corpus_task(corpus), encoder.get())), encoder
         )
 
     @dg.asset(partitions_def=TASK_PARTITIONS, group_name=GROUP, code_version=version)
@@ -61,11 +65,12 @@ def embedding_assets(model: str) -> list[dg.AssetsDefinition]:
         training_queries: pl.DataFrame,
     ) -> dg.Output[Embeddings]:
         """Base embeddings of the test queries and the training queries."""
-        from hydra_pipeline.stages import encode_queries, ranked_queries
+        from hydra_core.ranking.teacher_rankings import query_embeddings as embed
+        from hydra_core.ranking.teacher_rankings import ranked_queries
 
         task = task_from_frames(context.partition_key, "", corpus, queries, qrels)
         ranked = ranked_queries(task, training_queries)
-        return embeddings_output(context, encode_queries(encoder.get(), ranked), encoder)
+        return embeddings_output(context, embed(encoder.get(), ranked), encoder)
 
     return [doc_embeddings, query_embeddings]
 

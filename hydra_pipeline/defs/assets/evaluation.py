@@ -50,11 +50,12 @@ def supervised_metrics(
     """The supervised-head reference: a head fitted on the card's labels, scored on the
     test split per query (no rows when the card declares no labels). Apart from
     task_metrics so that a retrained hypernet does not refit it."""
+    from hydra_pipeline.stages import stored_task
     from hydra_pipeline.stages import supervised_metrics as fit_and_score
 
     task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
-    rows = fit_and_score(task, task_card, encoder.get(), doc_embeddings, query_embeddings)
-    return frame_output(rows)
+    opened = stored_task(task, encoder.get(), doc_embeddings)
+    return frame_output(fit_and_score(opened, task_card, encoder.get(), query_embeddings))
 
 
 def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
@@ -107,26 +108,34 @@ def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
         from hydra_core.evaluation.method import Method
         from hydra_core.evaluation.report import results_text
         from hydra_core.evaluation.significance import paired_tests, table_from_per_query
+        from hydra_core.ranking.teacher_rankings import TeacherRankings
         from hydra_pipeline.metrics_store import record_metrics
         from hydra_pipeline.results_report import headline_metadata
-        from hydra_pipeline.stages import cards_named, evaluate_task, reference_retrievers
+        from hydra_pipeline.stages import (
+            cards_named,
+            evaluate_task,
+            reference_retrievers,
+            stored_task,
+        )
         from hydra_pipeline.tracking import run_url
 
         task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
+        opened = stored_task(task, encoder.get(), doc_embeddings)
         references = reference_retrievers(
-            task,
+            opened,
             task_card,
             encoder.get(),
             labelled=labelled_hypernet,
             unseen=unseen_hypernet,
             refine_steps=refine_steps,
         )
+        teachers = TeacherRankings(
+            {Method.BM25: bm25_rankings, Method.BASE: dense_rankings}, fused_rankings
+        )
         evaluation = evaluate_task(
-            task,
+            opened,
             task_card,
-            teacher_rankings={Method.BM25: bm25_rankings, Method.BASE: dense_rankings},
-            fused=fused_rankings,
-            documents=doc_embeddings,
+            teachers=teachers,
             queries=query_embeddings,
             compiled=cast("CompiledRetriever", compiled_retriever),
             checkpoint=hypernet_checkpoint.path,
@@ -203,13 +212,14 @@ def task_robustness_asset(robustness: RobustnessConfig) -> dg.AssetsDefinition:
 
         if not perturbations:
             return frame_output(pl.DataFrame(schema=ROBUSTNESS_SCHEMA))
+        from hydra_core.data.opened_task import OpenedTask
         from hydra_core.workflows import task_robustness
         from hydra_pipeline.stages import cards_named, load_hypernet
 
         task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
         results = task_robustness(
             task_card,
-            task,
+            OpenedTask(task, encoder.get()),
             load_hypernet(hypernet_checkpoint.path),
             encoder.get(),
             perturbations,

@@ -26,7 +26,7 @@ GROUP = "teachers"
 @dg.asset(
     partitions_def=TASK_PARTITIONS,
     group_name=GROUP,
-    code_version=code_version("hydra_pipeline.stages", "hydra_pipeline.artifacts"),
+    code_version=code_version("hydra_core.ranking.teacher_rankings", "hydra_pipeline.artifacts"),
 )
 def bm25_rankings(
     context: AssetExecutionContext,
@@ -36,23 +36,24 @@ def bm25_rankings(
     training_queries: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """BM25 (k1=1.5, b=0.75, stemmed) top-200 per test and training query."""
-    from hydra_pipeline.stages import bm25_rankings as rank_bm25
-    from hydra_pipeline.stages import ranked_queries
+    from hydra_core.data.opened_task import OpenedTask
+    from hydra_core.ranking.teacher_rankings import bm25_rankings as rank_bm25
+    from hydra_core.ranking.teacher_rankings import ranked_queries
 
     task = task_from_frames(context.partition_key, "", corpus, queries, qrels)
-    return frame_output(rank_bm25(task, ranked_queries(task, training_queries)))
+    return frame_output(rank_bm25(OpenedTask(task), ranked_queries(task, training_queries)))
 
 
 @dg.asset(
     partitions_def=TASK_PARTITIONS,
     group_name=GROUP,
-    code_version=code_version("hydra_pipeline.stages"),
+    code_version=code_version("hydra_core.ranking.teacher_rankings"),
 )
 def dense_rankings(
     doc_embeddings: Embeddings, query_embeddings: Embeddings
 ) -> dg.Output[pl.DataFrame]:
     """The frozen base model's exact top-200 per test and training query."""
-    from hydra_pipeline.stages import dense_rankings as rank_dense
+    from hydra_core.ranking.teacher_rankings import dense_rankings as rank_dense
 
     return frame_output(rank_dense(doc_embeddings, query_embeddings))
 
@@ -60,14 +61,16 @@ def dense_rankings(
 @dg.asset(
     partitions_def=TASK_PARTITIONS,
     group_name=GROUP,
-    code_version=code_version("hydra_pipeline.stages"),
+    code_version=code_version(
+        "hydra_core.ranking.teacher_rankings", "hydra_core.evaluation.method"
+    ),
 )
 def fused_rankings(
     bm25_rankings: pl.DataFrame, dense_rankings: pl.DataFrame
 ) -> dg.Output[pl.DataFrame]:
     """Reciprocal rank fusion of BM25 and the base (k=60), top 100, teacher ranks kept."""
     from hydra_core.evaluation.method import Method
-    from hydra_pipeline.stages import fuse_teachers
+    from hydra_core.ranking.teacher_rankings import fuse_teachers
 
     return frame_output(fuse_teachers({Method.BM25: bm25_rankings, Method.BASE: dense_rankings}))
 
@@ -78,9 +81,7 @@ def preference_pairs_asset(pair_settings: dict[str, Any]) -> dg.AssetsDefinition
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
-        code_version=code_version(
-            "hydra_core.training.preferences", "hydra_pipeline.stages", config=pair_settings
-        ),
+        code_version=code_version("hydra_core.training.preferences", config=pair_settings),
     )
     def preference_pairs(
         context: AssetExecutionContext, fused_rankings: pl.DataFrame, training_queries: pl.DataFrame
@@ -89,8 +90,7 @@ def preference_pairs_asset(pair_settings: dict[str, Any]) -> dg.AssetsDefinition
 
         None for a task too small for its teachers to rank documents below their top ones:
         the hypernet trains without it (it still gets baselines and a compiled head)."""
-        from hydra_core.training.preferences import PairConfig
-        from hydra_pipeline.stages import distillation_pairs
+        from hydra_core.training.preferences import PairConfig, distillation_pairs
 
         pairs = distillation_pairs(fused_rankings, training_queries, PairConfig(**pair_settings))
         if pairs.is_empty():

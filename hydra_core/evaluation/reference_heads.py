@@ -8,7 +8,8 @@
   task's validation labels (early stopping, as a careful per-task fine-tune would).
 
 Both optimise the head's ~100K numbers with the hypernet's own losses; the base encoder
-stays frozen and nothing is written back to the hypernet.
+stays frozen and nothing is written back to the hypernet. The module sits in ``evaluation``
+because the supervised head picks its length by validation scores.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from hydra_core.data.cards import TaskCard
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.data.training_queries import generated_queries
 from hydra_core.data.validation_split import VALIDATION, split_for_validation
@@ -31,10 +33,10 @@ from hydra_core.model.head import ProjectionHead
 from hydra_core.model.head_generator import geometry_preserving_basis
 from hydra_core.model.hypernet import DEFAULT_ARCHITECTURE
 from hydra_core.model.retriever import RetrieverIndex
-from hydra_core.ranking.teacher_ensemble import TeacherEnsemble
+from hydra_core.ranking.teacher_rankings import teacher_rankings
 from hydra_core.training.preferences import preference_pairs
 from hydra_core.training.trainer import TrainConfig, TrainingTask, task_loss
-from hydra_core.training.training_data import fused_training_rankings, label_pairs, label_split
+from hydra_core.training.training_data import label_pairs, label_split
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ def base_head(
 
 
 def supervised_head(
-    task: RetrievalTask,
+    opened: OpenedTask,
     encoder: FrozenEncoder,
     config: TrainConfig,
     split: str = "train",
@@ -91,14 +93,16 @@ def supervised_head(
     fifth it is then fitted again on all of ``split`` for that many steps, so it learns
     from the same labels as ``hydra train --labels``.
     """
+    task = opened.task
     fitting, validation = split_for_validation(task, split)
     if validation is None:
         raise ValueError(f"task {task.name!r} has no {split!r} labels to fit a head on")
-    doc_ids = task.corpus["doc_id"].to_list()
-    doc_vectors = encoder.encode(task.doc_texts(), "document")
+    doc_ids, doc_vectors = opened.doc_ids, opened.doc_vectors
 
     def training_task(labelled: RetrievalTask) -> TrainingTask:
-        queries, pairs = label_pairs(labelled, encoder, split)
+        queries, pairs = label_pairs(
+            OpenedTask(labelled, encoder, doc_vectors=doc_vectors), encoder, split
+        )
         return TrainingTask.from_frames(
             task.name,
             torch.zeros(0),
@@ -144,41 +148,39 @@ def _fits(
 
 
 def supervised_reference(
-    card: TaskCard, task: RetrievalTask, encoder: FrozenEncoder
+    card: TaskCard, opened: OpenedTask, encoder: FrozenEncoder
 ) -> ProjectionHead | None:
     """The ``supervised-head`` row of a card that declares labels; ``None`` for the others."""
-    split = label_split(card, task)
+    split = label_split(card, opened.task)
     if split is None:
         return None
     config = TrainConfig(learning_rate=SUPERVISED_LEARNING_RATE)
-    return supervised_head(task, encoder, config, split)
+    return supervised_head(opened, encoder, config, split)
 
 
 def refine_head(
     head: ProjectionHead,
-    task: RetrievalTask,
+    opened: OpenedTask,
     encoder: FrozenEncoder,
-    ensemble: TeacherEnsemble,
     steps: int,
     config: TrainConfig | None = None,
 ) -> ProjectionHead:
     """Polish a compiled head on the task's own corpus: generated queries, no labels."""
     config = config or TrainConfig()
-    queries = generated_queries(task, REFINE_QUERIES, seed=config.seed)
-    _, fused = fused_training_rankings(queries, ensemble)
+    queries = generated_queries(opened.task, REFINE_QUERIES, seed=config.seed)
     training_task = TrainingTask.from_frames(
-        task.name,
+        opened.name,
         torch.zeros(0),
         queries["query_id"].to_list(),
         encoder.encode(queries["text"].to_list(), "query"),
-        task.corpus["doc_id"].to_list(),
-        encoder.encode(task.doc_texts(), "document"),
-        preference_pairs(fused),
+        opened.doc_ids,
+        opened.doc_vectors,
+        preference_pairs(teacher_rankings(opened, queries, encoder).fused),
     )
     if training_task.num_pairs == 0:
         log.warning(
             "%s: no preference pairs to refine on (%s); head left as compiled",
-            task.name,
+            opened.name,
             training_task.size,
         )
     return fit_head(head, training_task, steps, config)
@@ -186,12 +188,11 @@ def refine_head(
 
 def refine_retriever(
     compiled: CompiledRetriever,
-    task: RetrievalTask,
+    opened: OpenedTask,
     encoder: FrozenEncoder,
-    ensemble: TeacherEnsemble,
     steps: int,
 ) -> CompiledRetriever:
     """A compiled retriever whose head is refined (:func:`refine_head`); fusion unchanged."""
     if compiled.head is None:
         raise ValueError("only a retriever with a head can be refined")
-    return compiled.with_head(refine_head(compiled.head, task, encoder, ensemble, steps))
+    return compiled.with_head(refine_head(compiled.head, opened, encoder, steps))
