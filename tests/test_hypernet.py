@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra_core.model.fusion_generator import FusionGenerator
 
 from hydra_core.data.cards import TaskCard, find_card, generic_card
 from hydra_core.data.opened_task import OpenedTask
@@ -19,6 +18,7 @@ from hydra_core.evaluation.methods import (
     retriever_table,
 )
 from hydra_core.model.card_encoder import TaskCardEncoder
+from hydra_core.model.fusion_gate import FusionGate
 from hydra_core.model.head import ProjectionHead
 from hydra_core.model.head_generator import ProjectionHeadGenerator
 from hydra_core.model.hypernet import Hypernet, HypernetConfig, initial_hypernet
@@ -155,7 +155,7 @@ def test_out_of_bounds_sizes_in_a_checkpoint_config_are_refused_before_allocatin
     [
         TaskCardEncoder(in_dim=32, out_dim=8),
         ProjectionHeadGenerator(cond_dim=8, in_dim=32, out_dim=16, rank=4),
-        FusionGenerator(cond_dim=8),
+        FusionGate(),
         Hypernet(base_model="m", in_dim=32, architecture=HypernetConfig(16, 8, 4)),
     ],
     ids=lambda piece: type(piece).__name__,
@@ -178,7 +178,7 @@ def test_every_trainable_piece_saves_its_config_and_weights(
 
 
 def test_a_folder_of_another_piece_is_refused(tmp_path: Path) -> None:
-    FusionGenerator(cond_dim=8).save(tmp_path)
+    FusionGate().save(tmp_path)
     with pytest.raises(HydraInputError, match="not a TaskCardEncoder"):
         TaskCardEncoder.load(tmp_path)
 
@@ -200,4 +200,4 @@ def test_the_architecture_is_the_hypernets_own_config(reference: np.ndarray) -> 
         "out_dim": 64,
         "rank": 8,
     }
-    assert small.card_encoder.out_dim == small.fusion.cond_dim == 32
+    assert small.card_encoder.out_dim == 32

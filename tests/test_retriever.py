@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra_core.model.fusion_generator import DEFAULT_FUSION
 
 from hydra_core.data.cards import find_card, generic_card
 from hydra_core.data.opened_task import OpenedTask
@@ -19,6 +18,7 @@ from hydra_core.evaluation.methods import (
     score_ranking,
 )
 from hydra_core.model.compiled_retriever import DENSE_ONLY, HYBRID_FUSION, CompiledRetriever
+from hydra_core.model.fusion_gate import PRIOR_FUSION
 from hydra_core.model.hypernet import Hypernet, initial_hypernet
 from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
 from hydra_core.model.score_fusion import (
@@ -93,8 +93,8 @@ def test_untrained_hypernet_compiles_every_card_to_the_validated_prior(
     retriever = ConditionedRetriever(hypernet, encoder)
     for card in (find_card("scifact"), generic_card()):
         fusion = retriever.compile(card).fusion
-        assert fusion.lexical_weight == pytest.approx(DEFAULT_FUSION.lexical_weight, abs=1e-6)
-        assert fusion.feedback == pytest.approx(DEFAULT_FUSION.feedback, abs=1e-6)
+        assert fusion.lexical_weight == pytest.approx(PRIOR_FUSION.lexical_weight, abs=1e-6)
+        assert fusion.feedback == pytest.approx(PRIOR_FUSION.feedback, abs=1e-6)
 
 
 def test_compiled_retriever_file_round_trip_and_refusals(

@@ -8,7 +8,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-from hydra_core.model.fusion_gate import PRIOR_FUSION
 from safetensors.torch import load_file
 
 from hydra_core.data.cards import find_card
@@ -17,6 +16,7 @@ from hydra_core.data.tasks import RetrievalTask, load_task
 from hydra_core.data.training_queries import training_queries
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
+from hydra_core.model.fusion_gate import PRIOR_FUSION
 from hydra_core.model.hypernet import Hypernet, HypernetConfig, initial_hypernet
 from hydra_core.model.retriever import ConditionedRetriever
 from hydra_core.training.preferences import PairConfig, preference_pairs

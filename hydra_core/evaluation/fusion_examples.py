@@ -18,7 +18,7 @@ import torch
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
-from hydra_core.evaluation.metrics import evaluate_run
+from hydra_core.evaluation.metrics import evaluate_run, ranking_to_run
 from hydra_core.model.fusion_gate import GATE_FEEDBACK, GATE_WEIGHTS, FusionExample
 from hydra_core.model.score_fusion import (
     DenseChannel,
@@ -29,7 +29,7 @@ from hydra_core.model.score_fusion import (
     top_rows,
 )
 from hydra_core.model.task_profile import task_profile
-from hydra_core.ranking.rankings import ranking_frame, ranking_to_run
+from hydra_core.ranking.rankings import ranking_frame
 from hydra_core.ranking.teachers import BM25Index
 
 MAX_QUERIES = 300
