@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.opened_task import OpenedTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.evaluation.method import Method
-from hydra_core.evaluation.methods import EVAL_SPLIT, baseline_table, card_rows, evaluation_table
+from hydra_core.evaluation.fusion_examples import card_fusion_examples
+from hydra_core.evaluation.methods import (
+    EVAL_SPLIT,
+    baseline_table,
+    card_rows,
+    evaluation_table,
+    oracle_row,
+)
 from hydra_core.evaluation.perturbations import Perturbation, Robustness, perturbed_task
 from hydra_core.evaluation.reference_heads import refine_retriever, supervised_reference
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
+from hydra_core.model.fusion_gate import FusionExample, FusionGate
 from hydra_core.model.hypernet import DEFAULT_ARCHITECTURE, Hypernet, HypernetConfig
+from hydra_core.model.score_fusion import FusionParameters
 from hydra_core.model.retriever import ConditionedRetriever
 from hydra_core.ranking.teacher_rankings import TeacherRankings, teacher_rankings
 from hydra_core.training.trainer import TrainConfig, TrainingTask, train_hypernet
@@ -70,6 +80,33 @@ def train_on_cards(
     return train_on_prepared(
         prepared, out_dir, encoder, config, fresh=fresh, architecture=architecture
     )
+
+
+def pool_fusion_examples(
+    cards: Sequence[TaskCard], encoder: FrozenEncoder
+) -> dict[str, list[FusionExample]]:
+    """Each card's fusion examples (its task and synthetic variants, on the labels it may
+    teach with; none for a task without labels)."""
+    examples = {}
+    for card in cards:
+        log.info("scoring the fusion grid on %s and its variants", card.name)
+        examples[card.name] = card_fusion_examples(card, OpenedTask.of_card(card, encoder), encoder)
+    return examples
+
+
+def fit_fusion(
+    hypernet: Hypernet, examples: Mapping[str, Sequence[FusionExample]], out_dir: Path
+) -> Hypernet:
+    """Fit the hypernet's gate on the examples of the tasks given and save the checkpoint
+    again, naming those tasks (their labels taught the fusion: their own rows are in-pool)."""
+    pooled = [example for task_examples in examples.values() for example in task_examples]
+    if not pooled:
+        log.warning("no task with labels to learn the fusion from: every card keeps the prior")
+        return hypernet
+    hypernet.gate = FusionGate.fit(pooled)
+    hypernet.metadata["fusion_tasks"] = sorted(name for name, task in examples.items() if task)
+    hypernet.save(out_dir)
+    return hypernet
 
 
 def train_on_prepared(
@@ -130,7 +167,7 @@ def _card_rows(
     training data, never on its test queries."""
     if not [other for other in other_cards if other.name != card.name]:
         log.warning("no other task's card to shuffle with: no hydra-shuffled row for %s", card.name)
-    rows = card_rows(ConditionedRetriever(hypernet, encoder), card, other_cards)
+    rows = card_rows(ConditionedRetriever(hypernet, encoder), card, opened, other_cards)
     if refine_steps > 0:
         rows[Method.HYDRA_REFINED] = refine_retriever(
             rows[Method.HYDRA], opened, encoder, refine_steps
@@ -211,6 +248,15 @@ def task_robustness(
     ]
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """A task evaluated as unseen: its table (with the ``oracle`` ceiling) and the fusion
+    its card compiled to, the generic card's, and the oracle's."""
+
+    table: ResultsTable
+    fusion: dict[str, FusionParameters]
+
+
 def held_out_table(
     training: Sequence[TrainingTask],
     held_out: TaskCard,
@@ -220,20 +266,28 @@ def held_out_table(
     *,
     other_cards: Sequence[TaskCard],
     refine_steps: int = 0,
-) -> ResultsTable:
-    """Train on ``training`` and evaluate ``held_out`` as an unseen task, in one call: the
-    rows named as leave-one-out tables name them (:data:`UNSEEN_NAMES`). Teachers only, as
-    for any new task; the ``supervised-head`` reference is left to the seen-task table."""
+    fusion_examples: Mapping[str, Sequence[FusionExample]] | None = None,
+) -> HeldOut:
+    """Train on ``training`` (the head) and on ``fusion_examples`` of the other tasks (the
+    gate), and evaluate ``held_out`` as an unseen task, in one call: the rows named as
+    leave-one-out tables name them (:data:`UNSEEN_NAMES`). No label of ``held_out``, of any
+    split, reaches either; the ``supervised-head`` reference is left to the seen-task
+    table."""
     hypernet = train_on_prepared(training, out_dir, encoder, config)
-    table = evaluate_card(
-        held_out,
-        hypernet,
-        encoder,
-        other_cards=other_cards,
-        refine_steps=refine_steps,
-        supervised=False,
-    )
-    return {UNSEEN_NAMES.get(method, method): row for method, row in table.items()}
+    if fusion_examples is not None:
+        others = {name: ex for name, ex in fusion_examples.items() if name != held_out.name}
+        hypernet = fit_fusion(hypernet, others, out_dir)
+    opened = OpenedTask.of_card(held_out, encoder)
+    rows = _card_rows(held_out, opened, hypernet, encoder, other_cards, refine_steps, False)
+    table = {UNSEEN_NAMES.get(m, m): row for m, row in _scored(opened, rows, encoder).items()}
+    oracle, oracle_fusion = oracle_row(opened, encoder)
+    table[Method.ORACLE] = oracle
+    fusion: dict[str, FusionParameters] = {
+        Method.HYDRA_UNSEEN: rows[Method.HYDRA].fusion,
+        Method.HYDRA_UNSEEN_GENERIC: rows[Method.HYDRA_GENERIC].fusion,
+        Method.ORACLE: oracle_fusion,
+    }
+    return HeldOut(table, fusion)
 
 
 def leave_one_out(
@@ -243,11 +297,12 @@ def leave_one_out(
     config: TrainConfig | None = None,
     *,
     refine_steps: int = 0,
-) -> dict[str, ResultsTable]:
-    """For each task: train on all the others, evaluate on it as an unseen task (each
-    task's training data prepared once for all the folds)."""
+) -> dict[str, HeldOut]:
+    """For each task: train on all the others (head and gate), evaluate on it as an unseen
+    task (each task's training data and fusion examples prepared once for all the folds)."""
     prepared = {task.name: task for task in prepare_cards(cards, encoder)}
-    tables: dict[str, ResultsTable] = {}
+    examples = pool_fusion_examples(cards, encoder)
+    tables: dict[str, HeldOut] = {}
     for held_out in cards:
         seen = [card for card in cards if card.name != held_out.name]
         tables[held_out.name] = held_out_table(
@@ -258,5 +313,6 @@ def leave_one_out(
             config,
             other_cards=seen,
             refine_steps=refine_steps,
+            fusion_examples=examples,
         )
     return tables

@@ -180,7 +180,7 @@ def evaluate_task(
     elsewhere (see :func:`supervised_metrics`)."""
     retriever = ConditionedRetriever(load_hypernet(checkpoint), encoder)
     rows = {
-        **card_rows(retriever, card, other_cards),
+        **card_rows(retriever, card, opened, other_cards),
         Method.HYDRA: compiled,
         Method.HYDRA_DENSE: compiled.dense_only(),
         **(references or {}),

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from hydra_core.data.cards import TaskCard
+from hydra_core.data.opened_task import OpenedTask
+from hydra_core.data.synthetic_tasks import synthetic_variant, variant_names
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.evaluation.metrics import evaluate_run, ranking_to_run
@@ -30,7 +32,7 @@ from hydra_core.model.score_fusion import (
 )
 from hydra_core.model.task_profile import task_profile
 from hydra_core.ranking.rankings import ranking_frame
-from hydra_core.ranking.teachers import BM25Index
+from hydra_core.ranking.teachers import BM25Index, BM25Params
 
 MAX_QUERIES = 300
 """Labelled queries an example keeps (a seeded sample): the grid is 33 searches of them."""
@@ -77,6 +79,34 @@ def fusion_example(
         evidence=query_evidence(texts, lexical_scores, query_vectors, doc_vectors, lexical),
         ndcg=ndcg,
     )
+
+
+def card_fusion_examples(
+    card: TaskCard, opened: OpenedTask, encoder: FrozenEncoder
+) -> list[FusionExample]:
+    """The examples ``card``'s task teaches the gate with: the task itself and each of its
+    synthetic variants (:mod:`hydra_core.data.synthetic_tasks`), all on its teaching
+    split; none for a task without labels."""
+    split = teaching_split(card, opened.task)
+    if split is None:
+        return []
+    examples = []
+    for kind in (None, *variant_names(opened.task)):
+        task, variant_card = (
+            (opened.task, card) if kind is None else synthetic_variant(opened.task, card, kind)
+        )
+        variant = opened if kind is None else OpenedTask(task, encoder)
+        examples.append(
+            fusion_example(
+                variant_card,
+                task,
+                split,
+                variant.doc_vectors,
+                variant.bm25(BM25Params()),
+                encoder,
+            )
+        )
+    return examples
 
 
 def query_evidence(

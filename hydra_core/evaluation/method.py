@@ -30,6 +30,8 @@ class Method(StrEnum):
     HYDRA_UNSEEN_GENERIC = "hydra-unseen-generic"
     HYDRA_UNSEEN_SHUFFLED = "hydra-unseen-shuffled"
     HYDRA_UNSEEN_REFINED = "hydra-unseen-refined"
+    ORACLE = "oracle"
+    """The best fusion grid point chosen on the test split itself: a ceiling, not a result."""
 
 
 METHOD_RANK: dict[str, int] = {method.value: rank for rank, method in enumerate(Method)}

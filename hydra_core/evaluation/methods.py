@@ -13,7 +13,9 @@ every evaluation command prints this shape, per task.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
+import numpy as np
 import polars as pl
 
 from hydra_core.data.cards import EVALUATION_SPLIT, TaskCard, generic_card
@@ -21,14 +23,19 @@ from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
-from hydra_core.evaluation.method import Method, in_table_order
+from hydra_core.evaluation.method import HEADLINE_METRIC, Method, in_table_order
 from hydra_core.evaluation.metrics import METRIC_NAMES, Scores, evaluate_run, ranking_to_run
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.model.compiled_retriever import HYBRID_FUSION, CompiledRetriever
+from hydra_core.model.fusion_gate import GATE_FEEDBACK, GATE_WEIGHTS
+from hydra_core.model.score_fusion import FusionParameters
 from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
+from hydra_core.model.task_profile import card_task_profile
 from hydra_core.ranking.teacher_rankings import FUSED_DEPTH, TeacherRankings
 from hydra_core.ranking.teachers import BM25Params
 
+ORACLE_B = (0.3, 0.75)
+"""BM25 ``b`` values of the oracle's grid (one index each, built once per corpus)."""
 EVAL_SPLIT = EVALUATION_SPLIT
 
 
@@ -71,24 +78,56 @@ def hybrid_retriever() -> CompiledRetriever:
     return CompiledRetriever(head=None, fusion=HYBRID_FUSION, task=Method.HYBRID)
 
 
+def oracle_row(
+    opened: OpenedTask, encoder: FrozenEncoder, split: str = EVAL_SPLIT
+) -> tuple[Scores, FusionParameters]:
+    """The ``oracle`` row: of every fusion of the grid (lexical weight x feedback x BM25
+    ``b``, frozen base as the dense channel), the one best on ``split`` itself (NDCG@10),
+    and its parameters. A ceiling for what a card-chosen fusion could reach, never a result."""
+    best: tuple[Scores, FusionParameters] | None = None
+    for b in ORACLE_B:
+        grid = {
+            f"{w} {f}": CompiledRetriever(None, FusionParameters(w, feedback=f, bm25_b=b))
+            for w in GATE_WEIGHTS
+            for f in GATE_FEEDBACK
+        }
+        table = retriever_table(opened, grid, split, encoder=encoder)
+        for name, scores in table.items():
+            if best is None or scores[HEADLINE_METRIC] > best[0][HEADLINE_METRIC]:
+                best = (cast(Scores, scores), grid[name].fusion)
+    assert best is not None
+    return best
+
+
 def card_retrievers(
-    retriever: ConditionedRetriever, card: TaskCard, *, shuffled: TaskCard | None
+    retriever: ConditionedRetriever,
+    card: TaskCard,
+    opened: OpenedTask,
+    *,
+    shuffled: TaskCard | None,
 ) -> dict[str, CompiledRetriever]:
-    """``hydra`` (the card's whole retriever), ``hydra-dense`` (its head alone), and the
-    generic-card and another-task's-card ablations."""
-    compiled = retriever.compile(card)
+    """``hydra`` (the card's whole retriever over ``opened``'s corpus), ``hydra-dense`` (its
+    head alone), and the generic-card and another-task's-card ablations. A card's fusion
+    reads its profile over the corpus; the generic card says nothing of its task, so it
+    gets none (the pool's mean profile)."""
+    encoder = retriever.encoder
+    compiled = retriever.compile(card, card_task_profile(card, opened, encoder))
     rows: dict[str, CompiledRetriever] = {
         Method.HYDRA: compiled,
         Method.HYDRA_DENSE: compiled.dense_only(),
         Method.HYDRA_GENERIC: retriever.compile(generic_card()),
     }
     if shuffled is not None:
-        rows[Method.HYDRA_SHUFFLED] = retriever.compile(shuffled)
+        profile = card_task_profile(shuffled, opened, encoder)
+        rows[Method.HYDRA_SHUFFLED] = retriever.compile(shuffled, profile)
     return rows
 
 
 def card_rows(
-    retriever: ConditionedRetriever, card: TaskCard, other_cards: Sequence[TaskCard]
+    retriever: ConditionedRetriever,
+    card: TaskCard,
+    opened: OpenedTask,
+    other_cards: Sequence[TaskCard],
 ) -> dict[str, CompiledRetriever]:
     """The retrievers of a card's table every caller has: ``hybrid``, then the card's
     (:func:`card_retrievers`; ``hydra-shuffled`` borrows one of ``other_cards``: none, no
@@ -97,7 +136,7 @@ def card_rows(
     return {
         Method.HYBRID: hybrid_retriever(),
         **card_retrievers(
-            retriever, card, shuffled=shuffled_card(card, others) if others else None
+            retriever, card, opened, shuffled=shuffled_card(card, others) if others else None
         ),
     }
 
@@ -124,13 +163,17 @@ def retriever_table(
         query_vectors = encoder.encode(texts, "query")
     else:
         raise ValueError("retriever_table needs query_embeddings or an encoder")
-    lexical_scores = None
+    lexical_scores: dict[int, np.ndarray] = {}
     table: ResultsTable = {}
     for method, compiled in retrievers.items():
         index = RetrieverIndex.of_task(compiled, opened, bm25=bm25)
-        if lexical_scores is None and compiled.fusion.lexical_weight > 0:
-            lexical_scores = index.lexical_scores(texts)
-        ranking = index.search(query_ids, texts, FUSED_DEPTH, query_vectors, lexical_scores)
+        scores = None
+        if compiled.fusion.lexical_weight > 0 or compiled.fusion.gate is not None:
+            key = id(index.lexical)  # one BM25 index per parameter set, kept by the task
+            if key not in lexical_scores:
+                lexical_scores[key] = index.lexical_scores(texts)
+            scores = lexical_scores[key]
+        ranking = index.search(query_ids, texts, FUSED_DEPTH, query_vectors, scores)
         table[method] = score_ranking(ranking, task, split)
     return table
 

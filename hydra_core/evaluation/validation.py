@@ -141,7 +141,7 @@ class _EpochScorer:
         for card in self.evaluated:
             shuffled = shuffled_card(card, self.shuffle_pool)
             task, reference = self.held[card.name], self.references[card.name]
-            rows = card_retrievers(retriever, card, shuffled=shuffled)
+            rows = card_retrievers(retriever, card, reference.opened, shuffled=shuffled)
             table = reference.score(task, rows, self.encoder)
             row = ValidationRow(
                 hypernet=self.hypernet,

@@ -77,8 +77,9 @@ class RetrieverIndex:
         bm25: BM25Params | None = None,
     ) -> RetrieverIndex:
         """``retriever`` over an opened task: its documents, base vectors and its BM25 index
-        of ``bm25`` (the pinned parameters by default), all kept by the task."""
-        lexical = opened.bm25(bm25 or BM25Params())
+        of ``bm25`` (the pinned parameters with the fusion's ``b`` by default), all kept by
+        the task."""
+        lexical = opened.bm25(bm25 or BM25Params(b=retriever.fusion.bm25_b))
         return cls(
             retriever, opened.doc_ids, opened.doc_vectors, lexical, encoder, index, cache_dir
         )

@@ -19,9 +19,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from hydra_core.data.cards import TaskCard
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
-from hydra_core.ranking.teachers import BM25Index
+from hydra_core.ranking.teachers import BM25Index, BM25Params
 
 PROFILE_FEATURES = (
     "pieces_per_word",
@@ -101,6 +103,17 @@ def task_profile(
         log_doc_words=math.log(max(n_words / len(sample), 1.0)),
         probe_dense=dense,
         probe_bm25=bm25,
+    )
+
+
+def card_task_profile(card: TaskCard, opened: OpenedTask, encoder: FrozenEncoder) -> TaskProfile:
+    """The profile of ``opened``'s corpus searched with queries like ``card``'s examples."""
+    return task_profile(
+        card.example_queries,
+        opened.doc_texts,
+        opened.doc_vectors,
+        opened.bm25(BM25Params()),
+        encoder,
     )
 
 
