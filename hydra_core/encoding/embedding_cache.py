@@ -4,17 +4,22 @@ Entries live in one SQLite file keyed by (model identity, role, sha256 of the te
 SQLite gives atomic transactions and safe concurrent writers for free: two processes
 encoding the same corpus at once both succeed and leave one consistent entry per key.
 Each vector carries a checksum; an entry whose bytes no longer match it is treated as
-missing, so a corrupted cache is recomputed rather than trusted.
+missing, so a corrupted cache is recomputed rather than trusted. A file SQLite itself finds
+damaged (truncated, a bad header, a malformed page) is moved aside as ``<name>.corrupt``,
+with one warning line naming it, and a new cache starts in its place.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import sqlite3
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,6 +34,11 @@ CREATE TABLE IF NOT EXISTS embeddings (
 ) WITHOUT ROWID
 """
 _LOOKUP_CHUNK = 500
+_DAMAGED = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+"""SQLite's names for a damaged file (a locked or full one is another matter)."""
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def text_key(text: str) -> str:
@@ -42,6 +52,9 @@ class EmbeddingCache:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._recovering(self._create)
+
+    def _create(self) -> None:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
@@ -51,7 +64,34 @@ class EmbeddingCache:
         with closing(sqlite3.connect(self.path, timeout=120.0)) as db, db:
             yield db
 
+    def _recovering(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``; if SQLite finds the file damaged, move it aside, start a new
+        cache and run it once more (what was cached is then encoded again)."""
+        try:
+            return operation()
+        except sqlite3.DatabaseError as error:
+            if getattr(error, "sqlite_errorname", None) not in _DAMAGED:
+                raise
+            log.warning(
+                "embedding cache %s is damaged (%s): moved to %s.corrupt, starting a new one",
+                self.path,
+                error,
+                self.path.name,
+            )
+            for suffix in ("", "-wal", "-shm"):
+                damaged = self.path.with_name(self.path.name + suffix)
+                if damaged.exists():
+                    os.replace(damaged, damaged.with_name(f"{self.path.name}.corrupt{suffix}"))
+            self._create()
+            return operation()
+
     def get_matrix(
+        self, model: str, role: str, keys: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`_get_matrix`; a damaged file is replaced and then holds nothing."""
+        return self._recovering(lambda: self._get_matrix(model, role, keys))
+
+    def _get_matrix(
         self, model: str, role: str, keys: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Read the cached vectors of ``keys`` straight into one float32 matrix.
@@ -96,13 +136,21 @@ class EmbeddingCache:
         for key, vector in zip(keys, np.asarray(vectors, dtype=np.float32), strict=True):
             blob = vector.tobytes()
             rows.append((model, role, key, blob, zlib.crc32(blob)))
-        with self._connect() as db:
-            db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
+
+        def insert() -> None:
+            with self._connect() as db:
+                db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
+
+        self._recovering(insert)
 
     def count(self, model: str | None = None) -> int:
         """Number of stored entries, for one model or in all."""
-        with self._connect() as db:
-            if model is None:
-                return db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
-            query = "SELECT COUNT(*) FROM embeddings WHERE model = ?"
-            return db.execute(query, (model,)).fetchone()[0]
+
+        def count() -> int:
+            with self._connect() as db:
+                if model is None:
+                    return db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+                query = "SELECT COUNT(*) FROM embeddings WHERE model = ?"
+                return db.execute(query, (model,)).fetchone()[0]
+
+        return self._recovering(count)
