@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pipeline_support import make_project
-from system_tools import HYDRA
+from system_tools import HYDRA, mounted
 
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.embedding_cache import EmbeddingCache, text_key
@@ -141,6 +141,29 @@ def test_a_command_over_a_damaged_cache_says_so_in_one_line(
     assert damaged[0].endswith(
         f"embedding cache {cache / 'embeddings.sqlite'} is damaged (file is not a database): "
         "moved to embeddings.sqlite.corrupt, starting a new one"
+    )
+
+
+def test_a_full_disk_under_the_cache_is_one_line(
+    tmp_path: Path, scifact_slice: RetrievalTask
+) -> None:
+    """A real 64 KB tmpfs holds the cache: SQLite's "database or disk is full" used to end
+    in a traceback."""
+    project = make_project(tmp_path / "project", {"scifact": scifact_slice.head(80, 3)})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {**os.environ, **project.env(cache), "HYDRA_ENCODER_BACKEND": "torch"}
+    result = subprocess.run(
+        mounted(f"mount -t tmpfs -o size=64k tmpfs {cache}", [str(HYDRA), "baselines", "scifact"]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {cache / 'embeddings.sqlite'}: No space left on device"
     )
 
 
