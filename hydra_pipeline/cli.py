@@ -271,8 +271,11 @@ def compile_card(
     checkpoint: CheckpointOption,
     out: Annotated[Path, typer.Option("--out", help="Head file to write (.safetensors).")],
     refine: RefineOption = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Compile a task card into its retriever file: head and fusion parameters."""
+    if out.exists() and not force:  # before anything loads: the old file stays as it was
+        raise HydraInputError("exists already: pass --force to overwrite it", path=out)
     from hydra_core.encoding.encoder import FrozenEncoder
     from hydra_core.evaluation.methods import default_ensemble, load_card_task
     from hydra_core.model.hypernet import Hypernet
@@ -688,16 +691,48 @@ def serve_command(
     port: Annotated[int, typer.Option(help="Port of the search API.")] = 8000,
     index: IndexOption = "exact",
     config_path: ConfigOption = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(help="File whose first line is the write key (else HYDRA_API_KEY)."),
+    ] = None,
+    public_without_key: Annotated[
+        bool, typer.Option(help="Bind beyond loopback without a write key (read-only).")
+    ] = False,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Also answer requests with this Host name (repeatable; * any)."),
+    ] = None,
+    max_tasks: Annotated[int, typer.Option(min=1, help="Most tasks served at once.")] = 32,
+    replace_pipeline_tasks: Annotated[
+        bool, typer.Option(help="Let PUT and DELETE change the pipeline's own tasks.")
+    ] = False,
+    data_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Folder a PUT card's corpus may come from (repeatable; default: data dir)."
+        ),
+    ] = None,
 ) -> None:
     """Serve every configured task behind one HTTP search API (docs at /docs); with
-    --index hnsw each task's dense channel is searched through its cached HNSW graph."""
+    --index hnsw each task's dense channel is searched through its cached HNSW graph.
+    PUT and DELETE need the write key; without one the service is read-only."""
     from hydra_core.ranking.ann_index import index_kind
-    from hydra_pipeline.serve import serve
+    from hydra_pipeline.serve import ServeOptions, serve
 
     kind = index_kind(index)
     _quiet_libraries()
     config = _load_config(config_path)
-    serve(config, checkpoint=checkpoint, host=host, port=port, echo=_err, index=kind)
+    options = ServeOptions(
+        key_file=api_key_file,
+        public_without_key=public_without_key,
+        allowed_hosts=tuple(allow_host or ()),
+        max_tasks=max_tasks,
+        replace_pipeline_tasks=replace_pipeline_tasks,
+        data_roots=tuple(data_root or ()),
+    )
+    serve(
+        config, checkpoint=checkpoint, host=host, port=port, echo=_err, index=kind, options=options
+    )
 
 
 def main() -> None:
