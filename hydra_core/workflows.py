@@ -14,8 +14,8 @@ from pathlib import Path
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.opened_task import OpenedTask
 from hydra_core.encoding.encoder import FrozenEncoder
-from hydra_core.evaluation.method import Method
 from hydra_core.evaluation.fusion_examples import card_fusion_examples
+from hydra_core.evaluation.method import Method
 from hydra_core.evaluation.methods import (
     EVAL_SPLIT,
     baseline_table,
@@ -29,8 +29,8 @@ from hydra_core.evaluation.report import ResultsTable
 from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
 from hydra_core.model.fusion_gate import FusionExample, FusionGate
 from hydra_core.model.hypernet import DEFAULT_ARCHITECTURE, Hypernet, HypernetConfig
-from hydra_core.model.score_fusion import FusionParameters
 from hydra_core.model.retriever import ConditionedRetriever
+from hydra_core.model.score_fusion import FusionParameters
 from hydra_core.ranking.teacher_rankings import TeacherRankings, teacher_rankings
 from hydra_core.training.trainer import TrainConfig, TrainingTask, train_hypernet
 from hydra_core.training.training_data import training_streams

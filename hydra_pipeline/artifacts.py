@@ -5,10 +5,15 @@ with their row ids in a parquet file beside them, small records are JSON, compil
 retrievers and checkpoints are safetensors. Every write is atomic, so a reader (another
 run, the Dagster UI, a DuckDB query) never sees half a file. A task's qrels are one long
 frame with a ``split`` column, so one file holds all splits.
+
+Beside each stored value, ``<base>.sha256.json`` records the SHA-256 of its files; a read
+checks them, so a file damaged or truncated after it was written is named, not parsed, and
+``hydra run`` rebuilds it (:func:`damage`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +26,7 @@ from hydra_core.atomic import atomic_path, write_text_atomic
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.tasks import QRELS_HEADER, SPLITS, RetrievalTask
 from hydra_core.encoding.embeddings import Embeddings
+from hydra_core.errors import HydraInputError
 
 QRELS_LONG_SCHEMA: dict[str, pl.DataType] = {
     "split": pl.String(),
@@ -121,10 +127,40 @@ def card_from_record(record: dict[str, Any]) -> TaskCard:
 # ------------------------------------------------------------------------------ any stored value
 
 _SUFFIXES: tuple[str, ...] = (".parquet", ".npy", ".safetensors", ".json")
+_DIGESTS = ".sha256.json"
 
 
 def _with_suffix(base: Path, suffix: str) -> Path:
     return base.parent / f"{base.name}{suffix}"
+
+
+def _files_of(path: Path) -> list[Path]:
+    """The files one stored value occupies (embeddings: the array and its ids)."""
+    return [path, embeddings_ids_path(path)] if path.suffix == ".npy" else [path]
+
+
+def _digests(path: Path) -> dict[str, str]:
+    """SHA-256 of each file of the value stored in ``path``, by file name."""
+    digests = {}
+    for file in _files_of(path):
+        with open(file, "rb") as handle:
+            digests[file.name] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return digests
+
+
+def damage(path: Path) -> str | None:
+    """Why the value stored in ``path`` cannot be trusted (a file missing, or not the
+    bytes written), or ``None``. A value stored before digests were recorded passes."""
+    record = _with_suffix(path.with_suffix(""), _DIGESTS)
+    if not record.exists():
+        return None
+    expected = load_json(record)
+    for file in _files_of(path):
+        if not file.exists():
+            return f"{file.name} is missing"
+    actual = _digests(path)
+    changed = [name for name, digest in expected.items() if actual.get(name) != digest]
+    return f"{', '.join(changed)} changed since written (SHA-256)" if changed else None
 
 
 def save_value(value: object, base: Path) -> Path:
@@ -158,6 +194,7 @@ def save_value(value: object, base: Path) -> Path:
         other = _with_suffix(base, suffix)
         if other != path and other.exists():
             other.unlink()
+    save_json(_digests(path), _with_suffix(base, _DIGESTS))
     return path
 
 
@@ -174,6 +211,9 @@ def load_value(base: Path) -> Any:
     path = stored_path(base)
     if path is None:
         raise FileNotFoundError(f"nothing stored at {base} (looked for {', '.join(_SUFFIXES)})")
+    problem = damage(path)
+    if problem is not None:
+        raise HydraInputError(f"damaged: {problem}; `hydra run` rebuilds it", path=path)
     if path.suffix == ".parquet":
         return load_frame(path)
     if path.suffix == ".npy":

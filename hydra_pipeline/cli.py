@@ -8,6 +8,7 @@ MLflow inside their bodies, so ``hydra --help`` starts without paying for them.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -22,7 +23,13 @@ import typer
 
 from hydra_core.data.cards import TaskCard, find_card, loadable_cards
 from hydra_core.errors import HydraInputError
-from hydra_core.evaluation.report import ResultsTable, results_json, results_text
+from hydra_core.evaluation.report import (
+    ResultsTable,
+    pool_summary,
+    pool_summary_text,
+    results_json,
+    results_text,
+)
 from hydra_core.settings import PROJECT_ROOT, load_settings
 from hydra_pipeline.cli_options import (
     IndexOption,
@@ -35,6 +42,9 @@ from hydra_pipeline.cli_options import (
 from hydra_pipeline.project_config import ProjectConfig, load_project_config
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from hydra_core.model.score_fusion import FusionParameters
     from hydra_pipeline.runner import PipelineError
 
 app = typer.Typer(help="Hydra: per-task retrieval heads compiled from task cards.")
@@ -161,9 +171,15 @@ def evaluate(
     from hydra_core.model.hypernet import Hypernet
     from hydra_core.workflows import evaluate_card, evaluate_robustness, leave_one_out
 
-    def render(name: str, table: ResultsTable, robustness: Robustness | None = None) -> str:
+    def render(
+        name: str,
+        table: ResultsTable,
+        robustness: Robustness | None = None,
+        fusion: Mapping[str, FusionParameters] | None = None,
+    ) -> str:
         tests = paired_tests(name, table)
-        return (results_json if json_output else results_text)(name, table, tests, robustness)
+        writer = results_json if json_output else results_text
+        return writer(name, table, tests, robustness, fusion)
 
     perturbation = None if perturb is None else parse_perturbation(perturb, perturb_seed)
     if loo and perturbation is not None:
@@ -174,8 +190,11 @@ def evaluate(
         if len(cards) < 2:
             raise typer.BadParameter("--loo needs at least two --tasks")
         out_root = out or load_settings().workspace / "loo"
-        for name, table in leave_one_out(cards, out_root, encoder, refine_steps=refine).items():
-            typer.echo(render(name, table))
+        held_out = leave_one_out(cards, out_root, encoder, refine_steps=refine)
+        for name, result in held_out.items():
+            typer.echo(render(name, result.table, fusion=result.fusion))
+        summary = pool_summary({name: result.table for name, result in held_out.items()})
+        typer.echo(json.dumps({"pool": summary}) if json_output else pool_summary_text(summary))
         return
     if checkpoint is None or card is None:
         raise typer.BadParameter("eval needs --checkpoint and --card (or --loo --tasks ...)")
@@ -271,8 +290,11 @@ def compile_card(
     checkpoint: CheckpointOption,
     out: Annotated[Path, typer.Option("--out", help="Head file to write (.safetensors).")],
     refine: RefineOption = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Compile a task card into its retriever file: head and fusion parameters."""
+    if out.exists() and not force:  # before anything loads: the old file stays as it was
+        raise HydraInputError("exists already: pass --force to overwrite it", path=out)
     from hydra_core.data.opened_task import OpenedTask
     from hydra_core.encoding.encoder import FrozenEncoder
     from hydra_core.evaluation.reference_heads import refine_retriever
@@ -678,16 +700,48 @@ def serve_command(
     port: Annotated[int, typer.Option(help="Port of the search API.")] = 8000,
     index: IndexOption = "exact",
     config_path: ConfigOption = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(help="File whose first line is the write key (else HYDRA_API_KEY)."),
+    ] = None,
+    public_without_key: Annotated[
+        bool, typer.Option(help="Bind beyond loopback without a write key (read-only).")
+    ] = False,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Also answer requests with this Host name (repeatable; * any)."),
+    ] = None,
+    max_tasks: Annotated[int, typer.Option(min=1, help="Most tasks served at once.")] = 32,
+    replace_pipeline_tasks: Annotated[
+        bool, typer.Option(help="Let PUT and DELETE change the pipeline's own tasks.")
+    ] = False,
+    data_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Folder a PUT card's corpus may come from (repeatable; default: data dir)."
+        ),
+    ] = None,
 ) -> None:
     """Serve every configured task behind one HTTP search API (docs at /docs); with
-    --index hnsw each task's dense channel is searched through its cached HNSW graph."""
+    --index hnsw each task's dense channel is searched through its cached HNSW graph.
+    PUT and DELETE need the write key; without one the service is read-only."""
     from hydra_core.ranking.ann_index import index_kind
-    from hydra_pipeline.serve import serve
+    from hydra_pipeline.serve import ServeOptions, serve
 
     kind = index_kind(index)
     _quiet_libraries()
     config = _load_config(config_path)
-    serve(config, checkpoint=checkpoint, host=host, port=port, echo=_err, index=kind)
+    options = ServeOptions(
+        key_file=api_key_file,
+        public_without_key=public_without_key,
+        allowed_hosts=tuple(allow_host or ()),
+        max_tasks=max_tasks,
+        replace_pipeline_tasks=replace_pipeline_tasks,
+        data_roots=tuple(data_root or ()),
+    )
+    serve(
+        config, checkpoint=checkpoint, host=host, port=port, echo=_err, index=kind, options=options
+    )
 
 
 def main() -> None:

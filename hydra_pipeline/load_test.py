@@ -60,10 +60,21 @@ def local_address(base_url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-def _send(connection: HTTPConnection, method: str, path: str, body: str, kind: str) -> int:
-    """One request on a kept-alive connection; 0 when no answer came back."""
+def _send(
+    connection: HTTPConnection,
+    method: str,
+    path: str,
+    body: str,
+    kind: str,
+    key: str | None = None,
+) -> int:
+    """One request on a kept-alive connection (with the write ``key``, if any); 0 when no
+    answer came back."""
+    headers = {"Content-Type": kind}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
     try:
-        connection.request(method, path, body.encode("utf-8"), {"Content-Type": kind})
+        connection.request(method, path, body.encode("utf-8"), headers)
         response = connection.getresponse()
         response.read()
         return response.status
@@ -84,9 +95,11 @@ def run_load_test(
     revisions: int = 3,
     k: int = 10,
     timeout: float = 30.0,
+    key: str | None = None,
 ) -> LoadReport:
     """Search ``tasks`` from ``clients`` threads for ``seconds`` while ``card`` is PUT once
-    and replaced ``revisions`` times (its source must be served or encoded already)."""
+    and replaced ``revisions`` times with the write ``key`` (its source must be served or
+    encoded already)."""
     host, port = local_address(base_url)
     targets = list(tasks)  # the clients also search the third task once it is served
     outcomes: list[_Outcome] = []
@@ -124,6 +137,7 @@ def run_load_test(
                 f"/tasks/{quote(card.name)}",
                 edited.to_yaml(),
                 "application/yaml",
+                key,
             )
             puts.append(_Outcome(began, time.monotonic(), status))
             if status in (200, 201) and card.name not in targets:

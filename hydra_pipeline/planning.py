@@ -4,6 +4,7 @@ against the current definitions and the current data versions of its inputs.
 Dagster records on every materialization its code version and the data version (and
 event) of each input it read, its "data provenance". An asset partition is rebuilt when it
 was never materialized, when its definition's code version differs from the recorded one,
+when its stored file is damaged or gone (:func:`~hydra_pipeline.artifacts.damage`),
 or when an input has a newer record whose data version differs from the one it was built
 from: the comparison behind the UI's "Unsynced", read here through public instance methods
 (``fetch_materializations``, ``fetch_observations``) and the definitions' asset specs. Data
@@ -25,9 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
+from hydra_pipeline.artifacts import damage
 from hydra_pipeline.defs.assets.sources import DATA_VERSION_TAG
 from hydra_pipeline.defs.jobs import Wave
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
@@ -132,6 +135,10 @@ def out_of_date(
     event = None if record is None else record.asset_materialization
     if event is None:
         return f"{name}: missing"
+    stored = event.metadata.get("path")  # the file the IO manager wrote, if any
+    problem = None if stored is None else damage(Path(str(stored.value)))
+    if problem is not None:
+        return f"{name}: stored file damaged ({problem})"
     provenance = dg.DataProvenance.from_tags(event.tags or {})
     if provenance is None:
         return f"{name}: no recorded code version"

@@ -22,6 +22,7 @@ import importlib.util
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -230,6 +231,44 @@ _CHECK_FAILED = "DagsterAssetCheckFailedError"
 """What a step raises when a blocking check it ran failed."""
 
 
+PID_TAG = "hydra/pid"
+HOST_TAG = "hydra/host"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def fail_stale_runs(instance: dg.DagsterInstance, echo: Echo) -> list[str]:
+    """Mark failed the runs Dagster still records as started whose ``hydra run`` process
+    on this machine is gone (SIGKILLed, or the machine stopped): they would show as running
+    forever. A run of a live process (another ``hydra run`` at work) is left alone, as are
+    runs without the process tags. Returns their ids."""
+    host = socket.gethostname()
+    statuses = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    stale = [
+        run
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=statuses))
+        if run.tags.get(HOST_TAG) == host
+        and run.tags.get(PID_TAG, "").isdigit()
+        and not _process_alive(int(run.tags[PID_TAG]))
+    ]
+    for run in stale:
+        instance.report_run_failed(
+            run, f"its process ({run.tags[PID_TAG]}) ended without finishing the run"
+        )
+    if stale:
+        ids = ", ".join(run.run_id for run in stale)
+        echo(f"marked {len(stale)} run(s) failed whose process had died: {ids}")
+    return [run.run_id for run in stale]
+
+
 def _run_config(label: str) -> dict:
     return {"loggers": {"hydra_progress": {"config": {"prefix": f"{label:>12}"}}}}
 
@@ -253,7 +292,12 @@ def execute_planned(
             partition_key=planned.partition,
             asset_selection=[dg.AssetKey(name) for name in planned.assets],
             raise_on_error=False,
-            tags={"hydra/launched_by": "hydra run", **dict(tags or {})},
+            tags={
+                "hydra/launched_by": "hydra run",
+                PID_TAG: str(os.getpid()),  # so a later run can tell this one died
+                HOST_TAG: socket.gethostname(),
+                **dict(tags or {}),
+            },
         )
     except KeyboardInterrupt:  # before Dagster took over the signal
         return RunOutcome(planned, success=False, interrupted=True)
@@ -443,6 +487,7 @@ def run_pipeline(
     checks: list[StepFailure] = []  # failed blocking checks: later waves still run
     try:
         with workspace_lock(config):
+            fail_stale_runs(instance, echo)
             register_tasks(instance, config.tasks, echo)
         with WaveExecutor(config, defs, instance) as executor:
             for wave in WAVES:

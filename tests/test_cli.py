@@ -343,6 +343,22 @@ def test_a_full_disk_fails_naming_the_file_and_leaves_nothing_behind(tmp_path: P
     assert result.stdout == ""  # what the full disk holds after: no head, no temporary file
 
 
+def test_compile_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    checkpoint = Hypernet(base_model="all-MiniLM-L6-v2").save(tmp_path / "checkpoint")
+    head = tmp_path / "head.safetensors"
+    head.write_bytes(b"a head the user keeps")
+    compile_head = ["compile", "scifact", "--checkpoint", str(checkpoint), "--out", str(head)]
+    refused = _console(*compile_head)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        f"error: {head}: exists already: pass --force to overwrite it"
+    ]
+    assert head.read_bytes() == b"a head the user keeps"
+    forced = _console(*compile_head, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert CompiledRetriever.load(head).head is not None
+
+
 def _console(*args: str) -> subprocess.CompletedProcess[str]:
     """The installed ``hydra`` script in its own process: real exit status and streams."""
     return subprocess.run([str(HYDRA), *args], capture_output=True, text=True, check=False)

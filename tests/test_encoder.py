@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
+from pipeline_support import make_project
+from system_tools import HYDRA, mounted
 
+from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.embedding_cache import EmbeddingCache, text_key
 from hydra_core.encoding.encoder import DEFAULT_MODEL, FrozenEncoder, resolve_model_path
 
@@ -86,6 +92,79 @@ def test_corrupted_entry_is_recomputed(tmp_path: Path) -> None:
     again = fresh.encode(["a corrupted cache entry"], "query")
     assert fresh.stats.encoded == 1
     np.testing.assert_allclose(again, good, atol=1e-6)
+
+
+def _damage(path: Path, kind: str) -> None:
+    data = bytearray(path.read_bytes())
+    if kind == "truncated":
+        del data[len(data) // 2 :]
+    elif kind == "bad header":
+        data[:16] = b"not a database!!"
+    else:  # a damaged page in the middle
+        middle = len(data) // 2
+        data[middle : middle + 4096] = np.random.default_rng(0).bytes(4096)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["truncated", "bad header", "damaged middle"])
+def test_a_damaged_cache_file_is_set_aside_and_recomputed(tmp_path: Path, kind: str) -> None:
+    """SQLite's own damage (not just a bad vector) used to end in a traceback."""
+    path = tmp_path / "e.sqlite"
+    texts = [f"document number {index} about wing flutter" for index in range(300)]
+    good = FrozenEncoder(cache=EmbeddingCache(path), show_progress=False).encode(texts, "document")
+    _damage(path, kind)
+    fresh = FrozenEncoder(cache=EmbeddingCache(path), show_progress=False)
+    again = fresh.encode(texts, "document")
+    np.testing.assert_allclose(again, good, atol=1e-5)
+    assert fresh.stats.encoded > 0  # what the damage took is encoded again
+    if kind != "damaged middle":  # a damaged vector is caught by its checksum instead
+        assert (tmp_path / "e.sqlite.corrupt").is_file()
+    assert EmbeddingCache(path).count() == len(texts)
+
+
+def test_a_command_over_a_damaged_cache_says_so_in_one_line(
+    tmp_path: Path, scifact_slice: RetrievalTask
+) -> None:
+    project = make_project(tmp_path / "project", {"scifact": scifact_slice.head(30, 3)})
+    cache = tmp_path / "cache"
+    env = {**os.environ, **project.env(cache)}
+    command = [str(HYDRA), "baselines", "scifact", "--json"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    _damage(cache / "embeddings.sqlite", "bad header")
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    assert "Traceback" not in second.stderr
+    damaged = [line for line in second.stderr.splitlines() if "damaged" in line]
+    assert len(damaged) == 1
+    assert damaged[0].endswith(
+        f"embedding cache {cache / 'embeddings.sqlite'} is damaged (file is not a database): "
+        "moved to embeddings.sqlite.corrupt, starting a new one"
+    )
+
+
+def test_a_full_disk_under_the_cache_is_one_line(
+    tmp_path: Path, scifact_slice: RetrievalTask
+) -> None:
+    """A real 64 KB tmpfs holds the cache: SQLite's "database or disk is full" used to end
+    in a traceback."""
+    project = make_project(tmp_path / "project", {"scifact": scifact_slice.head(80, 3)})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {**os.environ, **project.env(cache), "HYDRA_ENCODER_BACKEND": "torch"}
+    result = subprocess.run(
+        mounted(f"mount -t tmpfs -o size=64k tmpfs {cache}", [str(HYDRA), "baselines", "scifact"]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {cache / 'embeddings.sqlite'}: No space left on device"
+    )
 
 
 def test_store_false_reads_the_cache_but_writes_nothing(tmp_path: Path) -> None:

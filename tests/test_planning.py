@@ -10,9 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
+from hydra_core.errors import HydraInputError
 from hydra_core.settings import PROJECT_ROOT
+from hydra_pipeline.artifacts import load_value
+from hydra_pipeline.defs.io_manager import HydraIOManager
 from hydra_pipeline.defs.jobs import Wave
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.planning import plan_wave
@@ -139,6 +143,53 @@ def test_force_rebuilds_everything(built: dg.DagsterInstance) -> None:
 
 
 PRIVATE_DAGSTER = re.compile(r"^\s*(from|import)\s+dagster(_[a-z]+)?\._", re.MULTILINE)
+
+
+STORED_WAVE = Wave("stored", "unused", ("frame",), partitioned=True)
+
+
+def test_a_damaged_stored_file_is_named_and_rebuilt(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """A truncated parquet used to pass as up to date (and crash its reader)."""
+
+    @dg.asset(partitions_def=TASK_PARTITIONS, code_version="1")
+    def frame(context: dg.AssetExecutionContext) -> pl.DataFrame:
+        return pl.DataFrame({"doc_id": [f"{context.partition_key}{i}" for i in range(500)]})
+
+    defs = dg.Definitions(
+        assets=[frame], resources={"io_manager": HydraIOManager(root=str(tmp_path))}
+    )
+
+    def build(task: str) -> None:
+        assert dg.materialize(
+            [frame], instance=instance, partition_key=task, resources=defs.resources
+        ).success
+
+    for task in TASKS:
+        build(task)
+    assert _plan(instance, defs, STORED_WAVE) == []
+    stored = tmp_path / "frame" / "x.parquet"
+    stored.write_bytes(stored.read_bytes()[: stored.stat().st_size // 2])
+    assert _plan(instance, defs, STORED_WAVE) == [
+        (
+            "x",
+            ("frame",),
+            ("frame: stored file damaged (x.parquet changed since written (SHA-256))",),
+        )
+    ]
+    with pytest.raises(HydraInputError) as raised:
+        load_value(tmp_path / "frame" / "x")
+    assert str(raised.value) == (
+        f"{stored}: damaged: x.parquet changed since written (SHA-256); `hydra run` rebuilds it"
+    )
+    stored.unlink()
+    assert _plan(instance, defs, STORED_WAVE)[0][2] == (
+        "frame: stored file damaged (x.parquet is missing)",
+    )
+    build("x")
+    assert _plan(instance, defs, STORED_WAVE) == []
+    assert load_value(tmp_path / "frame" / "x")["doc_id"].len() == 500
 
 
 def test_no_private_dagster_imports() -> None:

@@ -7,14 +7,17 @@ at the registry), and once more through the real console script.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
+import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http.client import HTTPConnection
@@ -27,13 +30,25 @@ import pytest
 import torch
 import yaml
 from pipeline_support import Project, make_project
-from system_tools import HYDRA, free_port
+from system_tools import HYDRA, free_port, mounted, wait_until_answering
 
 from hydra_core.data.cards import TaskCard, find_card, load_card, write_card
 from hydra_core.data.tasks import RetrievalTask, load_task
 from hydra_core.model.retriever import RetrieverIndex
-from hydra_core.serving.http_api import MAX_BODY_BYTES, create_app, running_server
-from hydra_core.serving.registry import RetrieverSearcher, TaskRegistry
+from hydra_core.serving.http_api import (
+    MAX_BODY_BYTES,
+    MAX_K,
+    Access,
+    ServerLimits,
+    create_app,
+    running_server,
+)
+from hydra_core.serving.registry import (
+    UNREADABLE_SOURCE,
+    ChangePolicy,
+    RetrieverSearcher,
+    TaskRegistry,
+)
 from hydra_pipeline.artifacts import load_value, save_beir_folder, save_value
 from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.load_test import local_address, run_load_test
@@ -44,6 +59,7 @@ from hydra_pipeline.serve import build_registry
 TASKS = ("scifact", "nfcorpus")
 DOCS = 120
 STARTUP_SECONDS = 300
+KEY = "a-test-write-key-of-some-length"
 
 
 @dataclass
@@ -54,20 +70,31 @@ class Served:
     url: str
     started: datetime
 
-    def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
-        """One request; ``body`` is sent as JSON, or as is when it is text or bytes."""
-        return call(self.url, method, path, body)
+    def call(self, method: str, path: str, body: object = None, **headers: str) -> tuple[int, Any]:
+        """One request with the write key; ``body`` is sent as JSON, or as is when it is
+        text or bytes."""
+        return call(self.url, method, path, body, key=KEY, **headers)
 
 
-def call(url: str, method: str, path: str, body: object = None) -> tuple[int, Any]:
+def call(
+    url: str,
+    method: str,
+    path: str,
+    body: object = None,
+    *,
+    key: str | None = None,
+    **headers: str,
+) -> tuple[int, Any]:
+    """One request; ``headers`` (``Content_Type`` for ``Content-Type``) add to or replace
+    the ones sent."""
     data, kind = None, "application/json"
     if isinstance(body, bytes | str):
         data, kind = (body.encode() if isinstance(body, str) else body), "application/yaml"
     elif body is not None:
         data = json.dumps(body).encode()
-    request = urllib.request.Request(
-        url + path, data=data, method=method, headers={"Content-Type": kind}
-    )
+    sent = {"Content-Type": kind} | ({"Authorization": f"Bearer {key}"} if key else {})
+    sent |= {name.replace("_", "-"): value for name, value in headers.items()}
+    request = urllib.request.Request(url + path, data=data, method=method, headers=sent)
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             status, raw = response.status, response.read()
@@ -98,9 +125,14 @@ def served(
         config = project.enter(patch)
         with dg.DagsterInstance.get() as instance:
             run_pipeline(config, build_definitions(config), instance, echo=lambda _: None)
-        registry = build_registry(config, None, echo=lambda _: None)
-        with running_server(create_app(registry)) as url:
+        registry = build_registry(config, None, echo=lambda _: None, policy=_policy(project))
+        with running_server(create_app(registry, Access(write_key=KEY))) as url:
             yield Served(project, config, registry, url, started)
+
+
+def _policy(project: Project, **changes: Any) -> ChangePolicy:
+    """Cards may read the project's data folder, as the data dir would be for hydra serve."""
+    return replace(ChangePolicy(data_roots=(project.root / "data",)), **changes)
 
 
 def _card(project: Project, name: str, **changes: object) -> TaskCard:
@@ -219,7 +251,10 @@ def test_bad_requests_get_json_4xx(served: Served) -> None:
     assert (status, body["detail"]) == (404, f"unknown task 'nope'; served: {names}")
     for bad, field in (
         ({"query": "a query", "k": 0}, "k"),
-        ({"query": "a query", "k": 1001}, "k"),
+        ({"query": "a query", "k": MAX_K + 1}, "k"),  # not cut silently to what exists
+        ({"query": "a query", "k": "3"}, "k"),  # strict types
+        ({"query": "a query", "k": True}, "k"),
+        ({"query": "a query", "k": 3.0}, "k"),
         ({"query": "   "}, "query"),
         ({"query": "x" * 2001}, "query"),
         ({"query": "a query", "extra": 1}, "extra"),
@@ -232,6 +267,18 @@ def test_bad_requests_get_json_4xx(served: Served) -> None:
     assert status == 422 and body["detail"][0]["loc"][-1] == "queries"
     status, body = served.call("POST", search, '{"query": "unterminated')
     assert status == 422 and isinstance(body["detail"], list)
+    # Inputs FastAPI's own handler could not echo as JSON (they used to answer 500).
+    for raw, field in (
+        ('{"query": "\\ud800"}', "query"),
+        ('{"query": "a query", "k": 1e400}', "k"),
+        ('{"query": "a query", "k": NaN}', "k"),
+        ('{"query": NaN}', "query"),
+        ('{"queries": ["\\udfff", "fine"]}', 0),
+    ):
+        path = search + "/batch" if "queries" in raw else search
+        status, body = served.call("POST", path, raw, Content_Type="application/json")
+        assert status == 422, raw
+        assert body["detail"][0]["loc"][-1] == field, (raw, body)
     for chunked in (False, True):
         assert _oversized(served.url, search, chunked=chunked) == (413, "Content Too Large")
 
@@ -282,18 +329,171 @@ def test_malformed_cards_are_refused_naming_the_field(served: Served, data_dir: 
     assert status == 409 and body["field"] == "source"
     assert "not in the embedding cache" in body["detail"]
 
-    # A source that does not load: the source field's problem, naming the file that failed.
+    # A source under the data roots that does not load: the source field's problem, naming
+    # the file that failed from its data root (no server path).
     corpus_file = unencoded / "corpus.jsonl"
     corpus_file.write_text("{not json\n" + corpus_file.read_text(), encoding="utf-8")
-    for source, problem in (
-        ("../data/unencoded", "/data/unencoded/corpus.jsonl:1: invalid JSON"),
-        ("beir/nothing-here", "'beir/nothing-here' is not a known ir_datasets id"),
-    ):
-        card_text = _card(served.project, "broken", source=source).to_yaml()
-        status, body = served.call("PUT", "/tasks/broken", card_text)
-        assert (status, body["field"]) == (422, "source")
-        assert body["detail"].startswith("card (field 'source'): ") and problem in body["detail"]
+    card_text = _card(served.project, "broken", source="../data/unencoded").to_yaml()
+    status, body = served.call("PUT", "/tasks/broken", card_text)
+    assert (status, body["field"]) == (422, "source")
+    problem = "card (field 'source'): unencoded/corpus.jsonl:1: invalid JSON"
+    assert body["detail"].startswith(problem) and str(served.project.root) not in body["detail"]
     assert "broken" not in [task.card.name for task in served.registry.tasks()]
+
+
+def test_put_sources_stay_under_the_data_roots(
+    served: Served, tmp_path: Path, scifact_slice: RetrievalTask
+) -> None:
+    """Anything outside the data roots, missing, a file, or an ir_datasets id without a
+    local copy gets one answer that names no server path (no existence oracle), and nothing
+    is downloaded."""
+    outside = tmp_path / "beir-outside"  # a valid BEIR folder, but not under a data root
+    save_beir_folder(scifact_slice.head(20, 2), outside)
+    inside_link = served.project.root / "data" / "link-out"
+    inside_link.symlink_to(outside, target_is_directory=True)
+    ir_home = Path(os.environ.get("IR_DATASETS_HOME", Path.home() / ".ir_datasets"))
+    before = sorted(ir_home.rglob("*")) if ir_home.is_dir() else []
+    answers = set()
+    for source in (
+        "/root/.ssh",
+        "/etc",
+        "/etc/passwd",
+        "/no/such/folder",
+        str(outside),
+        "../data/link-out",  # a link under the root to a folder outside it
+        "../data/../../" + outside.name,
+        "antique",  # an ir_datasets id: would start a download
+        "beir/nothing-here",
+        "../data/unencoded-nowhere",
+    ):
+        card_text = _card(served.project, "probe", source=source).to_yaml()
+        status, body = served.call("PUT", "/tasks/probe", card_text)
+        answers.add((status, json.dumps(body, sort_keys=True)))
+    assert answers == {
+        (
+            422,
+            json.dumps(
+                {"detail": f"card (field 'source'): {UNREADABLE_SOURCE}", "field": "source"},
+                sort_keys=True,
+            ),
+        )
+    }
+    assert (sorted(ir_home.rglob("*")) if ir_home.is_dir() else []) == before
+    assert "probe" not in [task.card.name for task in served.registry.tasks()]
+
+
+def test_changes_need_the_write_key(served: Served) -> None:
+    """PUT and DELETE: 401 without a key, 403 with a wrong one, 403 on a service started
+    without a key (read-only); searches need none."""
+    card_text = _card(served.project, "scifact-keyed").to_yaml()
+    for method, body in (("PUT", card_text), ("DELETE", None)):
+        status, answer = call(served.url, method, "/tasks/scifact-keyed", body)
+        assert (status, answer["detail"]) == (401, "a write key is needed"), method
+        status, answer = call(served.url, method, "/tasks/scifact-keyed", body, key=KEY[:-1] + "!")
+        assert (status, answer["detail"]) == (403, "wrong write key"), method
+    status, _ = call(served.url, "POST", "/tasks/scifact/search", {"query": "statins"})
+    assert status == 200
+    with running_server(create_app(served.registry)) as url:  # no key: read-only
+        for method, body in (("PUT", card_text), ("DELETE", None)):
+            status, answer = call(url, method, "/tasks/scifact-keyed", body, key=KEY)
+            assert status == 403 and "read-only" in answer["detail"]
+        assert call(url, "GET", "/tasks")[0] == 200
+    assert "scifact-keyed" not in [task.card.name for task in served.registry.tasks()]
+    schema = served.call("GET", "/openapi.json")[1]
+    assert {"401", "403"} <= set(schema["paths"]["/tasks/{name}"]["delete"]["responses"])
+
+
+def test_a_foreign_host_header_is_refused(served: Served) -> None:
+    """DNS rebinding: a page of evil.example resolved to 127.0.0.1 sends its own Host."""
+    status, body = served.call("GET", "/tasks", Host="evil.example")
+    assert (status, body) == (400, "Invalid host header")
+    for host in ("localhost", "127.0.0.1"):
+        port = served.url.rsplit(":", 1)[1]
+        assert served.call("GET", "/health", Host=f"{host}:{port}")[0] == 200
+
+
+def test_pipeline_tasks_are_kept_unless_allowed(served: Served) -> None:
+    card_text = _card(served.project, "scifact").to_yaml()
+    before = served.registry.get("scifact")
+    for method, body in (("PUT", card_text), ("DELETE", None)):
+        status, answer = served.call(method, "/tasks/scifact", body)
+        assert status == 409 and "--replace-pipeline-tasks" in answer["detail"], method
+    assert served.registry.get("scifact") is before
+    status, answer = served.call("DELETE", "/tasks/nope")
+    assert status == 404
+
+
+def test_task_limit_delete_and_graph_files(served: Served) -> None:
+    """At most ``max_tasks``; a DELETE frees the task (once no search holds it) and its
+    HNSW graph file; a replaced task's graph leaves the cache folder too."""
+    policy = _policy(served.project, max_tasks=len(TASKS) + 1, replace_pipeline_tasks=True)
+    registry = build_registry(served.config, None, echo=lambda _: None, index="hnsw", policy=policy)
+    ann = served.config.cache_dir / "ann"
+
+    def graphs() -> set[Path]:
+        return set(ann.glob("*.faiss"))
+
+    with running_server(create_app(registry, Access(write_key=KEY))) as url:
+        for revision in range(3):
+            card = _card(served.project, "extra", description=f"Revision {revision}.")
+            status, _ = call(url, "PUT", "/tasks/extra", card.to_yaml(), key=KEY)
+            assert status == (201 if revision == 0 else 200)
+            served_graphs = {task.searcher.graph_path for task in registry.tasks()}
+            assert graphs() >= served_graphs and len(served_graphs) == len(TASKS) + 1
+        extra_graph = registry.get("extra").searcher.graph_path
+        status, body = call(
+            url, "PUT", "/tasks/more", _card(served.project, "more").to_yaml(), key=KEY
+        )
+        assert status == 409 and "maximum of 3 tasks" in body["detail"]
+        searcher = weakref.ref(registry.get("extra").searcher)
+        assert call(url, "DELETE", "/tasks/extra", key=KEY)[0] == 204
+        gc.collect()
+        assert searcher() is None  # nothing holds its projection and graph any more
+        assert extra_graph is not None and not extra_graph.exists()
+        assert call(url, "POST", "/tasks/extra/search", {"query": "statins"})[0] == 404
+        status, _ = call(
+            url, "PUT", "/tasks/more", _card(served.project, "more").to_yaml(), key=KEY
+        )
+        assert status == 201
+        assert call(url, "DELETE", "/tasks/nfcorpus", key=KEY)[0] == 204  # allowed here
+        assert [task.card.name for task in registry.tasks()] == ["more", "scifact"]
+
+
+def test_a_put_builds_its_task_outside_the_registry_lock(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading a corpus, compiling and building a graph take time: other changes must not
+    wait for them (the lock is held only to check and swap)."""
+    registry = served.registry
+    held: list[bool] = []
+    build = registry._build
+
+    def watched(*args: Any) -> Any:
+        held.append(registry._changes.locked())
+        return build(*args)
+
+    monkeypatch.setattr(registry, "_build", watched)  # the real build, observed
+    card = _card(served.project, "scifact-unlocked")
+    assert served.call("PUT", "/tasks/scifact-unlocked", card.to_yaml())[0] == 201
+    monkeypatch.undo()
+    assert held == [False]
+    assert served.call("DELETE", "/tasks/scifact-unlocked")[0] == 204
+
+
+def test_connections_that_never_finish_their_headers_are_closed(served: Served) -> None:
+    """A silent connection and one stuck in its headers are closed by the server, and a
+    real request is answered meanwhile (they used to stay open until no descriptor was
+    left). The reads wait for the server to close, far longer than the timeout."""
+    app = create_app(served.registry)
+    with running_server(app, limits=ServerLimits(header_seconds=0.5)) as url:
+        address = local_address(url)
+        silent = socket.create_connection(address, timeout=120)
+        partial = socket.create_connection(address, timeout=120)
+        partial.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        assert call(url, "GET", "/health")[0] == 200
+        for connection in (silent, partial):
+            with connection:
+                assert connection.recv(1024) == b""  # closed, not timed out (120 s)
 
 
 def test_a_put_card_replaces_the_old_task_atomically(served: Served) -> None:
@@ -325,13 +525,30 @@ def test_load_test_while_a_card_is_replaced(served: Served, scifact_slice: Retri
     queries = scifact_slice.queries["text"].to_list()
     card = _card(served.project, "scifact-load")
     report = run_load_test(
-        served.url, TASKS, card, queries, clients=3, seconds=5, max_requests=3000, revisions=2
+        served.url,
+        TASKS,
+        card,
+        queries,
+        clients=3,
+        seconds=5,
+        max_requests=3000,
+        revisions=2,
+        key=KEY,
     )
     assert report.puts == [201, 200, 200]
     assert report.requests > 0 and report.qps > 0
     assert (report.errors, report.dropped) == (0, 0)
     assert report.during_puts > 0 and report.failed_during_puts == 0
     assert 0 < report.p50_ms <= report.p99_ms
+    # Without the key, or with a wrong one, every PUT is refused and no search fails.
+    for key, refused in ((None, 401), ("a-wrong-key-of-the-same-size-x", 403)):
+        other = card.model_copy(update={"name": "scifact-denied"})
+        report = run_load_test(
+            served.url, TASKS, other, queries, clients=2, seconds=2, max_requests=500, key=key
+        )
+        assert report.puts == [refused] * 4
+        assert (report.errors, report.dropped) == (0, 0) and report.requests > 0
+    assert "scifact-denied" not in [task.card.name for task in served.registry.tasks()]
     with pytest.raises(ValueError, match="127.0.0.1"):
         run_load_test("http://localhost:8000", TASKS, card, queries)
 
@@ -353,13 +570,12 @@ def test_a_head_of_another_checkpoint_is_compiled_again(served: Served) -> None:
     record = current_checkpoint(served.config)
     assert record is not None
     stored = served.config.workspace / "assets" / "hypernet_checkpoint"
-    original = stored.with_suffix(".json").read_bytes()
     messages: list[str] = []
     try:
         save_value(replace(record, checkpoint_id="a-later-one"), stored)
         registry = build_registry(served.config, None, echo=messages.append)
     finally:
-        stored.with_suffix(".json").write_bytes(original)
+        save_value(record, stored)
     assert sorted(messages) == [
         f"{name}: stored retriever not by checkpoint a-later-one; compiling it"
         for name in sorted(TASKS)
@@ -382,38 +598,65 @@ def test_checkpoint_mode_compiles_the_same_heads(served: Served) -> None:
         np.testing.assert_allclose(mine.index.doc_vectors, stored.index.doc_vectors, atol=1e-5)
 
 
-def test_hydra_serve_console_script(served: Served) -> None:
-    """The real ``hydra serve``: binds 127.0.0.1 by default, searches, Ctrl+C stops it (130)."""
+@contextmanager
+def _hydra_serve(
+    served: Served, log: Path, *arguments: str, mount: str | None = None
+) -> Iterator[str]:
+    """The real ``hydra serve`` (in a mount namespace after ``mount``, if given) on a free
+    port: yields its URL once it answers, then stops it with Ctrl+C (SIGINT) and checks it
+    ended with 130 (typer: KeyboardInterrupt), whenever the signal came."""
     port = free_port()
     env = {**os.environ, **served.project.env(served.project.root / "cache")}
-    server = subprocess.Popen(
-        [str(HYDRA), "serve", "--port", str(port), "--index", "hnsw"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    env.pop("HYDRA_API_KEY", None)
+    command = [str(HYDRA), "serve", "--port", str(port), *arguments]
+    with log.open("w") as stderr:
+        server = subprocess.Popen(
+            command if mount is None else mounted(mount, command),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                if call(url, "GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
+        wait_until_answering(f"{url}/health", server, log, STARTUP_SECONDS, "hydra serve")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(timeout=120)
+    assert server.returncode == 130, log.read_text()[-3000:]
+
+
+def test_hydra_serve_console_script(served: Served, tmp_path: Path) -> None:
+    """The real ``hydra serve``: binds 127.0.0.1 by default, searches, Ctrl+C stops it (130)."""
+    log = tmp_path / "serve.log"
+    with _hydra_serve(served, log, "--index", "hnsw") as url:
         status, body = call(url, "POST", "/tasks/nfcorpus/search", {"query": "vitamin D", "k": 2})
         assert status == 200 and len(body["hits"]) == 2
         assert call(url, "GET", "/health")[1]["index"] == "hnsw"
-    finally:
-        os.killpg(server.pid, signal.SIGINT)
-        _, stderr = server.communicate(timeout=60)
-    assert server.returncode == 130, stderr  # typer: KeyboardInterrupt ends with 130
+        assert call(url, "DELETE", "/tasks/nfcorpus", key=KEY)[0] == 403  # no key: read-only
+    stderr = log.read_text()
     assert "hydra serve: 2 tasks (nfcorpus, scifact) over 2 corpora" in stderr
-    assert "hnsw dense search" in stderr
-    assert f"Uvicorn running on http://127.0.0.1:{port}" in stderr
+    assert "hnsw dense search, read-only;" in stderr
+    assert "Uvicorn running on http://127.0.0.1:" in stderr
+
+
+def test_hydra_serve_on_a_read_only_workspace(served: Served, tmp_path: Path) -> None:
+    """Everything of the project (workspace, Dagster's stores, caches) on a read-only
+    filesystem: served as it is, one line saying so, nothing written, no traceback."""
+    root = served.project.root
+    read_only = f"mount --bind {root} {root} && mount -o remount,bind,ro {root}"
+    log = tmp_path / "serve.log"
+    with _hydra_serve(served, log, mount=read_only) as url:
+        body = {"query": "vitamin D deficiency", "k": 3}
+        status, answer = call(url, "POST", "/tasks/scifact/search", body)
+        assert status == 200 and len(answer["hits"]) == 3
+        expected = served.call("POST", "/tasks/scifact/search", body)[1]["hits"]
+        assert [hit["doc_id"] for hit in answer["hits"]] == [hit["doc_id"] for hit in expected]
+    stderr = log.read_text()
+    assert "Traceback" not in stderr
+    assert f"{served.config.workspace} is read-only: serving without Dagster's record" in stderr
+    assert "is read-only: new vectors are not stored" in stderr
 
 
 def test_hydra_serve_without_results_says_to_run_first(
@@ -440,3 +683,33 @@ def test_hydra_serve_refuses_an_unknown_index() -> None:
     assert result.stderr.strip().splitlines() == [
         "error: unknown index 'ivf': choose one of exact, hnsw"
     ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "key", "message"),
+    [
+        (
+            ["--host", "0.0.0.0"],
+            None,
+            "error: --host 0.0.0.0 reaches beyond this machine, and the service has no write "
+            "key: set HYDRA_API_KEY (or --api-key-file), or pass --public-without-key to serve "
+            "it read-only to anyone who reaches it",
+        ),
+        (
+            [],
+            "short",
+            "error: field 'HYDRA_API_KEY': the write key must have at least 16 characters, got 5",
+        ),
+    ],
+)
+def test_hydra_serve_refuses_an_open_or_weak_setup(
+    arguments: list[str], key: str | None, message: str
+) -> None:
+    """Refused before anything loads, in one line."""
+    env = {name: value for name, value in os.environ.items() if name != "HYDRA_API_KEY"}
+    env |= {"HYDRA_API_KEY": key} if key else {}
+    result = subprocess.run(
+        [str(HYDRA), "serve", *arguments], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [message]

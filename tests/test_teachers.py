@@ -41,3 +41,18 @@ def test_bm25_over_one_document_and_for_no_queries() -> None:
     # A document without an indexable word matches no query (bm25s scores both through "").
     wordless = BM25Teacher().index(["d1"], ["The."])
     assert wordless.search(["q"], ["zebra"], k=10)["score"].to_list() == [0.0]
+
+
+def test_bm25_scores_leave_empty_documents_out_of_unknown_queries() -> None:
+    """The scores fused search, serve and eval use give a query without a known word 0
+    everywhere, as search does; empty documents used to match it through the token ""."""
+    ids = ["wing", "empty", "blank", "stop", "flow"]
+    texts = ["wing flow over a plate", "", "   ", "the of and", "laminar flow"]
+    index = BM25Teacher().index(ids, texts)
+    for query in ("statins", "zebra crossing", "the", ""):
+        assert not index.scores([query]).any(), query
+        assert index.search(["q"], [query], k=5)["score"].to_list() == [0.0] * 5, query
+    known = index.scores(["flow statins", "wing"])
+    assert known[0, ids.index("flow")] > 0 and known[0, ids.index("wing")] > 0
+    assert known[:, [1, 2, 3]].tolist() == [[0.0] * 3] * 2
+    assert int(known[1].argmax()) == ids.index("wing")

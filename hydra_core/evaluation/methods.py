@@ -28,8 +28,8 @@ from hydra_core.evaluation.metrics import METRIC_NAMES, Scores, evaluate_run, ra
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.model.compiled_retriever import HYBRID_FUSION, CompiledRetriever
 from hydra_core.model.fusion_gate import GATE_FEEDBACK, GATE_WEIGHTS
-from hydra_core.model.score_fusion import FusionParameters
 from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
+from hydra_core.model.score_fusion import FusionParameters
 from hydra_core.model.task_profile import card_task_profile
 from hydra_core.ranking.teacher_rankings import FUSED_DEPTH, TeacherRankings
 from hydra_core.ranking.teachers import BM25Params

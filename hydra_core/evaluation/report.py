@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from hydra_core.evaluation.metrics import METRIC_NAMES
 
 if TYPE_CHECKING:  # polars, which these need, costs seconds at `hydra --help`
     from hydra_core.evaluation.perturbations import Robustness
     from hydra_core.evaluation.significance import PairedTest
+    from hydra_core.model.score_fusion import FusionParameters
 
 ResultsTable = dict[str, dict[str, float]]
 
@@ -20,8 +21,12 @@ def results_json(
     table: ResultsTable,
     significance: Sequence[PairedTest] | None = None,
     robustness: Robustness | None = None,
+    fusion: Mapping[str, FusionParameters] | None = None,
 ) -> str:
     """One line: ``{"task": ..., "methods": {method: {metric: value}}}``.
+
+    With ``fusion`` (leave-one-out), also ``"fusion": {method: {"lexical_weight",
+    "feedback", "bm25_b"}}``: the fusion each card compiled to beside the oracle's.
 
     With ``significance``, also ``"significance": {method: {reference: {"metric", "delta",
     "p_value", "queries", "significant"}}}``; with ``robustness``, ``"perturbation": {"kind",
@@ -35,7 +40,18 @@ def results_json(
         record["significance"] = tests
     if robustness is not None:
         record["perturbation"] = robustness.as_json()
+    if fusion is not None:
+        record["fusion"] = {method: _fusion_json(params) for method, params in fusion.items()}
     return json.dumps(record)
+
+
+def _fusion_json(params: FusionParameters) -> dict[str, float | bool]:
+    return {
+        "lexical_weight": round(params.lexical_weight, 4),
+        "feedback": round(params.feedback, 4),
+        "bm25_b": params.bm25_b,
+        "query_gate": params.gate is not None,
+    }
 
 
 def results_text(
@@ -43,6 +59,7 @@ def results_text(
     table: ResultsTable,
     significance: Sequence[PairedTest] | None = None,
     robustness: Robustness | None = None,
+    fusion: Mapping[str, FusionParameters] | None = None,
 ) -> str:
     """An aligned table, methods as rows and metrics as columns, values to 4 places.
 
@@ -71,6 +88,56 @@ def results_text(
             )
     if robustness is not None:
         lines.extend(_robustness_lines(robustness, width))
+    if fusion is not None:
+        lines.append("  fusion (lexical weight, feedback, BM25 b; gated: moved per query):")
+        for method, params in fusion.items():
+            gated = ", gated" if params.gate is not None else ""
+            lines.append(
+                f"    {method:<{width}}  {params.lexical_weight:.2f}, {params.feedback:.2f}, "
+                f"{params.bm25_b:g}{gated}"
+            )
+    return "\n".join(lines)
+
+
+POOL_REFERENCES = ("hybrid", "hydra-unseen-generic", "better-channel", "oracle")
+"""What a pool summary compares ``hydra-unseen`` with (``better-channel``: the better of
+``bm25`` and ``base`` on each task)."""
+
+
+def pool_summary(tables: Mapping[str, ResultsTable], metric: str = "ndcg@10") -> dict[str, Any]:
+    """Mean and worst difference of ``hydra-unseen`` from each of :data:`POOL_REFERENCES`
+    over the leave-one-out tables, and the task where it is worst."""
+    gains: dict[str, dict[str, float]] = {reference: {} for reference in POOL_REFERENCES}
+    for task, table in tables.items():
+        unseen = table["hydra-unseen"][metric]
+        values = {name: row[metric] for name, row in table.items()}
+        values["better-channel"] = max(values["bm25"], values["base"])
+        for reference in POOL_REFERENCES:
+            if reference in values:
+                gains[reference][task] = unseen - values[reference]
+    summary: dict[str, Any] = {"metric": metric, "tasks": len(tables)}
+    for reference, by_task in gains.items():
+        if by_task:
+            worst = min(by_task, key=by_task.__getitem__)
+            summary[reference] = {
+                "mean": round(sum(by_task.values()) / len(by_task), 4),
+                "worst": round(by_task[worst], 4),
+                "worst_task": worst,
+            }
+    return summary
+
+
+def pool_summary_text(summary: Mapping[str, Any]) -> str:
+    lines = [
+        f"pool of {summary['tasks']} tasks: hydra-unseen minus each reference, {summary['metric']}"
+    ]
+    for reference in POOL_REFERENCES:
+        if reference in summary:
+            gain = summary[reference]
+            lines.append(
+                f"  {reference:<22}  mean {gain['mean']:+.4f}  worst {gain['worst']:+.4f} "
+                f"({gain['worst_task']})"
+            )
     return "\n".join(lines)
 
 

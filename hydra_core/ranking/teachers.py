@@ -70,13 +70,15 @@ class BM25Index:
         return ranking_frame(query_ids, self.doc_ids, np.asarray(indices), scores)
 
     def scores(self, query_texts: Sequence[str]) -> np.ndarray:
-        """(queries x docs) BM25 score of every document, for fusing with a dense channel."""
+        """(queries x docs) BM25 score of every document, for fusing with a dense channel;
+        a query with no known terms scores every document 0, as in :meth:`search`."""
         tokens = self.tokenizer.tokenize(
             list(query_texts), update_vocab=False, return_as="string", show_progress=False
         )
         scores = np.zeros((len(query_texts), len(self.doc_ids)), dtype=np.float32)
         for row, query in enumerate(cast(list[list[str]], tokens)):
-            known = self.retriever.get_tokens_ids(query)
+            # Without the token "" (see search), which only documents without words hold.
+            known = self.retriever.get_tokens_ids([word for word in query if word])
             if known:
                 scores[row] = self.retriever.get_scores_from_ids(known)
         return scores

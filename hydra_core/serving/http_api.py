@@ -1,31 +1,45 @@
-"""The HTTP API of ``hydra serve`` (FastAPI): search any served task, put new cards.
+"""The HTTP API of ``hydra serve`` (FastAPI): search any served task, put and delete cards.
 
 Every bad request is answered with a JSON body and a 4xx status: an unknown task is 404, a
-card whose corpus is not encoded 409, a body over :data:`MAX_BODY_BYTES` 413, and a query,
-``k`` or card that does not validate 422, naming the field (and, for a card, its line).
-Search handlers are plain functions, so FastAPI runs them on its thread pool, in parallel.
+change without the write key 401 (none sent) or 403 (a wrong one, or a service without a
+key: read-only), a change the registry's policy refuses and a card whose corpus is not
+encoded 409, a body over :data:`MAX_BODY_BYTES` 413, and a query, ``k`` or card that does
+not validate 422, naming the field (and, for a card, its line). A request whose ``Host`` is
+not one the service answers to is refused with a plain 400 (a browser page that reached a
+loopback server through DNS rebinding). Search handlers are plain functions, so FastAPI runs
+them on its thread pool, in parallel.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+import h11
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 from starlette.datastructures import Headers
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from hydra_core.data.cards import MAX_CARD_FILE_BYTES
 from hydra_core.errors import HydraInputError
+from hydra_core.model.score_fusion import FusionParameters
 from hydra_core.serving.registry import (
+    ChangeRefusedError,
     Hit,
     ServedTask,
     SourceNotEncodedError,
@@ -33,18 +47,26 @@ from hydra_core.serving.registry import (
     UnknownTaskError,
 )
 
-MAX_K = 1000
+MAX_K = FusionParameters(lexical_weight=0.0).candidate_depth
+"""Each channel gives a query its top 100 candidates, so 100 hits are always there (on a
+corpus that large); a larger ``k`` would be cut to however many the union held."""
 MAX_QUERY_CHARS = 2_000
 MAX_BATCH_QUERIES = 64
 MAX_BODY_BYTES = MAX_CARD_FILE_BYTES
 """The largest card a file may hold is also the largest request body (a full batch of the
 longest queries is a quarter of it)."""
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""The ``Host`` names a service bound to loopback answers to."""
+
+
 QueryText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS),
 ]
-TopK = Annotated[int, Field(ge=1, le=MAX_K, description="Number of documents to return.")]
+TopK = Annotated[
+    StrictInt, Field(ge=1, le=MAX_K, description="Number of documents to return (1-100).")
+]
 
 
 class SearchRequest(BaseModel):
@@ -111,6 +133,10 @@ _TOO_LARGE = "Content Too Large"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem} for status in (404, 409, 413, 422)
 }
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    **{status: {"model": Problem} for status in (401, 403)},
+}
 _CARD_BODY = {
     "required": True,
     "description": "A task card, as YAML or JSON (the fields of a card file).",
@@ -137,6 +163,56 @@ def _card_problem(_: Request, error: Exception) -> JSONResponse:
 
 def _unknown_task(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse(Problem(detail=str(error)).model_dump(exclude_none=True), status_code=404)
+
+
+def _change_refused(_: Request, error: Exception) -> JSONResponse:
+    return JSONResponse(Problem(detail=str(error)).model_dump(exclude_none=True), status_code=409)
+
+
+def _invalid_request(_: Request, error: Exception) -> JSONResponse:
+    """FastAPI's 422 body without the input it echoes: an input such as ``NaN``, ``1e400``
+    or a lone surrogate cannot be written as JSON, and answering it must not fail."""
+    assert isinstance(error, RequestValidationError)
+    detail = [
+        {"loc": list(problem["loc"]), "msg": str(problem["msg"]), "type": str(problem["type"])}
+        for problem in error.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may change the served tasks, and the ``Host`` names the service answers to.
+
+    Without a ``write_key`` the service is read-only. A change sends the key as
+    ``Authorization: Bearer <key>``; it is compared in constant time.
+    """
+
+    write_key: str | None = None
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+
+
+_BEARER = Depends(HTTPBearer(auto_error=False, description="The service's write key."))
+"""At module level: the annotations of a handler's parameters are read from its globals."""
+
+
+def _writer(access: Access) -> Any:
+    """The dependency of every route that changes the tasks."""
+
+    def check(credentials: Annotated[HTTPAuthorizationCredentials | None, _BEARER]) -> None:
+        if access.write_key is None:
+            raise HTTPException(
+                403, "this service is read-only: it was started without a write key"
+            )
+        if credentials is None:
+            raise HTTPException(
+                401, "a write key is needed", headers={"WWW-Authenticate": "Bearer"}
+            )
+        sent, key = credentials.credentials.encode(), access.write_key.encode()
+        if not hmac.compare_digest(sent, key):
+            raise HTTPException(403, "wrong write key")
+
+    return Depends(check)
 
 
 class BodyLimit:
@@ -173,15 +249,21 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-def create_app(registry: TaskRegistry) -> FastAPI:
-    """The API over ``registry``; interactive docs at ``/docs``."""
+def create_app(registry: TaskRegistry, access: Access | None = None) -> FastAPI:
+    """The API over ``registry``; interactive docs at ``/docs``. Read-only on loopback
+    names unless ``access`` says otherwise."""
+    access = access or Access()
     app = FastAPI(
         title="Hydra",
         summary="Every compiled task behind one search API, sharing one frozen encoder.",
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(access.allowed_hosts))
     app.add_exception_handler(HydraInputError, _card_problem)
     app.add_exception_handler(UnknownTaskError, _unknown_task)
+    app.add_exception_handler(ChangeRefusedError, _change_refused)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    writer = _writer(access)
 
     @app.get("/health")
     def health() -> Health:
@@ -213,8 +295,9 @@ def create_app(registry: TaskRegistry) -> FastAPI:
 
     @app.put(
         "/tasks/{name}",
-        responses={**_ERRORS, 201: {"model": TaskInfo, "description": "A new task"}},
+        responses={**_WRITE_ERRORS, 201: {"model": TaskInfo, "description": "A new task"}},
         openapi_extra={"requestBody": _CARD_BODY},
+        dependencies=[writer],
     )
     async def put_task(name: str, request: Request, response: Response) -> TaskInfo:
         """Compile a card and serve it as task ``name``, replacing the task of that name.
@@ -228,17 +311,91 @@ def create_app(registry: TaskRegistry) -> FastAPI:
         response.status_code = 201 if created else 200
         return TaskInfo.of(task)
 
+    @app.delete("/tasks/{name}", status_code=204, responses=_WRITE_ERRORS, dependencies=[writer])
+    def delete_task(name: str) -> None:
+        """Stop serving task ``name``: its memory is freed once the searches that hold it
+        end, and its HNSW graph leaves the cache folder."""
+        registry.delete(name)
+
     return app
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """How long a connection may take and how many the server holds.
+
+    ``header_seconds``: a connection whose request headers are not all in within this
+    time is closed (uvicorn itself times out only idle connections between requests, so
+    connections that never finish their headers would pile up until no file descriptor
+    is left). ``keep_alive_seconds``: idle time between requests. ``max_connections``:
+    beyond it, new requests get 503 at once.
+    """
+
+    header_seconds: float = 10.0
+    keep_alive_seconds: float = 5.0
+    max_connections: int = 256
+
+
+class _HeaderTimeout(H11Protocol):
+    """uvicorn's h11 protocol, closing connections whose headers come too slowly."""
+
+    header_seconds = ServerLimits().header_seconds
+    _late: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._late = self.loop.call_later(self.header_seconds, self._close_if_waiting)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._settle()
+        elif self._late is None:  # the first bytes of the next request on a kept connection
+            self._late = self.loop.call_later(self.header_seconds, self._close_if_waiting)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._settle()
+        super().connection_lost(exc)
+
+    def _settle(self) -> None:
+        if self._late is not None:
+            self._late.cancel()
+            self._late = None
+
+    def _close_if_waiting(self) -> None:
+        self._late = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def server_config(
+    app: FastAPI, host: str, port: int, limits: ServerLimits, **options: Any
+) -> uvicorn.Config:
+    """uvicorn's configuration of ``app`` within ``limits`` (h11, with its header timeout)."""
+    protocol = type("HeaderTimeout", (_HeaderTimeout,), {"header_seconds": limits.header_seconds})
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol,
+        timeout_keep_alive=int(limits.keep_alive_seconds),
+        limit_concurrency=limits.max_connections,
+        **options,
+    )
+
+
 @contextmanager
-def running_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def running_server(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0, limits: ServerLimits | None = None
+) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a background thread; yields its base URL.
 
-    For tests and benchmarks: real HTTP over a real socket, in this process. Port 0 takes
-    any free port.
+    For tests and benchmarks: real HTTP over a real socket, in this process, within the
+    service's ``limits``. Port 0 takes any free port.
     """
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    config = server_config(
+        app, host, port, limits or ServerLimits(), log_level="warning", access_log=False
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="hydra-serve", daemon=True)
     thread.start()

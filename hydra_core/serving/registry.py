@@ -13,13 +13,15 @@ task over an encoded corpus adds only what its card compiles into:
   ``search(texts, k)``.
 
 A card put while the service runs is compiled aside and swapped in by one reference
-assignment, so a request that already holds the old task finishes on it.
+assignment, so a request that already holds the old task finishes on it. What a change may
+do is a :class:`ChangePolicy`: the folders a card's corpus may come from, the number of
+tasks, whether the pipeline's own tasks may be replaced or deleted.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +30,8 @@ from typing import Protocol
 import numpy as np
 
 from hydra_core.data.cards import TaskCard, parse_card
-from hydra_core.data.opened_task import OpenedTask
+from hydra_core.data.opened_task import OpenedTask, load_card_task
+from hydra_core.data.tasks import dataset_name, load_beir_folder
 from hydra_core.encoding.embedding_cache import text_key
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
@@ -74,10 +77,14 @@ class SourceNotEncodedError(HydraInputError):
     whole corpus: that is the pipeline's job)."""
 
 
-def card_corpus(card: TaskCard, encoder: FrozenEncoder, *, encode: bool) -> Corpus:
+def card_corpus(
+    card: TaskCard, encoder: FrozenEncoder, *, encode: bool, folder: Path | None = None
+) -> Corpus:
     """The corpus ``card`` names with its base embeddings: encoded where missing, or, with
-    ``encode=False``, read from the embedding cache only."""
-    opened = OpenedTask.of_card(card, encoder)
+    ``encode=False``, read from the embedding cache only; read from ``folder`` when given
+    (the one a request may read), else wherever the card's source leads."""
+    task = load_card_task(card) if folder is None else load_beir_folder(folder, name=card.name)
+    opened = OpenedTask(task, encoder)
     texts = opened.doc_texts
     if encode:
         vectors = opened.doc_vectors
@@ -134,6 +141,11 @@ class TaskSearcher(Protocol):
         """Memory the task holds beyond its shared corpus."""
         ...
 
+    @property
+    def graph_path(self) -> Path | None:
+        """The file of its HNSW graph in the cache folder, if it has one."""
+        ...
+
 
 class RetrieverSearcher:
     """A compiled retriever over a shared corpus: only the projected documents (and their
@@ -163,6 +175,11 @@ class RetrieverSearcher:
 
     def search(self, query_texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.index.top_k(query_texts, k, self.encoder.queries(query_texts))
+
+    @property
+    def graph_path(self) -> Path | None:
+        graph = self.index.approximate
+        return None if graph is None else graph.path
 
     @property
     def nbytes(self) -> int:
@@ -209,12 +226,65 @@ class UnknownTaskError(LookupError):
         super().__init__(f"unknown task {name!r}; served: {', '.join(served) or 'none'}")
 
 
+class ChangeRefusedError(Exception):
+    """A PUT or DELETE the service's policy refuses as things stand (HTTP 409)."""
+
+
+UNREADABLE_SOURCE = (
+    "not a corpus this service may read: give a BEIR folder under its data roots "
+    "(relative to the cards folder, or absolute), or the source of a served task"
+)
+"""The one answer to every source a request may not read, whatever the reason (outside the
+data roots, missing, a file, an id with no local copy), so it tells nothing about the
+server's files."""
+
+
+@dataclass(frozen=True)
+class ChangePolicy:
+    """What a PUT or DELETE may do.
+
+    ``data_roots``: the folders (and everything under them) a card's corpus may be read
+    from; none means only corpora already served. ``max_tasks`` bounds the memory PUTs can
+    take. The tasks the service started with (the pipeline's) are neither replaced nor
+    deleted unless ``replace_pipeline_tasks``.
+    """
+
+    data_roots: tuple[Path, ...] = ()
+    max_tasks: int = 32
+    replace_pipeline_tasks: bool = False
+
+    def readable_folder(self, card: TaskCard) -> Path:
+        """The folder under a data root that ``card``'s source names (an id names its
+        local copy, as ``load_task`` looks it up; nothing is ever downloaded)."""
+        folder = card.resolved_source_dir()
+        roots = [root.resolve() for root in self.data_roots]
+        candidates = (
+            [folder] if folder is not None else [root / dataset_name(card.source) for root in roots]
+        )
+        for candidate in candidates:
+            real = candidate.resolve()
+            if any(real.is_relative_to(root) for root in roots) and real.is_dir():
+                return real
+        raise HydraInputError(UNREADABLE_SOURCE, field="source")
+
+    def shown(self, error: HydraInputError) -> HydraInputError:
+        """``error`` of a source under a data root, with the file named from its root."""
+        where = ""
+        if error.path is not None:
+            path = error.path.resolve()
+            root = next((r for r in self.data_roots if path.is_relative_to(r.resolve())), None)
+            where = f"{path.relative_to(root.resolve())}" if root is not None else "?"
+            where += f":{error.line}: " if error.line is not None else ": "
+        return HydraInputError(where + error.problem, field="source")
+
+
 class TaskRegistry:
     """Every served task by name. Reads take no lock; a change builds the new task aside
     and then replaces the whole mapping, so a reader sees the old task or the new one.
 
     ``index`` is how every task's dense channel is searched (``hnsw``: through a graph
-    cached under ``cache_dir``, by default the settings' cache folder).
+    cached under ``cache_dir``, by default the settings' cache folder). Tasks added with
+    :meth:`add` are the pipeline's; :meth:`put` and :meth:`delete` follow ``policy``.
     """
 
     def __init__(
@@ -226,6 +296,7 @@ class TaskRegistry:
         *,
         index: IndexKind = "exact",
         cache_dir: Path | None = None,
+        policy: ChangePolicy | None = None,
     ) -> None:
         self.encoder = SharedEncoder(encoder)
         self.retriever = ConditionedRetriever(hypernet, encoder)
@@ -233,8 +304,10 @@ class TaskRegistry:
         self.cards_dir = cards_dir
         self.index: IndexKind = index
         self.cache_dir = cache_dir
-        self._tasks: dict[str, ServedTask] = {}
-        self._changes = threading.RLock()  # one change at a time; searches never wait on it
+        self.policy = policy or ChangePolicy()
+        self._tasks: Mapping[str, ServedTask] = {}
+        self._pipeline: set[str] = set()
+        self._changes = threading.Lock()  # held only to check and swap, never to build
 
     def get(self, name: str) -> ServedTask:
         task = self._tasks.get(name)
@@ -258,49 +331,107 @@ class TaskRegistry:
         checkpoint: str | None = None,
         compiled_at: datetime | None = None,
     ) -> ServedTask:
-        """Serve ``card`` over ``corpus``, replacing a task of the same name: with ``compiled``
-        as stored (by ``checkpoint`` at ``compiled_at``), else compiled now."""
-        with self._changes:
-            if compiled is None:
-                compiled = self.encoder.compile(self.retriever, card)
-                checkpoint, compiled_at = self.checkpoint, datetime.now(UTC)
-            elif checkpoint is None or compiled_at is None:
+        """Serve ``card`` over ``corpus`` as one of the pipeline's tasks, replacing a task
+        of the same name: with ``compiled`` as stored (by ``checkpoint`` at
+        ``compiled_at``), else compiled now."""
+        stored = None
+        if compiled is not None:
+            if checkpoint is None or compiled_at is None:
                 raise ValueError("a stored retriever needs the checkpoint and time it was compiled")
-            task = ServedTask(
-                card=card,
-                corpus=corpus,
-                searcher=RetrieverSearcher(
-                    compiled, corpus, self.encoder, self.index, self.cache_dir
-                ),
-                checkpoint=checkpoint,
-                compiled_at=compiled_at,
-            )
-            self._tasks = {**self._tasks, card.name: task}
+            stored = (compiled, checkpoint, compiled_at)
+        task = self._build(card, corpus, stored)
+        with self._changes:
+            self._swap(card.name, task)
+            self._pipeline.add(card.name)
         return task
+
+    def _build(
+        self,
+        card: TaskCard,
+        corpus: Corpus,
+        stored: tuple[CompiledRetriever, str, datetime] | None = None,
+    ) -> ServedTask:
+        """The task ``card`` compiles into (or ``stored``: a retriever, the checkpoint that
+        compiled it and when), not yet served: compiling and an HNSW graph take time, so no
+        lock of the registry is held."""
+        if stored is None:
+            stored = (
+                self.encoder.compile(self.retriever, card),
+                self.checkpoint,
+                datetime.now(UTC),
+            )
+        compiled, checkpoint, compiled_at = stored
+        searcher = RetrieverSearcher(compiled, corpus, self.encoder, self.index, self.cache_dir)
+        return ServedTask(card, corpus, searcher, checkpoint, compiled_at)
+
+    def _swap(self, name: str, task: ServedTask | None) -> None:
+        """Serve ``task`` as ``name`` (None: stop serving it), under ``_changes``; a graph
+        no served task uses any more leaves the cache folder."""
+        old = self._tasks.get(name)
+        tasks = {**self._tasks, name: task} if task is not None else dict(self._tasks)
+        if task is None:
+            tasks.pop(name, None)
+        self._tasks = tasks
+        graph = None if old is None else old.searcher.graph_path
+        if graph is not None and all(t.searcher.graph_path != graph for t in tasks.values()):
+            graph.unlink(missing_ok=True)
+
+    def _may_change(self, name: str, *, adds: bool) -> None:
+        """Refuse a change of a pipeline task (unless the policy allows it) or one more task
+        than the policy's maximum."""
+        if name in self._pipeline and not self.policy.replace_pipeline_tasks:
+            raise ChangeRefusedError(
+                f"task {name!r} comes from the pipeline and cannot be replaced or deleted "
+                "(start hydra serve with --replace-pipeline-tasks to allow it)"
+            )
+        if adds and name not in self._tasks and len(self._tasks) >= self.policy.max_tasks:
+            raise ChangeRefusedError(
+                f"the service holds its maximum of {self.policy.max_tasks} tasks; DELETE one first"
+            )
 
     def put(self, name: str, raw: bytes) -> tuple[ServedTask, bool]:
         """Serve the card in ``raw`` (YAML or JSON) as task ``name``; also whether it is new.
 
         The card reads as if it were ``<cards folder>/<name>.yaml``, so a relative source
-        means what it would in the cards folder; its corpus must be served already or be
-        in the embedding cache.
+        means what it would in the cards folder; its corpus must be served already, or be a
+        folder under the policy's data roots whose documents the embedding cache holds.
         """
-        card = parse_card(raw, self.cards_dir / f"{name}.yaml")
+        try:
+            card = parse_card(raw, self.cards_dir / f"{name}.yaml")
+        except HydraInputError as error:  # the card's own check of its source looks at disk
+            if error.field != "source":
+                raise
+            raise HydraInputError(UNREADABLE_SOURCE, field="source") from None
         if card.name != name:
             raise HydraInputError(
                 f"the card is named {card.name!r} but was put as {name!r}", field="name"
             )
+        self._may_change(name, adds=True)  # refused before any work
+        corpus = self.corpus(corpus_key(card)) or self._cached_corpus(card)
+        task = self._build(card, corpus)
         with self._changes:
-            corpus = self.corpus(corpus_key(card)) or self._cached_corpus(card)
+            self._may_change(name, adds=True)  # another request may have changed things
             created = name not in self._tasks
-            return self.add(card, corpus), created
+            self._swap(name, task)
+        return task, created
+
+    def delete(self, name: str) -> None:
+        """Stop serving ``name``: its memory is freed once the searches that hold it end,
+        and its HNSW graph file is removed unless another task uses it."""
+        with self._changes:
+            self.get(name)
+            self._may_change(name, adds=False)
+            self._swap(name, None)
+            self._pipeline.discard(name)
 
     def _cached_corpus(self, card: TaskCard) -> Corpus:
-        """The card's corpus from the embedding cache; a source that does not load is the
-        card's ``source`` field's problem (the message names the file that failed)."""
+        """The card's corpus from a folder under the data roots and the embedding cache; a
+        source that does not load is the card's ``source`` field's problem, its file named
+        from its data root."""
+        folder = self.policy.readable_folder(card)
         try:
-            return card_corpus(card, self.encoder.encoder, encode=False)
+            return card_corpus(card, self.encoder.encoder, encode=False, folder=folder)
         except SourceNotEncodedError:
             raise
         except HydraInputError as error:
-            raise HydraInputError(str(error), field="source") from None
+            raise self.policy.shown(error) from None

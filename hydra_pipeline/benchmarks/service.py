@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -58,7 +59,7 @@ def serve_figure(sizes: BenchSizes) -> Figure:
     from hydra_core.data.cards import find_card
     from hydra_core.model.retriever import RetrieverIndex
     from hydra_core.ranking.teachers import BM25Teacher
-    from hydra_core.serving.http_api import create_app, running_server
+    from hydra_core.serving.http_api import Access, create_app, running_server
     from hydra_core.serving.registry import Corpus, RetrieverSearcher, TaskRegistry
     from hydra_pipeline.load_test import local_address, run_load_test
 
@@ -89,7 +90,8 @@ def serve_figure(sizes: BenchSizes) -> Figure:
         searcher = first.searcher
         assert isinstance(searcher, RetrieverSearcher)
         search_index = RetrieverIndex(searcher.compiled, ids, corpus.vectors, lexical, encoder)
-        with running_server(create_app(registry)) as url:
+        key = secrets.token_urlsafe(24)
+        with running_server(create_app(registry, Access(write_key=key))) as url:
             connection = HTTPConnection(*local_address(url), timeout=60)
             turns = {side: itertools.count() for side in ("http", "service", "in_process")}
 
@@ -123,6 +125,7 @@ def serve_figure(sizes: BenchSizes) -> Figure:
                 clients=3,
                 seconds=sizes.load_seconds,
                 max_requests=sizes.load_requests,
+                key=key,
             )
     figure: Figure = {
         "documents": n_docs,
