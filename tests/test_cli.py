@@ -128,18 +128,26 @@ def test_leave_one_out_scores_each_task_as_unseen(
     args = ["eval", "--loo", "--tasks", "scifact", "--tasks", "nfcorpus", "--refine", "3"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "loo"), "--json"])
     assert result.exit_code == 0, result.output
-    tables = {row["task"]: row["methods"] for row in map(json.loads, result.stdout.splitlines())}
+    *rows, pool = map(json.loads, result.stdout.splitlines())
+    tables = {row["task"]: row["methods"] for row in rows}
     assert set(tables) == {"scifact", "nfcorpus"}
     unseen = {"hydra-unseen", "hydra-unseen-dense", "hydra-unseen-generic", "hydra-unseen-shuffled"}
+    references = {"bm25", "base", "teacher", "hybrid", "hydra-unseen-refined", "oracle"}
     for methods in tables.values():
-        assert (
-            set(methods) == {"bm25", "base", "teacher", "hybrid", "hydra-unseen-refined"} | unseen
-        )
-    for row in map(json.loads, result.stdout.splitlines()):
+        assert set(methods) == references | unseen
+        # the oracle is the best grid point on test: no fixed fusion of the base beats it
+        assert methods["oracle"]["ndcg@10"] >= methods["hybrid"]["ndcg@10"] - 1e-9
+    for row in rows:
         _assert_significance(row, "hydra-unseen", slices[row["task"]])
+        assert set(row["fusion"]) == {"hydra-unseen", "hydra-unseen-generic", "oracle"}
+        assert row["fusion"]["hydra-unseen"]["query_gate"] is True
+    assert pool["pool"]["tasks"] == 2
+    assert {"hybrid", "hydra-unseen-generic", "better-channel", "oracle"} <= set(pool["pool"])
     for held_out, trained_on in (("scifact", "nfcorpus"), ("nfcorpus", "scifact")):
         config = json.loads((tmp_path / "loo" / f"without-{held_out}" / "config.json").read_text())
         assert config["metadata"]["tasks"] == [trained_on]
+        # the gate learned from the other task's labels only, never from the held-out one's
+        assert config["metadata"]["fusion_tasks"] == [trained_on]
 
 
 def test_train_eval_compile_search(
