@@ -31,13 +31,11 @@ from hydra_core.errors import HydraInputError
 from hydra_core.settings import PROJECT_ROOT, load_settings
 
 CARDS_DIR = PROJECT_ROOT / "cards"
-SHIPPED = ("scifact", "nfcorpus", "cranfield", "cacm", "vaswani")
+SHIPPED = ("scifact", "nfcorpus", "cranfield", "cacm", "vaswani", "med", "time", "adi", "lisa")
 SOURCES = {
     "scifact": "beir/scifact",
     "nfcorpus": "beir/nfcorpus",
-    "cranfield": "cranfield",
-    "cacm": "cacm",
-    "vaswani": "vaswani",
+    **{name: name for name in SHIPPED[2:]},
 }
 
 VALID: dict[str, Any] = {
