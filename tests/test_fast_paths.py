@@ -12,6 +12,7 @@ from hydra_core.model import head as head_module
 from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.head import head_forward
 from hydra_core.model.retriever import ConditionedRetriever
+from hydra_core.model.task_profile import TaskProfile
 from hydra_pipeline.benchmarks.inputs import random_head, unit_vectors, untrained_hypernet
 
 
@@ -40,9 +41,11 @@ def test_compile_generates_on_one_thread_then_restores(
     threads_seen: list[int] = []
     generate = hypernet.compile_card
 
-    def recording(card: TaskCard, encoder: FrozenEncoder) -> CompiledRetriever:
+    def recording(
+        card: TaskCard, encoder: FrozenEncoder, profile: TaskProfile | None = None
+    ) -> CompiledRetriever:
         threads_seen.append(torch.get_num_threads())
-        return generate(card, encoder)
+        return generate(card, encoder, profile)
 
     monkeypatch.setattr(hypernet, "compile_card", recording)
     before = torch.get_num_threads()
