@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hydra_core.data.cards import TaskCard
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.synthetic_tasks import synthetic_variant, variant_names
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
@@ -157,10 +158,7 @@ def test_a_fusion_example_scores_every_grid_point_on_the_teaching_split(
     card = _card(scifact_slice)
     split = teaching_split(card, scifact_slice)
     assert split == "train"
-    texts = scifact_slice.doc_texts()
-    vectors = encoder.encode(texts, "document")
-    lexical = BM25Teacher().index(scifact_slice.corpus["doc_id"].to_list(), texts)
-    example = fusion_example(card, scifact_slice, split, vectors, lexical, encoder)
+    example = fusion_example(card, OpenedTask(scifact_slice, encoder), split, encoder)
     n_queries = scifact_slice.split_queries("train").height
     assert example.ndcg.shape == (n_queries, len(GATE_WEIGHTS), len(GATE_FEEDBACK))
     assert example.evidence.shape == (n_queries, len(QUERY_EVIDENCE))

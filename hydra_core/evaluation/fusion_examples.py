@@ -30,7 +30,7 @@ from hydra_core.model.score_fusion import (
     text_evidence,
     top_rows,
 )
-from hydra_core.model.task_profile import task_profile
+from hydra_core.model.task_profile import card_task_profile
 from hydra_core.ranking.rankings import ranking_frame
 from hydra_core.ranking.teachers import BM25Index, BM25Params
 
@@ -48,15 +48,11 @@ def teaching_split(card: TaskCard, task: RetrievalTask) -> str | None:
 
 
 def fusion_example(
-    card: TaskCard,
-    task: RetrievalTask,
-    split: str,
-    doc_vectors: np.ndarray,
-    lexical: BM25Index,
-    encoder: FrozenEncoder,
-    name: str | None = None,
+    card: TaskCard, opened: OpenedTask, split: str, encoder: FrozenEncoder
 ) -> FusionExample:
-    """``task``'s queries of ``split`` scored over the grid with the base and ``lexical``."""
+    """``opened``'s queries of ``split`` scored over the grid with the base and its BM25."""
+    task, doc_vectors = opened.task, opened.doc_vectors
+    lexical = opened.bm25(BM25Params())
     queries = task.split_queries(split)
     if queries.height > MAX_QUERIES:
         queries = queries.sample(MAX_QUERIES, seed=0)
@@ -74,8 +70,8 @@ def fusion_example(
         per_query = evaluate_run(run, qrels, ["ndcg@10"]).per_query
         ndcg[:, i, j] = [per_query.get(query, {}).get("ndcg@10", 0.0) for query in query_ids]
     return FusionExample(
-        task=name or task.name,
-        profile=task_profile(card.example_queries, task.doc_texts(), doc_vectors, lexical, encoder),
+        task=task.name,
+        profile=card_task_profile(card, opened, encoder),
         evidence=query_evidence(texts, lexical_scores, query_vectors, doc_vectors, lexical),
         ndcg=ndcg,
     )
@@ -96,16 +92,7 @@ def card_fusion_examples(
             (opened.task, card) if kind is None else synthetic_variant(opened.task, card, kind)
         )
         variant = opened if kind is None else OpenedTask(task, encoder)
-        examples.append(
-            fusion_example(
-                variant_card,
-                task,
-                split,
-                variant.doc_vectors,
-                variant.bm25(BM25Params()),
-                encoder,
-            )
-        )
+        examples.append(fusion_example(variant_card, variant, split, encoder))
     return examples
 
 
