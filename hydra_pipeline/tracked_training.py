@@ -69,6 +69,7 @@ def train_tracked(
     cards: Mapping[str, TaskCard],
     documents: Mapping[str, Embeddings],
     queries: Mapping[str, Embeddings],
+    training_queries: Mapping[str, pl.DataFrame],
     pairs: Mapping[str, pl.DataFrame],
     *,
     encoder: FrozenEncoder,
@@ -91,7 +92,8 @@ def train_tracked(
     if not pairs:
         raise ValueError("no training tasks: the hypernet needs at least one task's pairs")
     built = [
-        training_task(cards[n], encoder, documents[n], queries[n], pairs[n]) for n in sorted(pairs)
+        training_task(cards[n], encoder, documents[n], queries[n], training_queries[n], pairs[n])
+        for n in sorted(pairs)
     ]
     tasks = with_pairs([*built, *label_streams])
     names = [task.name for task in tasks if task.name in pairs]

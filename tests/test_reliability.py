@@ -338,6 +338,7 @@ class TrainingInputs(TypedDict):
     cards: dict[str, TaskCard]
     documents: dict[str, Embeddings]
     queries: dict[str, Embeddings]
+    training_queries: dict[str, pl.DataFrame]
     pairs: dict[str, pl.DataFrame]
 
 
@@ -356,6 +357,7 @@ def training_inputs(scifact_slice: RetrievalTask, encoder: FrozenEncoder) -> Tra
         "cards": {"scifact": find_card("scifact")},
         "documents": {"scifact": documents},
         "queries": {"scifact": queries},
+        "training_queries": {"scifact": training},
         "pairs": {"scifact": distillation_pairs(fused, training)},
     }
 

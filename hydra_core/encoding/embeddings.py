@@ -39,3 +39,7 @@ class Embeddings:
         if missing:
             raise KeyError(f"no embedding for {len(missing)} ids, e.g. {missing[:3]}")
         return self.vectors[[rows[row_id] for row_id in ids]]
+
+    def subset(self, ids: list[str]) -> Embeddings:
+        """The embeddings of ``ids`` only, in that order."""
+        return Embeddings(list(ids), self.select(ids))

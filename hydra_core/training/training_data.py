@@ -96,10 +96,17 @@ def training_task(
     encoder: FrozenEncoder,
     documents: Embeddings,
     queries: Embeddings,
+    training: pl.DataFrame,
     pairs: pl.DataFrame,
 ) -> TrainingTask:
     """The training step's input of one task: its card, base embeddings and pairs, with the
-    fingerprint its checkpoint records (the same keys whoever calls it)."""
+    fingerprint its checkpoint records (the same keys whoever calls it).
+
+    ``queries`` may embed the test queries too (the teachers rank both in one pass); only
+    the ``training`` queries are kept, so no test query's text reaches training, not even
+    the sample that initialises the base head.
+    """
+    queries = queries.subset(training["query_id"].to_list())
     task = TrainingTask.from_frames(
         card.name,
         card_part_embeddings(card, encoder),
@@ -135,6 +142,7 @@ def prepare_training_task(
         encoder,
         document_embeddings(opened),
         query_embeddings(encoder, queries),
+        training,
         pairs,
     )
 
@@ -166,7 +174,12 @@ def label_training_task(card: TaskCard, opened: OpenedTask, encoder: FrozenEncod
         raise ValueError(f"card {card.name!r} declares no labels")
     queries, pairs = label_pairs(opened, encoder, split)
     labelled = training_task(
-        card, encoder, document_embeddings(opened), query_embeddings(encoder, queries), pairs
+        card,
+        encoder,
+        document_embeddings(opened),
+        query_embeddings(encoder, queries),
+        queries,
+        pairs,
     )
     labelled.name = card.name + LABELS_SUFFIX
     lexical = opened.bm25(BM25Params()).scores(queries["text"].to_list())

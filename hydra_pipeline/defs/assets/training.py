@@ -35,7 +35,13 @@ if TYPE_CHECKING:  # torch: bodies only
 
 GROUP = "training"
 
-TRAINING_INPUTS = ("task_card", "doc_embeddings", "query_embeddings", "preference_pairs")
+TRAINING_INPUTS = (
+    "task_card",
+    "doc_embeddings",
+    "query_embeddings",
+    "training_queries",
+    "preference_pairs",
+)
 """What every hypernet reads of each training task (a ``{task: value}`` map per name)."""
 
 
@@ -45,6 +51,7 @@ class TrainingInputs(NamedTuple):
     cards: Mapping[str, TaskCard]
     documents: Mapping[str, Embeddings]
     queries: Mapping[str, Embeddings]
+    training_queries: Mapping[str, pl.DataFrame]
     pairs: Mapping[str, pl.DataFrame]
 
     def only(self, names: Sequence[str]) -> "TrainingInputs":
@@ -52,6 +59,7 @@ class TrainingInputs(NamedTuple):
             {name: self.cards[name] for name in names},
             {name: self.documents[name] for name in names},
             {name: self.queries[name] for name in names},
+            {name: self.training_queries[name] for name in names},
             {name: self.pairs[name] for name in names},
         )
 
@@ -145,6 +153,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         task_card: dict[str, TaskCard],
         doc_embeddings: dict[str, Embeddings],
         query_embeddings: dict[str, Embeddings],
+        training_queries: dict[str, pl.DataFrame],
         preference_pairs: dict[str, pl.DataFrame],
     ) -> dg.Output[CheckpointRecord]:
         """Train once on all training tasks; tracked as one MLflow run (``registered_model``
@@ -155,7 +164,9 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         train = TrainConfig(**train_settings)
         architecture = HypernetConfig(**architecture_settings)
         record = HypernetTraining(context, workspace, encoder, tracking).train(
-            TrainingInputs(task_card, doc_embeddings, query_embeddings, preference_pairs),
+            TrainingInputs(
+                task_card, doc_embeddings, query_embeddings, training_queries, preference_pairs
+            ),
             config=train,
             architecture=architecture,
             version=hypernet_version,
@@ -199,6 +210,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         task_card: dict[str, TaskCard],
         doc_embeddings: dict[str, Embeddings],
         query_embeddings: dict[str, Embeddings],
+        training_queries: dict[str, pl.DataFrame],
         preference_pairs: dict[str, pl.DataFrame],
         corpus: dict[str, pl.DataFrame],
         queries: dict[str, pl.DataFrame],
@@ -216,7 +228,9 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         if not streams:
             return dg.Output(hypernet_checkpoint, metadata={"label_streams": "none"})
         record = HypernetTraining(context, workspace, encoder, tracking).train(
-            TrainingInputs(task_card, doc_embeddings, query_embeddings, preference_pairs),
+            TrainingInputs(
+                task_card, doc_embeddings, query_embeddings, training_queries, preference_pairs
+            ),
             config=replace(LABELLED_TRAINING, **labelled_settings),
             architecture=HypernetConfig(**architecture_settings),
             version=labelled_version,
@@ -244,6 +258,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         task_card: dict[str, TaskCard],
         doc_embeddings: dict[str, Embeddings],
         query_embeddings: dict[str, Embeddings],
+        training_queries: dict[str, pl.DataFrame],
         preference_pairs: dict[str, pl.DataFrame],
     ) -> dg.Output[CheckpointRecord]:
         """The hypernet trained without this task (leave one out), to which the task's card
@@ -262,9 +277,9 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         if not others:  # (then the inputs may not even be {task: value} maps)
             return dg.Output(CheckpointRecord(path="", checkpoint_id="", tasks=[]))
         record = HypernetTraining(context, workspace, encoder, tracking).train(
-            TrainingInputs(task_card, doc_embeddings, query_embeddings, preference_pairs).only(
-                others
-            ),
+            TrainingInputs(
+                task_card, doc_embeddings, query_embeddings, training_queries, preference_pairs
+            ).only(others),
             config=TrainConfig(**train_settings),
             architecture=HypernetConfig(**architecture_settings),
             version=hypernet_version,
