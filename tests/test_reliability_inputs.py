@@ -201,7 +201,7 @@ def test_a_training_set_smaller_than_the_head_still_gets_a_geometry_preserving_h
     hypernet = initial_hypernet("all-MiniLM-L6-v2", reference)
     card_parts = torch.from_numpy(rng.normal(size=(1, len(CARD_PARTS), 384)).astype(np.float32))
     with torch.no_grad():
-        weight, bias, scale, shift = (t[0] for t in hypernet(card_parts)[0])
+        weight, bias, scale, shift = (t[0] for t in hypernet(card_parts))
         projected = head_forward(torch.from_numpy(reference), weight, bias, scale, shift)
     cosines = torch.from_numpy(reference @ reference.T)
     torch.testing.assert_close(projected @ projected.T, cosines, atol=1e-4, rtol=0)
