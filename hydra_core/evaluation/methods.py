@@ -34,8 +34,9 @@ from hydra_core.model.task_profile import card_task_profile
 from hydra_core.ranking.teacher_rankings import FUSED_DEPTH, TeacherRankings
 from hydra_core.ranking.teachers import BM25Params
 
-ORACLE_B = (0.3, 0.75)
-"""BM25 ``b`` values of the oracle's grid (one index each, built once per corpus)."""
+BM25_B_GRID = (0.3, 0.75)
+"""BM25 ``b`` values the fusion grids try, the oracle's and validation's (one index each,
+built once per corpus)."""
 EVAL_SPLIT = EVALUATION_SPLIT
 
 
@@ -85,7 +86,7 @@ def oracle_row(
     ``b``, frozen base as the dense channel), the one best on ``split`` itself (NDCG@10),
     and its parameters. A ceiling for what a card-chosen fusion could reach, never a result."""
     best: tuple[Scores, FusionParameters] | None = None
-    for b in ORACLE_B:
+    for b in BM25_B_GRID:
         grid = {
             f"{w} {f}": CompiledRetriever(None, FusionParameters(w, feedback=f, bm25_b=b))
             for w in GATE_WEIGHTS

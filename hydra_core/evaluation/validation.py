@@ -30,6 +30,7 @@ from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.method import HEADLINE_METRIC, Method
 from hydra_core.evaluation.methods import (
+    BM25_B_GRID,
     card_retrievers,
     hybrid_retriever,
     retriever_table,
@@ -200,7 +201,6 @@ class _References:
 
 FUSION_GRID_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6)
 FUSION_GRID_FEEDBACK = (0.0, 0.5, 1.0)
-FUSION_GRID_B = (0.3, 0.75)
 _PRIOR_POINT = (PRIOR_FUSION.lexical_weight, PRIOR_FUSION.feedback, BM25Params().b)
 
 
@@ -237,7 +237,7 @@ def fusion_grid(
             continue
         opened = OpenedTask(task, encoder)
         scores: dict[tuple[float, float, float], float] = {}
-        for b in FUSION_GRID_B:
+        for b in BM25_B_GRID:
             table = retriever_table(
                 opened, retrievers, VALIDATION, encoder=encoder, bm25=BM25Params(b=b)
             )
