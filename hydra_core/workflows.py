@@ -27,7 +27,7 @@ from hydra_core.evaluation.perturbations import Perturbation, Robustness, pertur
 from hydra_core.evaluation.reference_heads import refine_retriever, supervised_reference
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
-from hydra_core.model.fusion_gate import FusionExample, FusionGate
+from hydra_core.model.fusion_gate import FusionExample
 from hydra_core.model.hypernet import DEFAULT_ARCHITECTURE, Hypernet, HypernetConfig
 from hydra_core.model.retriever import ConditionedRetriever
 from hydra_core.model.score_fusion import FusionParameters
@@ -72,13 +72,21 @@ def train_on_cards(
     fresh: bool = False,
     architecture: HypernetConfig = DEFAULT_ARCHITECTURE,
 ) -> Hypernet:
-    """Train one hypernet on the given tasks and load the checkpoint it wrote.
+    """Train one hypernet on the given tasks (the head on their teachers' pairs, the fusion
+    gate on the labels each may teach with) and load the checkpoint it wrote.
 
     ``fresh`` trains from scratch in ``out_dir`` even if it holds another run's training.
     """
     prepared = prepare_cards(cards, encoder, use_labels=use_labels)
+    examples = pool_fusion_examples(cards, encoder)
     return train_on_prepared(
-        prepared, out_dir, encoder, config, fresh=fresh, architecture=architecture
+        prepared,
+        out_dir,
+        encoder,
+        config,
+        fresh=fresh,
+        architecture=architecture,
+        fusion_examples=[example for task in examples.values() for example in task],
     )
 
 
@@ -94,21 +102,6 @@ def pool_fusion_examples(
     return examples
 
 
-def fit_fusion(
-    hypernet: Hypernet, examples: Mapping[str, Sequence[FusionExample]], out_dir: Path
-) -> Hypernet:
-    """Fit the hypernet's gate on the examples of the tasks given and save the checkpoint
-    again, naming those tasks (their labels taught the fusion: their own rows are in-pool)."""
-    pooled = [example for task_examples in examples.values() for example in task_examples]
-    if not pooled:
-        log.warning("no task with labels to learn the fusion from: every card keeps the prior")
-        return hypernet
-    hypernet.gate = FusionGate.fit(pooled)
-    hypernet.metadata["fusion_tasks"] = sorted(name for name, task in examples.items() if task)
-    hypernet.save(out_dir)
-    return hypernet
-
-
 def train_on_prepared(
     tasks: Sequence[TrainingTask],
     out_dir: Path,
@@ -117,10 +110,14 @@ def train_on_prepared(
     *,
     fresh: bool = False,
     architecture: HypernetConfig = DEFAULT_ARCHITECTURE,
+    fusion_examples: Sequence[FusionExample] = (),
 ) -> Hypernet:
     """The training step on already-prepared tasks (so leave-one-out prepares each task
-    once); the pipeline's hypernet assets reach the same ``train_hypernet`` with them."""
+    once); the pipeline's hypernet assets reach the same ``train_hypernet`` with them.
+    Without ``fusion_examples`` every card keeps the prior fusion."""
     config = config or TrainConfig()
+    if not fusion_examples:
+        log.warning("no task with labels to learn the fusion from: every card keeps the prior")
     train_hypernet(
         tasks,
         config,
@@ -128,6 +125,7 @@ def train_on_prepared(
         base_model=encoder.model_name,
         architecture=architecture,
         fresh=fresh,
+        fusion_examples=fusion_examples,
     )
     return Hypernet.load(out_dir)
 
@@ -273,10 +271,13 @@ def held_out_table(
     leave-one-out tables name them (:data:`UNSEEN_NAMES`). No label of ``held_out``, of any
     split, reaches either; the ``supervised-head`` reference is left to the seen-task
     table."""
-    hypernet = train_on_prepared(training, out_dir, encoder, config)
-    if fusion_examples is not None:
-        others = {name: ex for name, ex in fusion_examples.items() if name != held_out.name}
-        hypernet = fit_fusion(hypernet, others, out_dir)
+    others = [
+        example
+        for name, examples in (fusion_examples or {}).items()
+        if name != held_out.name
+        for example in examples
+    ]
+    hypernet = train_on_prepared(training, out_dir, encoder, config, fusion_examples=others)
     opened = OpenedTask.of_card(held_out, encoder)
     rows = _card_rows(held_out, opened, hypernet, encoder, other_cards, refine_steps, False)
     table = {UNSEEN_NAMES.get(m, m): row for m, row in _scored(opened, rows, encoder).items()}

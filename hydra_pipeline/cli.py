@@ -168,6 +168,7 @@ def evaluate(
     from hydra_core.encoding.encoder import FrozenEncoder
     from hydra_core.evaluation.perturbations import Robustness, parse_perturbation
     from hydra_core.evaluation.significance import paired_tests
+    from hydra_core.model.fusion_gate import taught_on_test
     from hydra_core.model.hypernet import Hypernet
     from hydra_core.workflows import evaluate_card, evaluate_robustness, leave_one_out
 
@@ -200,6 +201,12 @@ def evaluate(
         raise typer.BadParameter("eval needs --checkpoint and --card (or --loo --tasks ...)")
     task_card = find_card(card)
     hypernet = Hypernet.load(checkpoint)
+    if task_card.name in taught_on_test(hypernet.metadata.get("fusion_labels", {})):
+        typer.echo(
+            f"note: {task_card.name}'s test labels taught this checkpoint's fusion gate, so its "
+            "hydra rows are in-pool, not test figures (hydra eval --loo gives unseen ones)",
+            err=True,
+        )
     others = _all_cards()
     if perturbation is None:
         table = evaluate_card(task_card, hypernet, encoder, other_cards=others, refine_steps=refine)
@@ -304,12 +311,19 @@ def compile_card(
     encoder = FrozenEncoder()
     retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
     task_card = find_card(card)
+    opened = None
+    if retriever.reads_profiles or refine > 0:  # the corpus is needed: open it first
+        opened = OpenedTask.of_card(task_card, encoder)
     started = time.perf_counter()
-    compiled = retriever.compile(task_card)
+    compiled = (
+        retriever.compile(task_card)
+        if opened is None
+        else retriever.compile_task(task_card, opened)
+    )
     elapsed = time.perf_counter() - started
     if refine > 0:
+        assert opened is not None
         started = time.perf_counter()
-        opened = OpenedTask.of_card(task_card, encoder)
         compiled = refine_retriever(compiled, opened, encoder, refine)
         typer.echo(
             f"refined with {refine} steps on generated queries from the task's corpus "
@@ -322,6 +336,7 @@ def compile_card(
         f"{out}: {head_parameters:,} head parameters, lexical weight "
         f"{fusion.lexical_weight:.3f}, feedback {fusion.feedback:.3f}, "
         f"compiled in {elapsed * 1e3:.1f} ms"
+        + (" (the task's profile included)" if retriever.reads_profiles else "")
     )
 
 
@@ -353,7 +368,8 @@ def search(
     retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
     task_card = find_card(card)
     opened = OpenedTask.of_card(task_card, encoder)
-    searcher = RetrieverIndex.of_task(retriever.compile(task_card), opened, encoder, index=kind)
+    compiled = retriever.compile_task(task_card, opened)
+    searcher = RetrieverIndex.of_task(compiled, opened, encoder, index=kind)
     ranking = searcher.search(["query"], [query], k)
     titles = dict(zip(opened.doc_ids, opened.doc_texts, strict=True))
     for rank, doc_id, score in ranking.select("rank", "doc_id", "score").iter_rows():

@@ -147,6 +147,7 @@ def stored_checkpoint(config: ProjectConfig) -> CheckpointRecord:
 
 def _stored_corpus(assets: Path, task: str, key: str) -> Corpus:
     from hydra_core.data.opened_task import corpus_task
+    from hydra_core.model.task_profile import CorpusSample
     from hydra_core.ranking.teachers import BM25Teacher
     from hydra_core.serving.registry import Corpus
 
@@ -157,8 +158,10 @@ def _stored_corpus(assets: Path, task: str, key: str) -> Corpus:
             f"the stored embeddings of {task!r} do not match its stored corpus: run `hydra run`",
             path=assets / "doc_embeddings",
         )
-    lexical = BM25Teacher().index(embeddings.ids, corpus_task(frame).doc_texts())
-    return Corpus(key, embeddings.ids, frame["title"].to_list(), embeddings.vectors, lexical)
+    texts = corpus_task(frame).doc_texts()
+    lexical = BM25Teacher().index(embeddings.ids, texts)
+    titles = frame["title"].to_list()
+    return Corpus(key, embeddings.ids, titles, embeddings.vectors, lexical, CorpusSample.of(texts))
 
 
 def _compiled_by(instance: dg.DagsterInstance, task: str) -> tuple[str, datetime] | None:

@@ -64,10 +64,11 @@ def load_hypernet(path: Path | str) -> Hypernet:
 
 
 def compile_card(
-    checkpoint: Path | str, card: TaskCard, encoder: FrozenEncoder
+    checkpoint: Path | str, card: TaskCard, opened: OpenedTask, encoder: FrozenEncoder
 ) -> CompiledRetriever:
-    """Compile ``card`` into its whole retriever with the hypernet at ``checkpoint``."""
-    return ConditionedRetriever(load_hypernet(checkpoint), encoder).compile(card)
+    """Compile ``card`` into its whole retriever over ``opened``'s corpus with the hypernet
+    at ``checkpoint``."""
+    return ConditionedRetriever(load_hypernet(checkpoint), encoder).compile_task(card, opened)
 
 
 def cards_named(names: Sequence[str]) -> list[TaskCard]:
@@ -101,11 +102,12 @@ def reference_retrievers(
     """
     rows: dict[str, CompiledRetriever] = {}
     if card.name + LABELS_SUFFIX in labelled.extra.get("label_streams", []):
-        rows[Method.HYDRA_LABELS] = compile_card(labelled.path, card, encoder)
+        rows[Method.HYDRA_LABELS] = compile_card(labelled.path, card, opened, encoder)
     if unseen.path:
-        rows[Method.HYDRA_UNSEEN] = compile_card(unseen.path, card, encoder)
+        rows[Method.HYDRA_UNSEEN] = compile_card(unseen.path, card, opened, encoder)
         rows[Method.HYDRA_UNSEEN_DENSE] = rows[Method.HYDRA_UNSEEN].dense_only()
-        rows[Method.HYDRA_UNSEEN_GENERIC] = compile_card(unseen.path, generic_card(), encoder)
+        generic = ConditionedRetriever(load_hypernet(unseen.path), encoder).compile(generic_card())
+        rows[Method.HYDRA_UNSEEN_GENERIC] = generic
         if refine_steps > 0:
             rows[Method.HYDRA_UNSEEN_REFINED] = refine_retriever(
                 rows[Method.HYDRA_UNSEEN], opened, encoder, refine_steps

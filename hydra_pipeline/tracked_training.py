@@ -35,6 +35,7 @@ from hydra_core.data.cards import TaskCard
 from hydra_core.data.fingerprints import text_digest
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.evaluation.fusion_examples import examples_from_frame
 from hydra_core.model.hypernet import DEFAULT_ARCHITECTURE, Hypernet, HypernetConfig
 from hydra_core.training.trainer import (
     TrainConfig,
@@ -71,6 +72,7 @@ def train_tracked(
     queries: Mapping[str, Embeddings],
     training_queries: Mapping[str, pl.DataFrame],
     pairs: Mapping[str, pl.DataFrame],
+    fusion_examples: Mapping[str, pl.DataFrame],
     *,
     encoder: FrozenEncoder,
     config: TrainConfig,
@@ -82,7 +84,8 @@ def train_tracked(
     tags: Mapping[str, str] | None = None,
     label_streams: Sequence[TrainingTask] = (),
 ) -> CheckpointRecord:
-    """Train on the tasks named by ``pairs`` and track the training as one MLflow run.
+    """Train on the tasks named by ``pairs`` (the head) and on the ``fusion_examples`` of
+    those that have labels (the gate; see :func:`examples_frame`), tracked as one MLflow run.
 
     ``code_version`` names the training code: a changed trainer must not resume a folder
     trained by the old one, so it is part of the checkpoint folder's name.
@@ -99,8 +102,14 @@ def train_tracked(
     names = [task.name for task in tasks if task.name in pairs]
     label_streams = [task for task in tasks if task.name not in pairs]
     fingerprints = {task.name: task.fingerprint for task in tasks}
+    examples = [
+        example
+        for name in sorted(fusion_examples)
+        for example in examples_from_frame(fusion_examples[name])
+    ]
     identity = {
         "run": run_identity(tasks, config, encoder.model_name, architecture),
+        "fusion": [example.digest() for example in examples],
         "encoder": encoder.identity,
         "code": code_version,
     }
@@ -125,6 +134,7 @@ def train_tracked(
         base_model=encoder.model_name,
         architecture=architecture,
         show_progress=False,
+        fusion_examples=examples,
     )
     # Two runs of the same inputs (two `hydra run`s at once) share the folder: the second
     # waits, then resumes the finished state instead of writing beside the first's upload.
@@ -179,5 +189,8 @@ def train_tracked(
         mlflow_run_id=run.run_id,
         tracking_uri=target.tracking_uri,
         model_name=target.registered_model,
-        extra={"label_streams": [stream.name for stream in label_streams]},
+        extra={
+            "label_streams": [stream.name for stream in label_streams],
+            "fusion_labels": {example.task: example.split for example in examples},
+        },
     )

@@ -15,6 +15,7 @@ from system_tools import HYDRA, mounted
 from typer.testing import CliRunner
 
 from hydra_core.data.cards import find_card, load_card, write_card
+from hydra_core.data.synthetic_tasks import made_from
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.model.compiled_retriever import CompiledRetriever
@@ -147,7 +148,8 @@ def test_leave_one_out_scores_each_task_as_unseen(
         config = json.loads((tmp_path / "loo" / f"without-{held_out}" / "config.json").read_text())
         assert config["metadata"]["tasks"] == [trained_on]
         # the gate learned from the other task's labels only, never from the held-out one's
-        assert config["metadata"]["fusion_tasks"] == [trained_on]
+        taught = config["metadata"]["fusion_labels"]
+        assert {made_from(name) for name in taught} == {trained_on}, taught
 
 
 def test_train_eval_compile_search(
@@ -171,6 +173,11 @@ def test_train_eval_compile_search(
     assert trained.exit_code == 0, trained.output
     assert "trainable parameters:" in trained.stdout
     assert (checkpoint / "model.safetensors").is_file()
+    # Both cards declare train labels: they taught the fusion gate (with their synthetic
+    # variants), and no test label did, so no row of theirs is in-pool.
+    taught = json.loads((checkpoint / "config.json").read_text())["metadata"]["fusion_labels"]
+    assert {made_from(name) for name in taught} == {"scifact", "nfcorpus"}, taught
+    assert set(taught.values()) == {"train"}, taught
 
     # The installed console script, as a user runs it (environment from the runner fixture).
     evaluated = subprocess.run(
@@ -190,6 +197,7 @@ def test_train_eval_compile_search(
         timeout=600,
     )
     assert evaluated.returncode == 0, evaluated.stderr
+    assert "in-pool" not in evaluated.stderr
     result = json.loads(evaluated.stdout)
     assert result["task"] == "nfcorpus"
     # nfcorpus has training labels, so the supervised reference is reported too.
@@ -203,7 +211,7 @@ def test_train_eval_compile_search(
         + ["--refine", "2"],
     )
     assert compiled.exit_code == 0, compiled.output
-    assert "compiled in" in compiled.stdout
+    assert "compiled in" in compiled.stdout and "the task's profile included" in compiled.stdout
     assert "refined with 2 steps" in compiled.stdout
     assert CompiledRetriever.load(head_file).task == "scifact"
 

@@ -6,13 +6,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.synthetic_tasks import synthetic_variant, variant_names
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
-from hydra_core.evaluation.fusion_examples import fusion_example, teaching_split
+from hydra_core.evaluation.fusion_examples import (
+    examples_frame,
+    examples_from_frame,
+    fusion_example,
+    teaching_split,
+)
 from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.fusion_gate import (
     GATE_FEEDBACK,
@@ -20,10 +26,14 @@ from hydra_core.model.fusion_gate import (
     PRIOR_FUSION,
     FusionExample,
     FusionGate,
+    taught_on_test,
 )
+from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.score_fusion import QUERY_EVIDENCE, FusionParameters, fused_top_k
-from hydra_core.model.task_profile import TaskProfile, task_profile
+from hydra_core.model.task_profile import CorpusSample, TaskProfile, task_profile
 from hydra_core.ranking.teachers import BM25Teacher
+from hydra_core.training.trainer import TrainConfig, train_hypernet
+from hydra_core.training.training_data import training_streams
 
 CARDS = Path(__file__).resolve().parent.parent / "cards"
 
@@ -53,7 +63,7 @@ def _example(name: str, lexical_wins: bool, queries: int = 40) -> FusionExample:
     evidence = rng.normal(0, 1, (queries, len(QUERY_EVIDENCE)))
     evidence[:, 1] = 0.9 if lexical_wins else 0.3  # how many query words BM25 knows
     profile = TaskProfile(1.2, 2.0, 5.0, 0.6 if lexical_wins else 0.7, 1.0)
-    return FusionExample(task=name, profile=profile, evidence=evidence, ndcg=ndcg)
+    return FusionExample(task=name, split="test", profile=profile, evidence=evidence, ndcg=ndcg)
 
 
 def test_an_unfitted_gate_compiles_every_profile_to_the_prior() -> None:
@@ -135,7 +145,7 @@ def test_cipher_keeps_bm25_and_blinds_the_encoder(
         texts = task.doc_texts()
         vectors = encoder.encode(texts, "document")
         lexical = BM25Teacher().index(task.corpus["doc_id"].to_list(), texts)
-        profiles[name] = task_profile(examples, texts, vectors, lexical, encoder)
+        profiles[name] = task_profile(examples, CorpusSample.of(texts), vectors, lexical, encoder)
     assert profiles["cipher"].pieces_per_word > 2 * profiles["plain"].pieces_per_word
     assert profiles["cipher"].probe_dense < profiles["plain"].probe_dense - 0.2
     assert profiles["cipher"].probe_bm25 > 0.8
@@ -165,3 +175,45 @@ def test_a_fusion_example_scores_every_grid_point_on_the_teaching_split(
     assert example.ndcg.min() >= 0.0 and example.ndcg.max() <= 1.0
     # the grid's corners differ: the channels rank the slice differently
     assert example.ndcg[:, 0].mean() != pytest.approx(example.ndcg[:, -1].mean())
+
+
+def test_a_gate_taught_by_test_labels_names_those_tasks_in_pool() -> None:
+    taught = {"cacm": "test", "cacm~cipher": "test", "scifact": "train", "lisa~titles": "test"}
+    assert taught_on_test(taught) == {"cacm", "lisa"}
+    assert taught_on_test({}) == set()
+
+
+def test_examples_keep_what_they_hold_through_a_stored_frame() -> None:
+    examples = [_example(f"t{i}", lexical_wins=i % 2 == 0, queries=5 + i) for i in range(3)]
+    back = examples_from_frame(examples_frame(examples))
+    assert [example.digest() for example in back] == [example.digest() for example in examples]
+    assert examples_from_frame(examples_frame([])) == []
+
+
+def test_the_gate_is_fitted_with_the_head_and_refitted_alike_on_resume(
+    tmp_path: Path, encoder: FrozenEncoder, scifact_slice: RetrievalTask
+) -> None:
+    """``train_hypernet`` fits the gate after the head; a resumed, finished run fits the
+    same gate again, and a run without examples keeps the prior."""
+    opened = OpenedTask(scifact_slice.head(60, 8), encoder)
+    card = _card(scifact_slice)
+    (task,) = training_streams(card, opened, encoder, use_labels=False)
+    examples = [_example(f"t{i}", lexical_wins=i % 2 == 0) for i in range(4)]
+    config = TrainConfig(epochs=1, steps_per_epoch=2)
+
+    def train(folder: str, examples: list[FusionExample]) -> FusionGate:
+        out = train_hypernet(
+            [task],
+            config,
+            tmp_path / folder,
+            base_model=encoder.model_name,
+            fusion_examples=examples,
+            show_progress=False,
+        )
+        return Hypernet.load(out).gate
+
+    gate = train("a", examples)
+    assert gate.is_fitted
+    again = train("a", examples)
+    assert torch.equal(again.weights, gate.weights) and torch.equal(again.bias, gate.bias)
+    assert not train("b", []).is_fitted

@@ -265,7 +265,8 @@ def test_reference_hypernets_train_with_labels_and_without_each_task(pipeline: P
         card = find_card(task)
         data = OpenedTask.of_card(card, encoder)
         served = CompiledRetriever.load(assets / "compiled_retriever" / f"{task}.safetensors")
-        unseen = compile_card(load_value(assets / "unseen_hypernet" / task).path, card, encoder)
+        unseen_path = load_value(assets / "unseen_hypernet" / task).path
+        unseen = compile_card(unseen_path, card, data, encoder)
         refine_steps = pipeline.config.training.refine_steps
         refined = refine_retriever(unseen, data, encoder, refine_steps)
         assert served.head is not None and unseen.head is not None and refined.head is not None

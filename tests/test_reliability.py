@@ -40,6 +40,7 @@ from hydra_core.data.training_queries import training_queries
 from hydra_core.encoding.embedding_cache import EmbeddingCache, text_key
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.evaluation.fusion_examples import card_fusion_examples, examples_frame
 from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.module import WEIGHTS_FILE
 from hydra_core.ranking.teacher_rankings import (
@@ -343,6 +344,7 @@ class TrainingInputs(TypedDict):
     queries: dict[str, Embeddings]
     training_queries: dict[str, pl.DataFrame]
     pairs: dict[str, pl.DataFrame]
+    fusion_examples: dict[str, pl.DataFrame]
 
 
 @pytest.fixture(scope="module")
@@ -362,6 +364,9 @@ def training_inputs(scifact_slice: RetrievalTask, encoder: FrozenEncoder) -> Tra
         "queries": {"scifact": queries},
         "training_queries": {"scifact": training},
         "pairs": {"scifact": distillation_pairs(fused, training)},
+        "fusion_examples": {
+            "scifact": examples_frame(card_fusion_examples(find_card("scifact"), opened, encoder))
+        },
     }
 
 

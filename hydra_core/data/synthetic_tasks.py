@@ -27,6 +27,7 @@ from hydra_core.data.cards import TaskCard
 from hydra_core.data.tasks import RetrievalTask
 
 VARIANTS = ("cipher", "keywords", "titles")
+VARIANT_MARK = "~"
 CIPHER_DOCS = 2_000
 KEYWORDS = 3
 _WORD = re.compile(r"[a-z0-9]+")
@@ -76,6 +77,11 @@ def variant_names(task: RetrievalTask) -> list[str]:
     return [name for name in VARIANTS if name != "titles" or has_titles(task)]
 
 
+def made_from(name: str) -> str:
+    """The task a variant named ``<task>~<kind>`` was made from (a task's own name: itself)."""
+    return name.split(VARIANT_MARK)[0]
+
+
 def synthetic_variant(
     task: RetrievalTask, card: TaskCard, kind: str
 ) -> tuple[RetrievalTask, TaskCard]:
@@ -105,7 +111,7 @@ def synthetic_variant(
         examples["example_documents"] = [text.split(". ")[0] for text in card.example_documents]
     else:
         raise ValueError(f"unknown synthetic variant {kind!r}; known: {', '.join(VARIANTS)}")
-    name = f"{task.name}~{kind}"
+    name = f"{task.name}{VARIANT_MARK}{kind}"
     variant = RetrievalTask(
         name=name, source=task.source, corpus=corpus, queries=queries, qrels=task.qrels
     )

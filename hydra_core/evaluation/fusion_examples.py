@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Sequence
 
 import numpy as np
+import polars as pl
 import torch
 
 from hydra_core.data.cards import TaskCard
@@ -23,6 +24,7 @@ from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.evaluation.metrics import evaluate_run, ranking_to_run
 from hydra_core.model.fusion_gate import GATE_FEEDBACK, GATE_WEIGHTS, FusionExample
 from hydra_core.model.score_fusion import (
+    QUERY_EVIDENCE,
     DenseChannel,
     FusionParameters,
     fused_top_k,
@@ -30,13 +32,14 @@ from hydra_core.model.score_fusion import (
     text_evidence,
     top_rows,
 )
-from hydra_core.model.task_profile import card_task_profile
+from hydra_core.model.task_profile import PROFILE_FEATURES, TaskProfile, card_task_profile
 from hydra_core.ranking.rankings import ranking_frame
 from hydra_core.ranking.teachers import BM25Index, BM25Params
 
 MAX_QUERIES = 300
 """Labelled queries an example keeps (a seeded sample): the grid is 33 searches of them."""
 _DEPTH = 100
+_GRID_SHAPE = (len(GATE_WEIGHTS), len(GATE_FEEDBACK))
 
 
 def teaching_split(card: TaskCard, task: RetrievalTask) -> str | None:
@@ -71,6 +74,7 @@ def fusion_example(
         ndcg[:, i, j] = [per_query.get(query, {}).get("ndcg@10", 0.0) for query in query_ids]
     return FusionExample(
         task=task.name,
+        split=split,
         profile=card_task_profile(card, opened, encoder),
         evidence=query_evidence(texts, lexical_scores, query_vectors, doc_vectors, lexical),
         ndcg=ndcg,
@@ -111,3 +115,45 @@ def query_evidence(
     )
     measured = score_evidence(scores, top_rows(scores, _DEPTH), dense).numpy()
     return np.concatenate([text_evidence(texts, lexical), measured], 1).astype(np.float64)
+
+
+_FRAME_SCHEMA = {
+    "task": pl.String,
+    "split": pl.String,
+    **dict.fromkeys((*PROFILE_FEATURES, *QUERY_EVIDENCE), pl.Float64),
+    "ndcg": pl.Array(pl.Float64, len(GATE_WEIGHTS) * len(GATE_FEEDBACK)),
+}
+
+
+def examples_frame(examples: Sequence[FusionExample]) -> pl.DataFrame:
+    """The examples as one table, a row a query (so the pipeline stores them as parquet):
+    task, split, the profile's and the evidence's columns, and the query's grid, flat."""
+    frames = [pl.DataFrame(schema=_FRAME_SCHEMA)]
+    for example in examples:
+        n = len(example.ndcg)
+        columns = {
+            "task": [example.task] * n,
+            "split": [example.split] * n,
+            **{name: [value] * n for name, value in example.profile.to_dict().items()},
+            **{name: example.evidence[:, i] for i, name in enumerate(QUERY_EVIDENCE)},
+            "ndcg": example.ndcg.reshape(n, -1),
+        }
+        frames.append(pl.DataFrame(columns, schema=_FRAME_SCHEMA))
+    return pl.concat(frames)
+
+
+def examples_from_frame(frame: pl.DataFrame) -> list[FusionExample]:
+    """:func:`examples_frame` read back, the examples in their stored order."""
+    examples = []
+    for (task, split), rows in frame.group_by("task", "split", maintain_order=True):
+        first = rows.row(0, named=True)
+        examples.append(
+            FusionExample(
+                task=str(task),
+                split=str(split),
+                profile=TaskProfile.from_dict({name: first[name] for name in PROFILE_FEATURES}),
+                evidence=rows.select(QUERY_EVIDENCE).to_numpy().astype(np.float64),
+                ndcg=rows["ndcg"].to_numpy().reshape(rows.height, *_GRID_SHAPE),
+            )
+        )
+    return examples

@@ -30,7 +30,6 @@ from hydra_core.model.compiled_retriever import HYBRID_FUSION, CompiledRetriever
 from hydra_core.model.fusion_gate import GATE_FEEDBACK, GATE_WEIGHTS
 from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
 from hydra_core.model.score_fusion import FusionParameters
-from hydra_core.model.task_profile import card_task_profile
 from hydra_core.ranking.teacher_rankings import FUSED_DEPTH, TeacherRankings
 from hydra_core.ranking.teachers import BM25Params
 
@@ -111,16 +110,14 @@ def card_retrievers(
     head alone), and the generic-card and another-task's-card ablations. A card's fusion
     reads its profile over the corpus; the generic card says nothing of its task, so it
     gets none (the pool's mean profile)."""
-    encoder = retriever.encoder
-    compiled = retriever.compile(card, card_task_profile(card, opened, encoder))
+    compiled = retriever.compile_task(card, opened)
     rows: dict[str, CompiledRetriever] = {
         Method.HYDRA: compiled,
         Method.HYDRA_DENSE: compiled.dense_only(),
         Method.HYDRA_GENERIC: retriever.compile(generic_card()),
     }
     if shuffled is not None:
-        profile = card_task_profile(shuffled, opened, encoder)
-        rows[Method.HYDRA_SHUFFLED] = retriever.compile(shuffled, profile)
+        rows[Method.HYDRA_SHUFFLED] = retriever.compile_task(shuffled, opened)
     return rows
 
 

@@ -22,13 +22,15 @@ holds a handful of numbers and needs no profile at search time.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from hydra_core.data.synthetic_tasks import made_from
 from hydra_core.errors import HydraInputError
 from hydra_core.model.module import HydraModule
 from hydra_core.model.score_fusion import QUERY_EVIDENCE, FusionParameters, QueryGate
@@ -52,9 +54,11 @@ out over the pool (README, "The card decides the fusion")."""
 @dataclass(frozen=True)
 class FusionExample:
     """One labelled task: its profile, each query's evidence, and each query's NDCG@10 at
-    every (lexical weight, feedback) of the grid, shaped (queries x weights x feedbacks)."""
+    every (lexical weight, feedback) of the grid, shaped (queries x weights x feedbacks),
+    on the labels of ``split`` (a ``test`` split teaches only gates judged on other tasks)."""
 
     task: str
+    split: str
     profile: TaskProfile
     evidence: np.ndarray
     ndcg: np.ndarray
@@ -72,6 +76,20 @@ class FusionExample:
             self.profile.vector(), (len(self.evidence), len(PROFILE_FEATURES))
         )
         return np.concatenate([profile, self.evidence], 1)
+
+    def digest(self) -> str:
+        """What the example holds, hashed: a gate fitted on it is named by it (resume)."""
+        digest = hashlib.sha256(f"{self.task}\0{self.split}\0".encode())
+        for values in (self.profile.vector(), self.evidence, self.ndcg):
+            digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+        return digest.hexdigest()
+
+
+def taught_on_test(fusion_labels: Mapping[str, str]) -> set[str]:
+    """The tasks whose test labels taught a gate (``fusion_labels``: each example's task and
+    split, as a checkpoint records them; a variant counts as its task): a hypernet's rows
+    on them are in-pool, not test figures."""
+    return {made_from(task) for task, split in fusion_labels.items() if split == "test"}
 
 
 def _logit(value: float) -> float:
@@ -138,29 +156,25 @@ class FusionGate(HydraModule):
             raise HydraInputError("no labelled task to learn the fusion from")
         gate = cls()
         stacked = np.concatenate([example.features() for example in examples])
-        center = torch.from_numpy(stacked.mean(0))
-        scale = torch.from_numpy(stacked.std(0) + 1e-6)
-        blocks = [
-            (
-                (torch.from_numpy(example.features()) - center) / scale,
-                torch.from_numpy(example.ndcg),
-            )
-            for example in examples
-        ]
+        center, scale = stacked.mean(0), stacked.std(0) + 1e-6
+        features = torch.from_numpy((stacked - center) / scale)
+        grid = torch.from_numpy(np.concatenate([example.ndcg for example in examples]))
+        # Each query weighs 1/len(its task) / len(tasks): every task weighs the same.
+        share = torch.from_numpy(
+            np.concatenate([np.full(len(ex.ndcg), 1 / len(ex.ndcg)) for ex in examples])
+            / len(examples)
+        )
         weights = torch.zeros_like(gate.weights, requires_grad=True)
         bias = gate.bias.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([weights, bias], lr=rate)
         for _ in range(steps):
             optimizer.zero_grad()
-            ndcg = [
-                _interpolated(grid, torch.sigmoid(bias + features @ weights)).mean()
-                for features, grid in blocks
-            ]
-            loss = -torch.stack(ndcg).mean() + penalty * (weights**2).sum()
+            ndcg = _interpolated(grid, torch.sigmoid(bias + features @ weights)) @ share
+            loss = -ndcg + penalty * (weights**2).sum()
             loss.backward()
             optimizer.step()
-        gate.center.copy_(center)
-        gate.scale.copy_(scale)
+        gate.center.copy_(torch.from_numpy(center))
+        gate.scale.copy_(torch.from_numpy(scale))
         gate.weights.copy_(weights.detach())
         gate.bias.copy_(bias.detach())
         return gate

@@ -30,7 +30,7 @@ from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.head import torch_threads
 from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.score_fusion import fused_top_k, text_evidence
-from hydra_core.model.task_profile import TaskProfile
+from hydra_core.model.task_profile import TaskProfile, card_task_profile
 from hydra_core.ranking.ann_index import IndexKind, index_kind, load_or_build_hnsw
 from hydra_core.ranking.rankings import exact_top_k, ranking_frame
 from hydra_core.ranking.teachers import BM25Index, BM25Params
@@ -151,3 +151,14 @@ class ConditionedRetriever:
         """
         with torch_threads(1):
             return self.hypernet.compile_card(card, self.encoder, profile)
+
+    @property
+    def reads_profiles(self) -> bool:
+        """Whether a task's profile changes what its card compiles to: only a gate fitted
+        on labels reads one, so profiling (a probe of the corpus) is skipped otherwise."""
+        return self.hypernet.gate.is_fitted
+
+    def compile_task(self, card: TaskCard, opened: OpenedTask) -> CompiledRetriever:
+        """Compile ``card`` for ``opened``'s corpus: with its profile when the gate reads it."""
+        profile = card_task_profile(card, opened, self.encoder) if self.reads_profiles else None
+        return self.compile(card, profile)

@@ -65,31 +65,47 @@ class TaskProfile:
             raise HydraInputError(f"bad task profile ({error!r})") from None
 
 
+@dataclass(frozen=True)
+class CorpusSample:
+    """The documents a profile reads (:data:`SAMPLE_DOCS`, a seeded sample): their rows in
+    the corpus and their texts, so a service keeps these, not every text, to profile cards
+    compiled later."""
+
+    rows: tuple[int, ...]
+    texts: tuple[str, ...]
+
+    @classmethod
+    def of(cls, doc_texts: Sequence[str], *, seed: int = 0) -> CorpusSample:
+        if not doc_texts:
+            raise HydraInputError("a task profile needs at least one document")
+        rng = random.Random(seed)
+        rows = sorted(rng.sample(range(len(doc_texts)), min(SAMPLE_DOCS, len(doc_texts))))
+        return cls(tuple(rows), tuple(doc_texts[row] for row in rows))
+
+
 def task_profile(
     example_queries: Sequence[str],
-    doc_texts: Sequence[str],
+    sample: CorpusSample,
     doc_vectors: np.ndarray,
     lexical: BM25Index,
     encoder: FrozenEncoder,
     *,
     seed: int = 0,
 ) -> TaskProfile:
-    """The profile of a corpus (its texts, base vectors and BM25 index) searched with
-    queries like ``example_queries``."""
-    if not doc_texts:
-        raise HydraInputError("a task profile needs at least one document")
+    """The profile of a corpus (a sample of its texts, its base vectors and BM25 index)
+    searched with queries like ``example_queries``."""
     rng = random.Random(seed)
-    sample = sorted(rng.sample(range(len(doc_texts)), min(SAMPLE_DOCS, len(doc_texts))))
-    words = [doc_texts[row].split() for row in sample]
+    words = [text.split() for text in sample.texts]
     n_words = max(sum(len(text) for text in words), 1)
     tokenizer = encoder.tokenizer
-    pieces = sum(len(tokenizer.tokenize(doc_texts[row])) for row in sample)
+    pieces = sum(len(tokenizer.tokenize(text)) for text in sample.texts)
     query_words = float(np.mean([len(query.split()) for query in example_queries]))
     span = int(min(max(round(query_words), 3), 30))
-    probe_rows = [row for row in sample if len(doc_texts[row].split()) >= span + 2][:PROBES]
+    long_enough = zip(sample.rows, words, strict=True)
+    probed = [(row, text) for row, text in long_enough if len(text) >= span + 2][:PROBES]
+    probe_rows = [row for row, _ in probed]
     probes = []
-    for row in probe_rows:
-        text = doc_texts[row].split()
+    for _, text in probed:
         start = rng.randrange(len(text) - span + 1)
         probes.append(" ".join(text[start : start + span]))
     dense, bm25 = 0.0, 0.0
@@ -100,7 +116,7 @@ def task_profile(
     return TaskProfile(
         pieces_per_word=pieces / n_words,
         log_query_words=math.log(max(query_words, 1.0)),
-        log_doc_words=math.log(max(n_words / len(sample), 1.0)),
+        log_doc_words=math.log(max(n_words / len(sample.texts), 1.0)),
         probe_dense=dense,
         probe_bm25=bm25,
     )
@@ -110,7 +126,7 @@ def card_task_profile(card: TaskCard, opened: OpenedTask, encoder: FrozenEncoder
     """The profile of ``opened``'s corpus searched with queries like ``card``'s examples."""
     return task_profile(
         card.example_queries,
-        opened.doc_texts,
+        CorpusSample.of(opened.doc_texts),
         opened.doc_vectors,
         opened.bm25(BM25Params()),
         encoder,

@@ -38,6 +38,7 @@ from hydra_core.errors import HydraInputError
 from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
+from hydra_core.model.task_profile import CorpusSample, task_profile
 from hydra_core.ranking.ann_index import IndexKind
 from hydra_core.ranking.teachers import BM25Index, BM25Params
 
@@ -45,13 +46,15 @@ from hydra_core.ranking.teachers import BM25Index, BM25Params
 @dataclass(frozen=True, eq=False)
 class Corpus:
     """One collection as every task over it sees it; row ``i`` of ``vectors`` embeds
-    ``doc_ids[i]`` (base encoder, never projected)."""
+    ``doc_ids[i]`` (base encoder, never projected); ``sample`` is what a card compiled
+    later profiles it with (a few hundred texts, not all of them)."""
 
     key: str
     doc_ids: list[str]
     titles: list[str]
     vectors: np.ndarray
     lexical: BM25Index
+    sample: CorpusSample
 
     def __post_init__(self) -> None:
         rows = len(self.doc_ids)
@@ -104,6 +107,7 @@ def card_corpus(
         titles=opened.task.corpus["title"].to_list(),
         vectors=vectors,
         lexical=opened.bm25(BM25Params()),
+        sample=CorpusSample.of(texts),
     )
 
 
@@ -123,10 +127,18 @@ class SharedEncoder:
         with self._lock:
             return self.encoder.encode(texts, "query", store=False)
 
-    def compile(self, retriever: ConditionedRetriever, card: TaskCard) -> CompiledRetriever:
-        """Compile ``card``: its texts go through the encoder, so under the same lock."""
+    def compile(
+        self, retriever: ConditionedRetriever, card: TaskCard, corpus: Corpus
+    ) -> CompiledRetriever:
+        """Compile ``card`` for ``corpus`` (profiled when the gate reads profiles): its
+        texts and the profile's probes go through the encoder, so under the same lock."""
         with self._lock:
-            return retriever.compile(card)
+            if not retriever.reads_profiles:
+                return retriever.compile(card)
+            profile = task_profile(
+                card.example_queries, corpus.sample, corpus.vectors, corpus.lexical, self.encoder
+            )
+            return retriever.compile(card, profile)
 
 
 class TaskSearcher(Protocol):
@@ -356,7 +368,7 @@ class TaskRegistry:
         lock of the registry is held."""
         if stored is None:
             stored = (
-                self.encoder.compile(self.retriever, card),
+                self.encoder.compile(self.retriever, card, corpus),
                 self.checkpoint,
                 datetime.now(UTC),
             )

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from hydra_core.atomic import save_tensors_atomic
 from hydra_core.data.fingerprints import array_digest, text_digest
 from hydra_core.errors import HydraInputError
-from hydra_core.model.fusion_gate import PRIOR_FUSION
+from hydra_core.model.fusion_gate import PRIOR_FUSION, FusionExample, FusionGate
 from hydra_core.model.head import head_forward
 from hydra_core.model.hypernet import (
     DEFAULT_ARCHITECTURE,
@@ -254,7 +254,8 @@ def run_identity(
     base_model: str,
     architecture: HypernetConfig = DEFAULT_ARCHITECTURE,
 ) -> dict[str, Any]:
-    """Everything that decides the weights a run ends at; a resume needs all of it unchanged."""
+    """Everything that decides the head's weights; a resume needs all of it unchanged (the
+    gate is fitted afresh after every run, resumed or not: it takes seconds)."""
     return {
         "train_config": asdict(config),
         "architecture": asdict(architecture),
@@ -274,13 +275,15 @@ def train_hypernet(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     show_progress: bool = True,
     fresh: bool = False,
+    fusion_examples: Sequence[FusionExample] = (),
 ) -> Path:
     """Train (or resume training) a hypernet of ``architecture`` on ``tasks``; returns the
     checkpoint dir.
 
     ``out_dir`` holding a run of other inputs is an error unless ``fresh``, which trains
     from scratch there whatever it holds. Tasks without pairs are left out (see
-    :func:`with_pairs`).
+    :func:`with_pairs`). With ``fusion_examples``, the head's training is followed by the
+    gate's (:meth:`FusionGate.fit`): the card then decides the fusion too.
     """
     out_dir = Path(out_dir)
     if not tasks:
@@ -350,13 +353,16 @@ def train_hypernet(
         metrics["seconds"] = time.perf_counter() - started
         history.append(metrics)
         log.info("epoch %d/%d: %s", epoch + 1, config.epochs, metrics)
-        hypernet.metadata = _metadata(config, tasks, history, hypernet)
+        hypernet.metadata = _metadata(config, tasks, history, hypernet, fusion_examples)
         _save_state(out_dir, epoch + 1, identity, hypernet, optimizer, history)
         hypernet.save(out_dir)
         if on_epoch is not None:
             on_epoch(epoch + 1, metrics)
-    if start_epoch >= config.epochs:
-        hypernet.metadata = _metadata(config, tasks, history, hypernet)
+    if fusion_examples:
+        log.info("fitting the fusion gate on %d labelled examples", len(fusion_examples))
+        hypernet.gate = FusionGate.fit(fusion_examples)
+    if start_epoch >= config.epochs or fusion_examples:
+        hypernet.metadata = _metadata(config, tasks, history, hypernet, fusion_examples)
         hypernet.save(out_dir)
     return out_dir
 
@@ -366,7 +372,10 @@ def _metadata(
     tasks: Sequence[TrainingTask],
     history: list[dict[str, float]],
     hypernet: Hypernet,
+    fusion_examples: Sequence[FusionExample],
 ) -> dict[str, object]:
+    """The checkpoint's record; ``fusion_labels`` names each task whose labels taught the
+    gate, and which split: a task whose ``test`` labels did is in-pool for this checkpoint."""
     return {
         "train_config": asdict(config),
         "tasks": [task.name for task in tasks],
@@ -374,6 +383,7 @@ def _metadata(
         "fingerprints": {task.name: task.fingerprint for task in tasks},
         "history": history,
         "trainable_parameters": hypernet.num_trainable_parameters,
+        "fusion_labels": {example.task: example.split for example in fusion_examples},
     }
 
 

@@ -58,6 +58,7 @@ def serve_figure(sizes: BenchSizes) -> Figure:
     """
     from hydra_core.data.cards import find_card
     from hydra_core.model.retriever import RetrieverIndex
+    from hydra_core.model.task_profile import CorpusSample
     from hydra_core.ranking.teachers import BM25Teacher
     from hydra_core.serving.http_api import Access, create_app, running_server
     from hydra_core.serving.registry import Corpus, RetrieverSearcher, TaskRegistry
@@ -76,9 +77,11 @@ def serve_figure(sizes: BenchSizes) -> Figure:
         encoder = FrozenEncoder(cache=EmbeddingCache(folder / "e.sqlite"), show_progress=False)
         registry = TaskRegistry(encoder, untrained_hypernet(), "benchmark", PROJECT_ROOT / "cards")
         ids = [str(i) for i in range(n_docs)]
-        lexical = BM25Teacher().index(ids, list(benchmark_documents(n_docs)))
+        texts = list(benchmark_documents(n_docs))
+        lexical = BM25Teacher().index(ids, texts)
         titles = [f"document {i}" for i in ids]
-        corpus = Corpus("bench", ids, titles, unit_vectors(n_docs, BASE_DIM, 5), lexical)
+        vectors = unit_vectors(n_docs, BASE_DIM, 5)
+        corpus = Corpus("bench", ids, titles, vectors, lexical, CorpusSample.of(texts))
         first = registry.add(card("task-0"), corpus)  # loads the model: compiling encodes
         registry.encoder.queries(["load the query path before measuring"])
         gc.collect()

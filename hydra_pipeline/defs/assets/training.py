@@ -22,7 +22,7 @@ from dagster import AssetExecutionContext
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.encoding.embeddings import Embeddings
-from hydra_pipeline.artifacts import CheckpointRecord
+from hydra_pipeline.artifacts import CheckpointRecord, task_from_frames
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.resources import EncoderResource, TrackingResource, WorkspaceResource
@@ -41,6 +41,7 @@ TRAINING_INPUTS = (
     "query_embeddings",
     "training_queries",
     "preference_pairs",
+    "fusion_examples",
 )
 """What every hypernet reads of each training task (a ``{task: value}`` map per name)."""
 
@@ -53,6 +54,7 @@ class TrainingInputs(NamedTuple):
     queries: Mapping[str, Embeddings]
     training_queries: Mapping[str, pl.DataFrame]
     pairs: Mapping[str, pl.DataFrame]
+    fusion_examples: Mapping[str, pl.DataFrame]
 
     def only(self, names: Sequence[str]) -> "TrainingInputs":
         return TrainingInputs(
@@ -61,6 +63,7 @@ class TrainingInputs(NamedTuple):
             {name: self.queries[name] for name in names},
             {name: self.training_queries[name] for name in names},
             {name: self.pairs[name] for name in names},
+            {name: self.fusion_examples[name] for name in names},
         )
 
 
@@ -155,6 +158,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         query_embeddings: dict[str, Embeddings],
         training_queries: dict[str, pl.DataFrame],
         preference_pairs: dict[str, pl.DataFrame],
+        fusion_examples: dict[str, pl.DataFrame],
     ) -> dg.Output[CheckpointRecord]:
         """Train once on all training tasks; tracked as one MLflow run (``registered_model``
         makes it a model version once its evaluation passed)."""
@@ -165,7 +169,12 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         architecture = HypernetConfig(**architecture_settings)
         record = HypernetTraining(context, workspace, encoder, tracking).train(
             TrainingInputs(
-                task_card, doc_embeddings, query_embeddings, training_queries, preference_pairs
+                task_card,
+                doc_embeddings,
+                query_embeddings,
+                training_queries,
+                preference_pairs,
+                fusion_examples,
             ),
             config=train,
             architecture=architecture,
@@ -212,6 +221,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         query_embeddings: dict[str, Embeddings],
         training_queries: dict[str, pl.DataFrame],
         preference_pairs: dict[str, pl.DataFrame],
+        fusion_examples: dict[str, pl.DataFrame],
         corpus: dict[str, pl.DataFrame],
         queries: dict[str, pl.DataFrame],
         qrels: dict[str, pl.DataFrame],
@@ -229,7 +239,12 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             return dg.Output(hypernet_checkpoint, metadata={"label_streams": "none"})
         record = HypernetTraining(context, workspace, encoder, tracking).train(
             TrainingInputs(
-                task_card, doc_embeddings, query_embeddings, training_queries, preference_pairs
+                task_card,
+                doc_embeddings,
+                query_embeddings,
+                training_queries,
+                preference_pairs,
+                fusion_examples,
             ),
             config=replace(LABELLED_TRAINING, **labelled_settings),
             architecture=HypernetConfig(**architecture_settings),
@@ -260,6 +275,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         query_embeddings: dict[str, Embeddings],
         training_queries: dict[str, pl.DataFrame],
         preference_pairs: dict[str, pl.DataFrame],
+        fusion_examples: dict[str, pl.DataFrame],
     ) -> dg.Output[CheckpointRecord]:
         """The hypernet trained without this task (leave one out), to which the task's card
         is as new as an unseen task's: for a task that never trained (not a training task,
@@ -278,7 +294,12 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             return dg.Output(CheckpointRecord(path="", checkpoint_id="", tasks=[]))
         record = HypernetTraining(context, workspace, encoder, tracking).train(
             TrainingInputs(
-                task_card, doc_embeddings, query_embeddings, training_queries, preference_pairs
+                task_card,
+                doc_embeddings,
+                query_embeddings,
+                training_queries,
+                preference_pairs,
+                fusion_examples,
             ).only(others),
             config=TrainConfig(**train_settings),
             architecture=HypernetConfig(**architecture_settings),
@@ -293,16 +314,48 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 @dg.asset(
     partitions_def=TASK_PARTITIONS,
     group_name=GROUP,
+    code_version=code_version("hydra_core.evaluation.fusion_examples", "hydra_pipeline.stages"),
+)
+def fusion_examples(
+    context: AssetExecutionContext,
+    encoder: EncoderResource,
+    task_card: TaskCard,
+    corpus: pl.DataFrame,
+    queries: pl.DataFrame,
+    qrels: pl.DataFrame,
+    doc_embeddings: Embeddings,
+) -> dg.Output[pl.DataFrame]:
+    """The task and its synthetic variants scored over the fusion grid, a row per labelled
+    query (none for a task without labels): what the hypernets' fusion gate learns from."""
+    from hydra_core.evaluation.fusion_examples import card_fusion_examples, examples_frame
+    from hydra_pipeline.defs.assets.data import frame_output
+    from hydra_pipeline.stages import stored_task
+
+    task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
+    opened = stored_task(task, encoder.get(), doc_embeddings)
+    return frame_output(examples_frame(card_fusion_examples(task_card, opened, encoder.get())))
+
+
+@dg.asset(
+    partitions_def=TASK_PARTITIONS,
+    group_name=GROUP,
     code_version=code_version("hydra_pipeline.stages"),
     automation_condition=dg.AutomationCondition.eager(),
 )
 def compiled_retriever(
-    encoder: EncoderResource, hypernet_checkpoint: CheckpointRecord, task_card: TaskCard
+    encoder: EncoderResource,
+    hypernet_checkpoint: CheckpointRecord,
+    task_card: TaskCard,
+    corpus: pl.DataFrame,
+    doc_embeddings: Embeddings,
 ) -> dg.Output:
-    """The task's whole retriever (head and fusion), compiled from its card."""
-    from hydra_pipeline.stages import compile_card, retriever_digest
+    """The task's whole retriever (head and fusion), compiled from its card over its corpus
+    (a fitted fusion gate reads the task's profile)."""
+    from hydra_core.data.opened_task import corpus_task
+    from hydra_pipeline.stages import compile_card, retriever_digest, stored_task
 
-    compiled = compile_card(hypernet_checkpoint.path, task_card, encoder.get())
+    opened = stored_task(corpus_task(corpus), encoder.get(), doc_embeddings)
+    compiled = compile_card(hypernet_checkpoint.path, task_card, opened, encoder.get())
     return dg.Output(
         compiled,
         data_version=dg.DataVersion(retriever_digest(compiled)),
@@ -315,4 +368,4 @@ def compiled_retriever(
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[*hypernet_assets(project()), compiled_retriever])
+    return dg.Definitions(assets=[fusion_examples, *hypernet_assets(project()), compiled_retriever])
