@@ -377,12 +377,14 @@ def write_report(
     missing: list[str] | None = None,
     per_query: pl.DataFrame | None = None,
     robustness: pl.DataFrame | None = None,
+    in_pool: Sequence[str] = (),
 ) -> list[Path]:
     """Write ``results.md`` and the NDCG@10 gain chart into ``folder``; returns both paths.
 
     With ``per_query`` (the evaluations' per-query rows), a section gives the paired
     significance test of hydra (and hydra-unseen) against each reference on every task;
     with ``robustness`` rows, a section gives each method's drop on perturbed queries.
+    ``in_pool`` names the tasks whose test labels taught the checkpoint's fusion gate.
     """
     chart = ndcg_chart(results, folder / CHART_FILE, per_query=per_query)
     tests = significance_tests(per_query) if per_query is not None else []
@@ -399,6 +401,7 @@ def write_report(
             + ".",
             f"## {HEADLINE_METRIC} by method",
             markdown_table(results),
+            *([in_pool_note(in_pool)] if in_pool else []),
             f"![{HEADLINE_METRIC} gain over {GAIN_REFERENCE} by task and method]({CHART_FILE})",
             *(
                 [f"## Significance of {HEADLINE_METRIC} differences", significance_markdown(tests)]
@@ -427,6 +430,16 @@ def write_report(
     return [markdown, chart]
 
 
+def in_pool_note(tasks: Sequence[str]) -> str:
+    """What the rows of tasks whose test labels taught the fusion gate are, and are not."""
+    return (
+        f"In-pool: {', '.join(sorted(tasks))}. Their test labels taught this checkpoint's "
+        "fusion gate, so their rows of this hypernet (`hydra`, its ablations, `hydra+labels`) "
+        "are not test figures; their `hydra-unseen` rows are (trained without any of their "
+        "labels)."
+    )
+
+
 def publish_report(
     database: str,
     tasks: Sequence[str],
@@ -440,6 +453,8 @@ def publish_report(
     evaluation); they are also logged on the training run as its final per-task metrics,
     so MLflow, DuckDB and the report agree.
     """
+    from hydra_core.model.fusion_gate import taught_on_test  # torch: not for every import
+
     results = checkpoint_results(database, tasks, record.checkpoint_id)
     evaluated = set(results["task"].to_list())
     per_query = latest_per_query(database, tasks)
@@ -453,6 +468,7 @@ def publish_report(
         robustness=latest_robustness(database, tasks).filter(
             pl.col("checkpoint") == record.checkpoint_id
         ),
+        in_pool=sorted(taught_on_test(record.extra.get("fusion_labels", {})) & evaluated),
     )
     if target is not None and record.mlflow_run_id:
         long = latest_long(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)

@@ -459,6 +459,10 @@ def test_report_tests_hydra_against_each_reference(tmp_path: Path) -> None:
     assert "`*` marks a difference with p < 0.05" in text
     without = write_report(metrics_store.latest_results(database), tmp_path / "plain")[0]
     assert "Significance" not in without.read_text()
+    assert "In-pool" not in text
+    results = metrics_store.latest_results(database)
+    in_pool = write_report(results, tmp_path / "in-pool", in_pool=["b"])[0].read_text()
+    assert "In-pool: b. Their test labels taught this checkpoint's fusion gate" in in_pool
 
 
 _HOLD_LOCK = """
