@@ -659,6 +659,36 @@ def test_hydra_serve_on_a_read_only_workspace(served: Served, tmp_path: Path) ->
     assert "is read-only: new vectors are not stored" in stderr
 
 
+def test_a_put_with_a_read_only_graph_cache_is_searched_exactly(
+    served: Served, tmp_path: Path
+) -> None:
+    """``--index hnsw`` with the graph folder read-only: the stored graphs still serve, and
+    a PUT card whose graph cannot be stored is served with exact dense search and a warning
+    in the log (it was a 500)."""
+    ann = served.config.cache_dir / "ann"
+    build_registry(served.config, None, echo=lambda _: None, index="hnsw")  # graphs stored
+    graphs = sorted(ann.glob("*.faiss"))
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY)
+    read_only = f"mount --bind {ann} {ann} && mount -o remount,bind,ro {ann}"
+    log = tmp_path / "serve.log"
+    arguments = ("--index", "hnsw", "--api-key-file", str(key_file))
+    with _hydra_serve(served, log, *arguments, mount=read_only) as url:
+        card = _card(served.project, "extra", description="Claims about statins and cancer.")
+        status, task = call(url, "PUT", "/tasks/extra", card.to_yaml(), key=KEY)
+        assert (status, task["name"]) == (201, "extra"), task
+        status, answer = call(url, "POST", "/tasks/extra/search", {"query": "statins", "k": 3})
+        assert status == 200 and len(answer["hits"]) == 3
+    stderr = log.read_text()
+    assert "Traceback" not in stderr
+    assert (
+        f"HNSW graph not stored in {ann} (Read-only file system): this task's dense channel "
+        "is searched exactly" in stderr
+    )
+    assert stderr.count("HNSW graph not stored") == 1  # the stored graphs were loaded
+    assert sorted(ann.glob("*.faiss")) == graphs
+
+
 def test_hydra_serve_without_results_says_to_run_first(
     tmp_path: Path, scifact_slice: RetrievalTask
 ) -> None:
