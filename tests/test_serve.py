@@ -30,6 +30,7 @@ import pytest
 import torch
 import yaml
 from pipeline_support import Project, make_project
+from playwright.sync_api import Page, Route, expect
 from system_tools import HYDRA, free_port, mounted, wait_until_answering
 
 from hydra_core.data.cards import TaskCard, find_card, load_card, write_card
@@ -553,16 +554,57 @@ def test_load_test_while_a_card_is_replaced(served: Served, scifact_slice: Retri
         run_load_test("http://localhost:8000", TASKS, card, queries)
 
 
+def _schema(schema: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """The component schema a documented response refers to."""
+    reference = response["content"]["application/json"]["schema"]["$ref"]
+    return schema["components"]["schemas"][reference.rsplit("/", 1)[1]]
+
+
 def test_openapi_docs(served: Served) -> None:
+    """The schema documents each error as the service sends it, and real examples."""
     status, page = served.call("GET", "/docs")
-    assert status == 200 and "swagger" in page.lower()
+    assert status == 200 and "/docs/assets/swagger-ui-bundle.js" in page
     status, schema = served.call("GET", "/openapi.json")
     assert status == 200
     paths = schema["paths"]
     assert {"/tasks", "/health", "/tasks/{name}/search", "/tasks/{name}/search/batch"} <= set(paths)
     put = paths["/tasks/{name}"]["put"]
     assert {"application/yaml", "application/json"} <= set(put["requestBody"]["content"])
-    assert {"201", "404", "409", "413", "422"} <= set(put["responses"])
+    assert set(put["responses"]) == {"200", "201", "401", "403", "409", "413", "422"}
+    assert _schema(schema, put["responses"]["422"])["properties"]["detail"]["type"] == "string"
+    search = paths["/tasks/{name}/search"]["post"]
+    invalid = _schema(schema, search["responses"]["422"])
+    assert invalid["properties"]["detail"]["type"] == "array"  # as FastAPI sends it
+    status, sent = served.call("POST", "/tasks/scifact/search", {"query": "a", "k": "3"})
+    assert status == 422 and isinstance(sent["detail"], list)
+    field = schema["components"]["schemas"]["InvalidField"]
+    assert set(sent["detail"][0]) == set(field["required"])
+    request = schema["components"]["schemas"]["SearchRequest"]
+    assert request["examples"] == [{"query": "statins and breast cancer", "k": 5}]
+    assert request["properties"]["query"]["examples"] == ["statins and breast cancer"]
+    assert "redoc" not in served.call("GET", "/redoc")[1]  # its page needs a CDN: not served
+
+
+def test_docs_page_works_offline_in_a_browser(served: Served, page: Page) -> None:
+    """Real chromium opens /docs with every request outside the service refused: the
+    operations are listed, and the search example is a real query, not "string"."""
+    outside: list[str] = []
+
+    def only_the_service(route: Route) -> None:
+        if route.request.url.startswith(served.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_service)
+    page.goto(f"{served.url}/docs")
+    search = page.locator("#operations-default-search_tasks__name__search_post")
+    expect(search).to_be_visible()
+    expect(search.get_by_text("/tasks/{name}/search", exact=True)).to_be_visible()
+    search.get_by_text("/tasks/{name}/search", exact=True).click()
+    expect(search.get_by_text('"statins and breast cancer"').first).to_be_visible()
+    assert outside == []
 
 
 def test_a_head_of_another_checkpoint_is_compiled_again(served: Served) -> None:
