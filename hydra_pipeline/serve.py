@@ -296,7 +296,9 @@ def serve(
     """Serve the configured tasks on ``host:port`` until interrupted.
 
     Ends with ``KeyboardInterrupt`` (status 130) once a signal has stopped the server,
-    whichever way uvicorn passed the signal on, so Ctrl+C always ends the same way.
+    whenever it came: before uvicorn took signals over (asyncio's handler raises), or after
+    (uvicorn stops, then raises the signal again under the handler it found, which a
+    process started with SIGINT ignored, as a shell's background job is, ignores).
     """
     options = options or ServeOptions()
     access = access_for(host, options, echo)  # refused before the model loads
@@ -315,8 +317,11 @@ def serve(
         f"API docs on http://{host}:{port}/docs"
     )
     server = uvicorn.Server(server_config(create_app(registry, access), host, port, ServerLimits()))
-    with contextlib.suppress(KeyboardInterrupt):
+    interrupted = False
+    try:
         server.run()
-    if not server.started:
-        raise SystemExit(1)  # uvicorn said why (e.g. the port is taken)
-    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted or server.should_exit:  # should_exit: uvicorn's handler saw a signal
+        raise KeyboardInterrupt
+    raise SystemExit(1)  # it stopped by itself: uvicorn said why

@@ -1,10 +1,14 @@
-"""Shared fixtures: real data slices and a real encoder with a throwaway cache."""
+"""Shared fixtures: real data slices, a real encoder with a throwaway cache, and a real
+browser (Debian's chromium through Playwright, never ``playwright install``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+from system_tools import require_or_skip
 
 from hydra_core.data.tasks import RetrievalTask, load_task
 from hydra_core.encoding.embedding_cache import EmbeddingCache
@@ -37,3 +41,38 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> FrozenEncoder:
     """The real default base model, caching into a session-private folder."""
     cache = EmbeddingCache(tmp_path_factory.mktemp("cache") / "embeddings.sqlite")
     return FrozenEncoder(cache=cache, show_progress=False)
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    """Debian's chromium; without it the test is skipped saying how to install it (CI makes
+    it mandatory: see system_tools)."""
+    return require_or_skip("chromium", "apt-get update && apt-get install -y chromium")
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: Path) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    opened = context.new_page()
+    opened.set_default_timeout(60_000)
+    yield opened
+    context.close()

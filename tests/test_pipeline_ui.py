@@ -1,6 +1,7 @@
 """The Dagster UI end to end: ``dagster dev`` on a throwaway project, driven by a real browser.
 
-Debian's chromium through Playwright (never ``playwright install``): the UI must show the
+Debian's chromium through Playwright (never ``playwright install``; the ``chromium``,
+``browser`` and ``page`` fixtures are in conftest.py): the UI must show the
 Hydra asset graph, and a materialization launched from it must run through the daemon's
 run queue and land in the instance. Without chromium the tests are skipped, saying how to
 install it (CI makes it mandatory: see system_tools).
@@ -20,22 +21,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from pipeline_support import Project, make_project
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from system_tools import free_port, require_or_skip, wait_until_answering
+from playwright.sync_api import Page, expect
+from system_tools import free_port, wait_until_answering
 
 from hydra_core.data.tasks import RetrievalTask
 from hydra_core.settings import PROJECT_ROOT
 from hydra_pipeline.runner import register_tasks
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 GROUPS = ("sources", "data", "embeddings", "teachers", "training", "evaluation")
 STARTUP_SECONDS = 180
 RUN_SECONDS = 180
@@ -58,11 +50,6 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    return require_or_skip("chromium", "apt-get update && apt-get install -y chromium")
 
 
 @pytest.fixture(scope="module")
@@ -98,23 +85,6 @@ def dagster_ui(
         yield DagsterUI(url, project, log)
     finally:
         _stop(server)
-
-
-@pytest.fixture(scope="module")
-def browser(chromium: Path) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture()
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})
-    opened = context.new_page()
-    opened.set_default_timeout(60_000)
-    yield opened
-    context.close()
 
 
 def _dismiss_welcome(page: Page) -> None:

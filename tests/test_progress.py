@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pytest
 
@@ -12,6 +14,10 @@ from hydra_core.encoding import encoder as encoder_module
 from hydra_core.encoding.embedding_cache import EmbeddingCache
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.progress import ProgressLog
+from hydra_pipeline.defs.jobs import Wave
+from hydra_pipeline.defs.progress import hydra_progress
+from hydra_pipeline.planning import PlannedRun
+from hydra_pipeline.runner import execute_planned
 
 LINE = re.compile(r"^work: (\d+)/10 items \([\d.]+/s, about \d+s left\)$")
 
@@ -51,3 +57,27 @@ def test_encoding_in_blocks_logs_progress_and_gives_the_same_vectors(
     lines = [r.message for r in caplog.records if r.name == encoder_module.progress_log.name]
     assert lines and lines[-1].startswith("all-MiniLM-L6-v2: 10/10 documents encoded (")
     np.testing.assert_allclose(vectors, whole, atol=1e-5)
+
+
+def test_the_last_steps_line_reaches_stderr_not_the_runs_captured_log(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Dagster copies a run's captured stderr back with ``tail -F`` and stops it when the run
+    ends, so a line that went through the capture could be lost: the progress lines bypass it."""
+
+    @dg.asset
+    def last() -> None:
+        pass
+
+    defs = dg.Definitions(
+        assets=[last],
+        jobs=[dg.define_asset_job("last_job", selection=[last])],
+        loggers={"hydra_progress": hydra_progress},
+    )
+    planned = PlannedRun(Wave("last", "last_job", ("last",), False), None, ("last",), ("new",))
+    with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        assert execute_planned(defs, instance, planned).success
+    captured = [path.read_text() for path in tmp_path.rglob("*.err")]
+    assert captured, "the run's stderr was captured"
+    assert not any("done last" in text for text in captured)
+    assert re.search(r"^ +last  done last \([\d.]+s\)$", capfd.readouterr().err, re.MULTILINE)

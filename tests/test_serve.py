@@ -30,6 +30,7 @@ import pytest
 import torch
 import yaml
 from pipeline_support import Project, make_project
+from playwright.sync_api import Page, Route, expect
 from system_tools import HYDRA, free_port, mounted, wait_until_answering
 
 from hydra_core.data.cards import TaskCard, find_card, load_card, write_card
@@ -553,16 +554,57 @@ def test_load_test_while_a_card_is_replaced(served: Served, scifact_slice: Retri
         run_load_test("http://localhost:8000", TASKS, card, queries)
 
 
+def _schema(schema: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """The component schema a documented response refers to."""
+    reference = response["content"]["application/json"]["schema"]["$ref"]
+    return schema["components"]["schemas"][reference.rsplit("/", 1)[1]]
+
+
 def test_openapi_docs(served: Served) -> None:
+    """The schema documents each error as the service sends it, and real examples."""
     status, page = served.call("GET", "/docs")
-    assert status == 200 and "swagger" in page.lower()
+    assert status == 200 and "/docs/assets/swagger-ui-bundle.js" in page
     status, schema = served.call("GET", "/openapi.json")
     assert status == 200
     paths = schema["paths"]
     assert {"/tasks", "/health", "/tasks/{name}/search", "/tasks/{name}/search/batch"} <= set(paths)
     put = paths["/tasks/{name}"]["put"]
     assert {"application/yaml", "application/json"} <= set(put["requestBody"]["content"])
-    assert {"201", "404", "409", "413", "422"} <= set(put["responses"])
+    assert set(put["responses"]) == {"200", "201", "401", "403", "409", "413", "422"}
+    assert _schema(schema, put["responses"]["422"])["properties"]["detail"]["type"] == "string"
+    search = paths["/tasks/{name}/search"]["post"]
+    invalid = _schema(schema, search["responses"]["422"])
+    assert invalid["properties"]["detail"]["type"] == "array"  # as FastAPI sends it
+    status, sent = served.call("POST", "/tasks/scifact/search", {"query": "a", "k": "3"})
+    assert status == 422 and isinstance(sent["detail"], list)
+    field = schema["components"]["schemas"]["InvalidField"]
+    assert set(sent["detail"][0]) == set(field["required"])
+    request = schema["components"]["schemas"]["SearchRequest"]
+    assert request["examples"] == [{"query": "statins and breast cancer", "k": 5}]
+    assert request["properties"]["query"]["examples"] == ["statins and breast cancer"]
+    assert "redoc" not in served.call("GET", "/redoc")[1]  # its page needs a CDN: not served
+
+
+def test_docs_page_works_offline_in_a_browser(served: Served, page: Page) -> None:
+    """Real chromium opens /docs with every request outside the service refused: the
+    operations are listed, and the search example is a real query, not "string"."""
+    outside: list[str] = []
+
+    def only_the_service(route: Route) -> None:
+        if route.request.url.startswith(served.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_service)
+    page.goto(f"{served.url}/docs")
+    search = page.locator("#operations-default-search_tasks__name__search_post")
+    expect(search).to_be_visible()
+    expect(search.get_by_text("/tasks/{name}/search", exact=True)).to_be_visible()
+    search.get_by_text("/tasks/{name}/search", exact=True).click()
+    expect(search.get_by_text('"statins and breast cancer"').first).to_be_visible()
+    assert outside == []
 
 
 def test_a_head_of_another_checkpoint_is_compiled_again(served: Served) -> None:
@@ -600,15 +642,22 @@ def test_checkpoint_mode_compiles_the_same_heads(served: Served) -> None:
 
 @contextmanager
 def _hydra_serve(
-    served: Served, log: Path, *arguments: str, mount: str | None = None
+    served: Served,
+    log: Path,
+    *arguments: str,
+    mount: str | None = None,
+    sigint_ignored: bool = False,
 ) -> Iterator[str]:
-    """The real ``hydra serve`` (in a mount namespace after ``mount``, if given) on a free
-    port: yields its URL once it answers, then stops it with Ctrl+C (SIGINT) and checks it
-    ended with 130 (typer: KeyboardInterrupt), whenever the signal came."""
+    """The real ``hydra serve`` (in a mount namespace after ``mount``, if given; started
+    with SIGINT ignored, as a non-interactive shell starts a background job, if
+    ``sigint_ignored``) on a free port: yields its URL once it answers, then stops it with
+    Ctrl+C (SIGINT) and checks it ended with 130 (typer: KeyboardInterrupt)."""
     port = free_port()
     env = {**os.environ, **served.project.env(served.project.root / "cache")}
     env.pop("HYDRA_API_KEY", None)
     command = [str(HYDRA), "serve", "--port", str(port), *arguments]
+    if sigint_ignored:  # an ignored signal stays ignored across exec
+        command = ["sh", "-c", 'trap "" INT && exec "$@"', "sh", *command]
     with log.open("w") as stderr:
         server = subprocess.Popen(
             command if mount is None else mounted(mount, command),
@@ -641,6 +690,18 @@ def test_hydra_serve_console_script(served: Served, tmp_path: Path) -> None:
     assert "Uvicorn running on http://127.0.0.1:" in stderr
 
 
+def test_hydra_serve_started_with_sigint_ignored_ends_with_130(
+    served: Served, tmp_path: Path
+) -> None:
+    """A background job (``hydra serve &`` in a script) starts with SIGINT ignored: uvicorn
+    still stops on Ctrl+C and raises the signal again under the ignoring handler, so nothing
+    is raised after it; the status is 130 all the same (it was 0)."""
+    log = tmp_path / "serve.log"
+    with _hydra_serve(served, log, sigint_ignored=True) as url:
+        assert call(url, "GET", "/health")[0] == 200
+    assert "Traceback" not in log.read_text()
+
+
 def test_hydra_serve_on_a_read_only_workspace(served: Served, tmp_path: Path) -> None:
     """Everything of the project (workspace, Dagster's stores, caches) on a read-only
     filesystem: served as it is, one line saying so, nothing written, no traceback."""
@@ -657,6 +718,37 @@ def test_hydra_serve_on_a_read_only_workspace(served: Served, tmp_path: Path) ->
     assert "Traceback" not in stderr
     assert f"{served.config.workspace} is read-only: serving without Dagster's record" in stderr
     assert "is read-only: new vectors are not stored" in stderr
+
+
+def test_a_put_with_a_read_only_graph_cache_is_searched_exactly(
+    served: Served, tmp_path: Path
+) -> None:
+    """``--index hnsw`` with the graph folder read-only: the stored graphs still serve, and
+    a PUT card whose graph cannot be stored is served with exact dense search and a warning
+    in the log."""
+    ann = served.config.cache_dir / "ann"
+    build_registry(served.config, None, echo=lambda _: None, index="hnsw")  # graphs stored
+    graphs = sorted(ann.glob("*.faiss"))
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY)
+    read_only = f"mount --bind {ann} {ann} && mount -o remount,bind,ro {ann}"
+    log = tmp_path / "serve.log"
+    arguments = ("--index", "hnsw", "--api-key-file", str(key_file))
+    with _hydra_serve(served, log, *arguments, mount=read_only) as url:
+        card = _card(served.project, "extra", description="Claims about statins and cancer.")
+        status, task = call(url, "PUT", "/tasks/extra", card.to_yaml(), key=KEY)
+        assert status == 201, task  # it was a 500
+        assert task["name"] == "extra"
+        status, answer = call(url, "POST", "/tasks/extra/search", {"query": "statins", "k": 3})
+        assert status == 200 and len(answer["hits"]) == 3
+    stderr = log.read_text()
+    assert "Traceback" not in stderr
+    assert (
+        f"HNSW graph not stored in {ann} (Read-only file system): this task's dense channel "
+        "is searched exactly" in stderr
+    )
+    assert stderr.count("HNSW graph not stored") == 1  # the stored graphs were loaded
+    assert sorted(ann.glob("*.faiss")) == graphs
 
 
 def test_hydra_serve_without_results_says_to_run_first(

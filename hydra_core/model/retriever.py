@@ -17,6 +17,7 @@ documents, then rescores the union with BM25's exactly.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from hydra_core.ranking.rankings import exact_top_k, ranking_frame
 from hydra_core.ranking.teachers import BM25Index, BM25Params
 from hydra_core.settings import load_settings
 
+log = logging.getLogger(__name__)
+
 
 class RetrieverIndex:
     """A compiled retriever over one corpus: its BM25 index and projected documents."""
@@ -51,7 +54,9 @@ class RetrieverIndex:
         cache_dir: Path | None = None,
     ) -> None:
         """``index="hnsw"`` searches the dense channel with an HNSW graph over the projected
-        documents, built once and kept in ``cache_dir`` (default: the settings' cache)."""
+        documents, built once and kept in ``cache_dir`` (default: the settings' cache). When
+        the cache cannot take a new graph (read-only, full), the channel is searched
+        exactly, with a warning, as a read-only embedding cache encodes without storing."""
         if retriever.fusion.lexical_weight > 0 and lexical is None:
             raise ValueError("a retriever with a lexical weight needs the corpus' BM25 index")
         self.retriever = retriever
@@ -63,7 +68,15 @@ class RetrieverIndex:
         self.approximate = None
         if index_kind(index) == "hnsw":
             folder = cache_dir if cache_dir is not None else load_settings().cache_dir
-            self.approximate = load_or_build_hnsw(self.doc_vectors, folder)
+            try:
+                self.approximate = load_or_build_hnsw(self.doc_vectors, folder)
+            except OSError as error:
+                log.warning(
+                    "HNSW graph not stored in %s (%s): this task's dense channel is searched "
+                    "exactly",
+                    folder / "ann",
+                    error.strerror,
+                )
 
     @classmethod
     def of_task(

@@ -108,7 +108,9 @@ def load_or_build_hnsw(
     """The graph over ``vectors`` from ``cache_dir/ann``, built and stored there if absent.
 
     A stored file that faiss cannot read, or that holds other vectors' count or width, is
-    rebuilt and replaced, as the embedding cache does with a bad entry.
+    rebuilt and replaced, as the embedding cache does with a bad entry. A folder that cannot
+    take a new file (read-only, full) raises ``OSError`` naming the file, before the build
+    when the folder is read-only.
     """
     path = cache_dir / "ann" / f"{params.name()}-{vectors_digest(vectors, params)}.faiss"
     if path.is_file():
@@ -122,14 +124,14 @@ def load_or_build_hnsw(
             ):
                 return HnswIndex(index, params, path, built=False)
             log.warning("rebuilding ANN index %s: it holds other vectors", path)
-    started = time.perf_counter()
-    index = build_hnsw(vectors, params)
-    log.info(
-        "built %s over %d vectors in %.1f s",
-        params.name(),
-        index.ntotal,
-        time.perf_counter() - started,
-    )
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # a folder that cannot take the file fails before the build
+        started = time.perf_counter()
+        index = build_hnsw(vectors, params)
+        log.info(
+            "built %s over %d vectors in %.1f s",
+            params.name(),
+            index.ntotal,
+            time.perf_counter() - started,
+        )
         faiss.write_index(index, str(tmp))
     return HnswIndex(index, params, path, built=True)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.resources import files
 from typing import Annotated, Any
 
 import h11
@@ -27,8 +28,10 @@ import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -58,6 +61,10 @@ longest queries is a quarter of it)."""
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 """The ``Host`` names a service bound to loopback answers to."""
+SWAGGER_ASSETS = "/docs/assets"
+"""Where the service serves Swagger UI's files (the ``swagger-ui-py`` package's copy, Apache
+2.0), so ``/docs`` works without reaching a CDN."""
+EXAMPLE_QUERY = "statins and breast cancer"
 
 
 QueryText = Annotated[
@@ -70,14 +77,19 @@ TopK = Annotated[
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"query": EXAMPLE_QUERY, "k": 5}]}
+    )
 
-    query: QueryText
+    query: QueryText = Field(examples=[EXAMPLE_QUERY])
     k: TopK = 10
 
 
 class BatchSearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"queries": [EXAMPLE_QUERY, "vitamin D"], "k": 5}]},
+    )
 
     queries: list[QueryText] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
     k: TopK = 10
@@ -124,19 +136,44 @@ class Health(BaseModel):
 
 
 class Problem(BaseModel):
+    """What went wrong, in one line; a card's problem also names its field and line."""
+
     detail: str
     field: str | None = None
     line: int | None = None
 
 
+class InvalidField(BaseModel):
+    loc: list[str | int] = Field(description='Where: "body", then the path of the field.')
+    msg: str
+    type: str = Field(description="Pydantic's error type, such as missing or int_type.")
+
+
+class InvalidRequest(BaseModel):
+    """A body that does not validate (FastAPI's 422, without the input it echoes)."""
+
+    detail: list[InvalidField]
+
+
 _TOO_LARGE = "Content Too Large"
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem} for status in (404, 409, 413, 422)
+Responses = dict[int | str, dict[str, Any]]
+_UNKNOWN_TASK: Responses = {404: {"model": Problem, "description": "Unknown task"}}
+_BODY_TOO_LARGE: Responses = {413: {"model": Problem, "description": "Body too large"}}
+_INVALID_REQUEST: Responses = {422: {"model": InvalidRequest, "description": "Invalid request"}}
+_CHANGE_ERRORS: Responses = {
+    401: {"model": Problem, "description": "No write key sent"},
+    403: {"model": Problem, "description": "A wrong write key, or a read-only service"},
+    409: {"model": Problem, "description": "Refused by the service's policy"},
 }
-_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
-    **{status: {"model": Problem} for status in (401, 403)},
+_SEARCH_ERRORS: Responses = {**_UNKNOWN_TASK, **_BODY_TOO_LARGE, **_INVALID_REQUEST}
+_PUT_RESPONSES: Responses = {
+    **_CHANGE_ERRORS,
+    **_BODY_TOO_LARGE,
+    201: {"model": TaskInfo, "description": "A new task"},
+    409: {"model": Problem, "description": "Refused by the policy, or a corpus not encoded"},
+    422: {"model": Problem, "description": "An invalid card (its field and line named)"},
 }
+_DELETE_ERRORS: Responses = {**_CHANGE_ERRORS, **_UNKNOWN_TASK, **_INVALID_REQUEST}
 _CARD_BODY = {
     "required": True,
     "description": "A task card, as YAML or JSON (the fields of a card file).",
@@ -174,10 +211,10 @@ def _invalid_request(_: Request, error: Exception) -> JSONResponse:
     or a lone surrogate cannot be written as JSON, and answering it must not fail."""
     assert isinstance(error, RequestValidationError)
     detail = [
-        {"loc": list(problem["loc"]), "msg": str(problem["msg"]), "type": str(problem["type"])}
+        InvalidField(loc=list(problem["loc"]), msg=str(problem["msg"]), type=str(problem["type"]))
         for problem in error.errors()
     ]
-    return JSONResponse({"detail": detail}, status_code=422)
+    return JSONResponse(InvalidRequest(detail=detail).model_dump(), status_code=422)
 
 
 @dataclass(frozen=True)
@@ -250,13 +287,18 @@ class BodyLimit:
 
 
 def create_app(registry: TaskRegistry, access: Access | None = None) -> FastAPI:
-    """The API over ``registry``; interactive docs at ``/docs``. Read-only on loopback
-    names unless ``access`` says otherwise."""
+    """The API over ``registry``; interactive docs at ``/docs``, served whole by the service
+    (FastAPI's recipe for self-hosting Swagger UI). Read-only on loopback names unless
+    ``access`` says otherwise."""
     access = access or Access()
     app = FastAPI(
         title="Hydra",
         summary="Every compiled task behind one search API, sharing one frozen encoder.",
+        docs_url=None,
+        redoc_url=None,
     )
+    swagger = files("swagger_ui") / "static"
+    app.mount(SWAGGER_ASSETS, StaticFiles(directory=str(swagger)), name="swagger-assets")
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(access.allowed_hosts))
     app.add_exception_handler(HydraInputError, _card_problem)
@@ -264,6 +306,18 @@ def create_app(registry: TaskRegistry, access: Access | None = None) -> FastAPI:
     app.add_exception_handler(ChangeRefusedError, _change_refused)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     writer = _writer(access)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")  # behind a proxy that adds a prefix
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{root}{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{SWAGGER_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{SWAGGER_ASSETS}/favicon-32x32.png",
+            oauth2_redirect_url=None,
+        )
 
     @app.get("/health")
     def health() -> Health:
@@ -279,14 +333,14 @@ def create_app(registry: TaskRegistry, access: Access | None = None) -> FastAPI:
     def list_tasks() -> list[TaskInfo]:
         return [TaskInfo.of(task) for task in registry.tasks()]
 
-    @app.post("/tasks/{name}/search", responses=_ERRORS)
+    @app.post("/tasks/{name}/search", responses=_SEARCH_ERRORS)
     def search(name: str, request: SearchRequest) -> SearchResponse:
         """The ``k`` best documents of the task's corpus for one query."""
         task = registry.get(name)
         hits = task.search([request.query], request.k)[0]
         return SearchResponse(task=name, checkpoint=task.checkpoint, hits=hits)
 
-    @app.post("/tasks/{name}/search/batch", responses=_ERRORS)
+    @app.post("/tasks/{name}/search/batch", responses=_SEARCH_ERRORS)
     def search_batch(name: str, request: BatchSearchRequest) -> BatchSearchResponse:
         """The ``k`` best documents for each of up to 64 queries, in one encoder call."""
         task = registry.get(name)
@@ -295,7 +349,7 @@ def create_app(registry: TaskRegistry, access: Access | None = None) -> FastAPI:
 
     @app.put(
         "/tasks/{name}",
-        responses={**_WRITE_ERRORS, 201: {"model": TaskInfo, "description": "A new task"}},
+        responses=_PUT_RESPONSES,
         openapi_extra={"requestBody": _CARD_BODY},
         dependencies=[writer],
     )
@@ -311,7 +365,7 @@ def create_app(registry: TaskRegistry, access: Access | None = None) -> FastAPI:
         response.status_code = 201 if created else 200
         return TaskInfo.of(task)
 
-    @app.delete("/tasks/{name}", status_code=204, responses=_WRITE_ERRORS, dependencies=[writer])
+    @app.delete("/tasks/{name}", status_code=204, responses=_DELETE_ERRORS, dependencies=[writer])
     def delete_task(name: str) -> None:
         """Stop serving task ``name``: its memory is freed once the searches that hold it
         end, and its HNSW graph leaves the cache folder."""

@@ -4,7 +4,10 @@ full debug stream (which stays in the run's event log, visible in the UI)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import weakref
+from typing import TextIO
 
 import dagster as dg
 from dagster_shared.error import SerializableErrorInfo
@@ -45,11 +48,29 @@ def cause_chain(error: SerializableErrorInfo) -> list[str]:
     return lines
 
 
+def _terminal_stderr() -> TextIO:
+    """A stream on stderr as it is now, which a run's log capture does not reach.
+
+    Dagster captures a run's stderr into its compute log file and copies that file back with
+    ``tail -F``, which it stops when the run ends: a line written in the run's last moments
+    (the last step's ``done``) was often never copied. Loggers start before the capture, so a
+    duplicate of the stderr descriptor taken then still reaches the terminal.
+    """
+    try:
+        descriptor = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # a stderr without a descriptor
+        return sys.stderr
+    return os.fdopen(descriptor, "w", buffering=1, encoding="utf-8", errors="replace")
+
+
 class _ProgressHandler(logging.Handler):
     def __init__(self, prefix: str) -> None:
         super().__init__(level=logging.DEBUG)
         self.prefix = prefix
         self.check_steps: set[str] = set()  # their success line would repeat the check's
+        self.stream = _terminal_stderr()
+        if self.stream is not sys.stderr:
+            weakref.finalize(self, self.stream.close)
 
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None)
@@ -60,7 +81,7 @@ class _ProgressHandler(logging.Handler):
         elif event is None and record.levelno >= logging.WARNING:
             line = f"{self.prefix}  ! {record.getMessage()}"
         if line:
-            print(line, file=sys.stderr, flush=True)
+            print(line, file=self.stream, flush=True)
 
     def _event_line(self, event: dg.DagsterEvent) -> str:
         data = event.event_specific_data
