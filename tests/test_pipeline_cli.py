@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
