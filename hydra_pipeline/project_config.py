@@ -147,7 +147,7 @@ class ProjectConfig(BaseModel):
     Dagster home."""
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    tolerance: float = Field(default=0.005, ge=0)
+    tolerance: float = Field(default=0.005, ge=-1, le=1)
     """How far below the base model's NDCG@10 hydra may fall before its check fails."""
     retrain_cron: str = "0 4 * * 1"
     robustness: RobustnessConfig = Field(default_factory=RobustnessConfig)

@@ -63,7 +63,7 @@ def defs() -> dg.Definitions:
         asset=QUALITY_CHECK.asset_key,
         name=QUALITY_CHECK.name,
         partitions_def=TASK_PARTITIONS,
-        description=f"Hydra's NDCG@10 is at most {tolerance} below the frozen base's; "
+        description=f"Hydra's NDCG@10 minus the frozen base's is at least {-tolerance}; "
         "the hypernet is registered only when every task passes.",
         blocking=True,
     )
