@@ -650,8 +650,12 @@ def test_registration_reads_each_tasks_last_completed_quality_check() -> None:
         for task, flag in (("a", False), ("b", True), ("a", True), ("b", False)):
             passes["flag"] = flag
             dg.materialize([task_metrics, quality, other], instance=instance, partition_key=task)
-        assert registry._unpassed(instance, ["a", "b", "c"]) == ["b (FAILED)", "c (never ran)"]
-        assert registry._unpassed(instance, ["a"]) == []
+        assert registry._unpassed(instance, ["a", "b", "c", "d"], ["a", "b", "c"]) == [
+            "b (FAILED)",
+            "c (never ran)",
+            "d (not evaluated with it)",
+        ]
+        assert registry._unpassed(instance, ["a"], ["a"]) == []
 
 
 def test_data_checks_find_problems() -> None:
