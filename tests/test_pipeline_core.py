@@ -612,7 +612,7 @@ def test_a_checkpoint_is_registered_once_and_the_alias_follows_the_latest(
     records = []
     for checkpoint in ("c1", "c2"):
         with TrainingRun(target, run_name=checkpoint, params={}) as run:
-            run.log_checkpoint(folder)
+            run.log_checkpoint(folder, "name: t\n")
         records.append(CheckpointRecord(str(folder), checkpoint, ["t"], run.run_id))
     client = target.client()
     first = register_checkpoint(target, records[0], "gains one")
