@@ -85,6 +85,12 @@ RefineOption = Annotated[
         "--refine", help="Polish the compiled head with N distillation steps on the task corpus."
     ),
 ]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="Project config file (default: hydra.yaml, or HYDRA_CONFIG)."),
+]
+
+
 CheckpointOption = Annotated[
     Path, typer.Option("--checkpoint", help="Hypernet checkpoint directory (from hydra train).")
 ]
@@ -343,12 +349,20 @@ def compile_card(
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="Query text.")],
-    checkpoint: CheckpointOption,
     card: Annotated[str, typer.Option(help="Task card file or name.")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="Hypernet checkpoint directory (default: the champion `hydra run` registered).",
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
     index: IndexOption = "exact",
+    config_path: ConfigOption = None,
 ) -> None:
-    """Search a task's corpus with the retriever compiled from its card."""
+    """Search a task's corpus with the retriever compiled from its card by the champion
+    hypernet (the last that passed its checks) or --checkpoint."""
     from hydra_core.ranking.ann_index import index_kind
 
     kind = index_kind(index)
@@ -358,6 +372,11 @@ def search(
         raise typer.BadParameter(
             f"{query!r} is empty: give the text to search for", param_hint="QUERY"
         )
+
+    if checkpoint is None:  # before the modelling stack loads: refused fast
+        from hydra_pipeline.runner import champion_checkpoint
+
+        checkpoint = Path(champion_checkpoint(_load_config(config_path)).path)
 
     from hydra_core.data.opened_task import OpenedTask
     from hydra_core.encoding.encoder import FrozenEncoder
@@ -458,12 +477,6 @@ def fetch_encoder_command(
 
 
 # --------------------------------------------------------------- pipeline commands
-
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", help="Project config file (default: hydra.yaml, or HYDRA_CONFIG)."),
-]
 
 
 class OutputFormat(StrEnum):
@@ -709,7 +722,7 @@ def serve_command(
         typer.Option(
             "--checkpoint",
             help="Compile the cards folder's cards with this hypernet instead of serving "
-            "what `hydra run` stored.",
+            "what `hydra run` stored with its champion (the last that passed its checks).",
         ),
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",

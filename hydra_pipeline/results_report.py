@@ -31,7 +31,12 @@ from hydra_pipeline.metrics_store import (
     latest_results,
     latest_robustness,
 )
-from hydra_pipeline.tracking import TrackingTarget, log_report, log_task_metrics
+from hydra_pipeline.tracking import (
+    TrackingTarget,
+    log_headline_metrics,
+    log_report,
+    log_task_metrics,
+)
 
 GAIN_REFERENCES: tuple[str, ...] = (Method.BASE, Method.HYBRID)
 """Rows every method's mean and worst gain is given over, whichever the table has."""
@@ -354,6 +359,22 @@ def gains_description(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> s
     )
 
 
+def headline_metrics(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> dict[str, float]:
+    """The few numbers a training run is judged by: the mean ``metric`` gain of hydra (and
+    hydra-unseen) over base and hybrid, and of the card over a generic one (``hydra`` over
+    ``hydra-generic``), e.g. ``hydra_gain_over_base``; those the table has rows for."""
+    pairs = [(m, r) for m in REGISTERED_METHODS for r in GAIN_REFERENCES]
+    pairs.append((Method.HYDRA, Method.HYDRA_GENERIC))
+    names: dict[str, str] = {Method.HYDRA_GENERIC: "card_vs_generic"}
+    values = {}
+    for method, reference in pairs:
+        mean = _mean_gain(results, method, reference, metric)
+        if mean is not None:
+            name = names.get(reference, f"{method}_gain_over_{reference}")
+            values[name.replace("-", "_")] = mean
+    return values
+
+
 def _mean_gain(results: pl.DataFrame, method: str, reference: str, metric: str) -> float | None:
     gains = gain_table(results, metric=metric, reference=reference)
     mean = gains.filter(pl.col("method") == method)["gain"].mean()
@@ -473,5 +494,6 @@ def publish_report(
     if target is not None and record.mlflow_run_id:
         long = latest_long(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)
         log_task_metrics(target, record.mlflow_run_id, long)
+        log_headline_metrics(target, record.mlflow_run_id, headline_metrics(results))
         log_report(target, record.mlflow_run_id, files)
     return files, results

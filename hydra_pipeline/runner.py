@@ -41,7 +41,7 @@ from hydra_core.errors import HydraInputError
 from hydra_core.settings import load_settings
 from hydra_pipeline.artifacts import CheckpointRecord, load_value, stored_path
 from hydra_pipeline.defs.assets.sources import changed_observations, task_states
-from hydra_pipeline.defs.jobs import HYPERNET_ASSET, TRAINING_ASSETS, WAVES
+from hydra_pipeline.defs.jobs import HYPERNET_ASSET, REGISTERED_ASSET, TRAINING_ASSETS, WAVES
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.progress import cause_chain, is_interrupt
 from hydra_pipeline.planning import PlannedRun, plan_wave
@@ -225,6 +225,20 @@ def current_checkpoint(
         return None
     record = load_value(base)
     return record if isinstance(record, CheckpointRecord) else None
+
+
+def champion_checkpoint(config: ProjectConfig) -> CheckpointRecord:
+    """The champion: the checkpoint last registered, i.e. the last one that passed every
+    task's quality check (what ``models:/<registered_model>@champion`` points at); an
+    error saying what to run when there is none."""
+    record = current_checkpoint(config, REGISTERED_ASSET)
+    if record is None:
+        raise HydraInputError(
+            "no champion hypernet yet: run `hydra run` (a checkpoint becomes the champion "
+            "once every task passed its quality check), or pass --checkpoint DIR",
+            path=config.workspace / "assets" / REGISTERED_ASSET,
+        )
+    return record
 
 
 _CHECK_FAILED = "DagsterAssetCheckFailedError"

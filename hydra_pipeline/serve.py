@@ -42,7 +42,7 @@ from hydra_core.settings import load_settings
 from hydra_pipeline.artifacts import CheckpointRecord, load_value, stored_path
 from hydra_pipeline.defs.resources import _encoder
 from hydra_pipeline.project_config import ProjectConfig
-from hydra_pipeline.runner import current_checkpoint, prepare_dagster_home
+from hydra_pipeline.runner import champion_checkpoint, prepare_dagster_home
 
 if TYPE_CHECKING:
     from hydra_core.encoding.encoder import FrozenEncoder
@@ -132,17 +132,6 @@ def change_policy(options: ServeOptions) -> ChangePolicy:
     data_dir = load_settings().data_dir
     roots = options.data_roots or (() if data_dir is None else (data_dir,))
     return ChangePolicy(roots, options.max_tasks, options.replace_pipeline_tasks)
-
-
-def stored_checkpoint(config: ProjectConfig) -> CheckpointRecord:
-    """The hypernet ``hydra run`` stored, or an error saying to run it."""
-    record = current_checkpoint(config)
-    if record is None:
-        raise HydraInputError(
-            "no pipeline results to serve: run `hydra run` first (or pass --checkpoint DIR)",
-            path=config.workspace / "assets",
-        )
-    return record
 
 
 def _stored_corpus(assets: Path, task: str, key: str) -> Corpus:
@@ -273,7 +262,7 @@ def build_registry(
     so the first request does not pay for it) and, with ``index="hnsw"``, every task's
     graph built or loaded."""
     if checkpoint is None:
-        record = stored_checkpoint(config)  # before the modelling stack loads: refused fast
+        record = champion_checkpoint(config)  # before the modelling stack loads: refused fast
         encoder = _encoder(config.encoder_model, str(config.cache_dir))
         registry = stored_registry(config, record, encoder, echo, index, policy)
     else:

@@ -8,7 +8,9 @@ the checkpoint a model version once it has been evaluated and its checks passed.
 The checkpoint folder is named by a hash of everything that determines the weights
 (training config and code, base encoder, each task's data and card). That hash is the
 checkpoint's one id: the MLflow run's name, the registered version's ``checkpoint_id``
-tag, the ``checkpoint`` column of DuckDB and the report all show it. The trainer
+tag, the ``checkpoint`` column of DuckDB and the report all show it. The MLflow run is
+named by what it trains (``hypernet``, ``labels``, ``without-<task>``), readable among its
+siblings under the ``hydra run`` it nests in. The trainer
 resumes a folder that holds a finished or interrupted run of the same inputs, so retrying
 a crashed training continues where it stopped instead of starting over.
 
@@ -79,6 +81,7 @@ def train_tracked(
     architecture: HypernetConfig = DEFAULT_ARCHITECTURE,
     checkpoints_dir: Path,
     target: TrackingTarget,
+    run_name: str = "hypernet",
     code_version: str = "",
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
@@ -144,9 +147,7 @@ def train_tracked(
         training = False
         try:
             run_tags = {**dict(tags or {}), "checkpoint_id": checkpoint_id}
-            with TrainingRun(
-                target, run_name=checkpoint_id, params=all_params, tags=run_tags
-            ) as run:
+            with TrainingRun(target, run_name=run_name, params=all_params, tags=run_tags) as run:
                 logged: set[int] = set()
                 epoch_errors: list[Exception] = []
 
@@ -160,8 +161,16 @@ def train_tracked(
                         log.warning("MLflow stopped accepting epoch metrics: %s", error)
                         epoch_errors.append(error)
 
+                def on_losses(step: int, values: dict[str, float]) -> None:
+                    if not epoch_errors:
+                        try:
+                            run.log_losses(step, values)
+                        except TRACKING_ERRORS as error:
+                            log.warning("MLflow stopped accepting losses: %s", error)
+                            epoch_errors.append(error)
+
                 training = True
-                path = train(on_epoch=on_epoch)
+                path = train(on_epoch=on_epoch, on_losses=on_losses)
                 training = False
                 if epoch_errors:
                     raise epoch_errors[0]
@@ -169,7 +178,7 @@ def train_tracked(
                 for epoch, values in enumerate(history, start=1):
                     if epoch not in logged:  # epochs done by an earlier, resumed attempt
                         run.log_epoch(epoch, values)
-                run.log_checkpoint(path)
+                run.log_checkpoint(path, cards[names[0]].to_yaml())
         except TRACKING_ERRORS as error:
             if training:  # the training itself failed (e.g. a full disk): not a tracking problem
                 raise

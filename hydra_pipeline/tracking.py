@@ -1,10 +1,12 @@
 """MLflow tracking of hypernet trainings: one MLflow run per training.
 
 A run holds what is needed to trust and reproduce a checkpoint: its parameters (training
-config, task list, fingerprints of the data it saw), per-epoch losses, the checkpoint and
-the results report as artifacts and the final per-task metrics. Once every task's blocking
-checks passed, :func:`register_checkpoint` makes the checkpoint a version of the registered
-model and moves the ``champion`` alias to it.
+config, task list, fingerprints of the data it saw), the losses every few steps and per
+epoch, the checkpoint (raw, and as an MLflow model: :mod:`hydra_pipeline.hypernet_model`)
+and the results report as artifacts, the final per-task metrics and a few headline ones.
+Once every task's blocking checks passed, :func:`register_checkpoint` makes the model a
+version of the registered model and moves the ``champion`` alias to it. The experiment is
+tagged as one of model development, so MLflow's UI opens it on its runs.
 
 Everything goes through an explicit :class:`~mlflow.tracking.MlflowClient`, never MLflow's
 process-global "active run", because pipeline steps of several runs can share a process.
@@ -40,9 +42,13 @@ TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError)
 PARENT_RUN_TAG = "hydra/mlflow_parent_run"
 """The Dagster run tag naming the MLflow run a training nests under (``hydra run``'s)."""
 CHECKPOINT_ARTIFACT = "checkpoint"
+MODEL_ARTIFACT = "model"
+"""Where a training run's MLflow model lives among its artifacts (what a version points at)."""
 CHAMPION_ALIAS = "champion"
 """The alias of the registered version the pipeline serves: the last one that passed."""
 REPORT_ARTIFACT = "report"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""The tag that makes MLflow's UI open the experiment on its runs, not its GenAI views."""
 MLFLOW_UI_ADDRESS = "http://127.0.0.1:5000"
 """Where ``mlflow ui`` (the command :meth:`TrackingTarget.ui_command` prints) serves a
 local store by default: the address a link to a run on a sqlite/file store points at."""
@@ -118,12 +124,17 @@ def experiment_id(target: TrackingTarget, client: MlflowClient | None = None) ->
     client = client or target.client()
     experiment = client.get_experiment_by_name(target.experiment)
     if experiment is not None:
+        if not EXPERIMENT_KIND.items() <= experiment.tags.items():  # made by an older Hydra
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     location = target.artifact_root.as_uri() if target.artifact_root and target.is_local else None
     if target.artifact_root is not None and location is not None:
         target.artifact_root.mkdir(parents=True, exist_ok=True)
     try:
-        return client.create_experiment(target.experiment, artifact_location=location)
+        return client.create_experiment(
+            target.experiment, artifact_location=location, tags=EXPERIMENT_KIND
+        )
     except MlflowException:  # created meanwhile by a parallel process
         found = client.get_experiment_by_name(target.experiment)
         if found is None:
@@ -230,16 +241,24 @@ class TrainingRun:
         """Per-epoch losses (and timings) as metric series stepped by epoch."""
         log_metrics(self.client, self.run_id, values, step=epoch)
 
-    def log_checkpoint(self, directory: Path) -> None:
-        """Upload the checkpoint folder: what a registered version of it points at."""
+    def log_losses(self, step: int, values: Mapping[str, float]) -> None:
+        """The losses of the last few steps as ``loss/<name>`` series stepped by step."""
+        log_metrics(self.client, self.run_id, {f"loss/{k}": v for k, v in values.items()}, step)
+
+    def log_checkpoint(self, directory: Path, example_card: str) -> None:
+        """Upload the checkpoint folder, and the checkpoint as an MLflow model (what a
+        registered version of it points at) with ``example_card`` as its input example."""
+        from hydra_pipeline.hypernet_model import log_hypernet_model
+
         self.client.log_artifacts(self.run_id, str(directory), CHECKPOINT_ARTIFACT)
+        log_hypernet_model(self.client, self.run_id, directory, example_card)
 
 
 def register_checkpoint(
     target: TrackingTarget, record: CheckpointRecord, description: str
 ) -> ModelVersion:
-    """The version of the registered model holding ``record``'s checkpoint, with
-    ``description`` and the ``champion`` alias.
+    """The version of the registered model holding ``record``'s checkpoint (its run's
+    MLflow model), with ``description`` and the ``champion`` alias.
 
     A checkpoint already registered (found by its ``checkpoint_id`` tag) keeps its version,
     with the description brought up to date: registering again never adds a version. Two
@@ -263,7 +282,7 @@ def register_checkpoint(
         run = client.get_run(record.mlflow_run_id)
         created = client.create_model_version(
             name,
-            f"{run.info.artifact_uri}/{CHECKPOINT_ARTIFACT}",
+            f"{run.info.artifact_uri}/{MODEL_ARTIFACT}",
             run_id=record.mlflow_run_id,
             tags={"checkpoint_id": record.checkpoint_id},
             description=description,
@@ -295,6 +314,12 @@ def log_task_metrics(target: TrackingTarget, run_id: str, rows: pl.DataFrame) ->
         ).iter_rows()
     }
     log_metrics(target.client(), run_id, values)
+
+
+def log_headline_metrics(target: TrackingTarget, run_id: str, values: Mapping[str, float]) -> None:
+    """The few numbers a run is judged by, as ``headline/<name>`` (see
+    :func:`hydra_pipeline.results_report.headline_metrics`)."""
+    log_metrics(target.client(), run_id, {f"headline/{k}": v for k, v in values.items()})
 
 
 def log_report(target: TrackingTarget, run_id: str, files: list[Path]) -> None:

@@ -194,7 +194,7 @@ def test_mlflow_run_with_metrics_checkpoint_and_model(pipeline: Pipeline) -> Non
     assert checkpoint.model_version == ""  # training registers nothing
     (version,) = client.search_model_versions(f"name='{pipeline.config.registered_model}'")
     assert version.run_id == run.info.run_id  # the reference hypernets are not registered
-    assert (version.source or "").endswith("/checkpoint")
+    assert (version.source or "").endswith("/model")  # the run's MLflow model
     assert version.tags["checkpoint_id"] == checkpoint.checkpoint_id
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])  # the hydra run's
     assert parent.data.tags["hydra/launched_by"] == "hydra run"

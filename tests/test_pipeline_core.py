@@ -616,7 +616,7 @@ def test_a_checkpoint_is_registered_once_and_the_alias_follows_the_latest(
     records = []
     for checkpoint in ("c1", "c2"):
         with TrainingRun(target, run_name=checkpoint, params={}) as run:
-            run.log_checkpoint(folder)
+            run.log_checkpoint(folder, "name: t\n")
         records.append(CheckpointRecord(str(folder), checkpoint, ["t"], run.run_id))
     client = target.client()
     first = register_checkpoint(target, records[0], "gains one")
@@ -654,8 +654,12 @@ def test_registration_reads_each_tasks_last_completed_quality_check() -> None:
         for task, flag in (("a", False), ("b", True), ("a", True), ("b", False)):
             passes["flag"] = flag
             dg.materialize([task_metrics, quality, other], instance=instance, partition_key=task)
-        assert registry._unpassed(instance, ["a", "b", "c"]) == ["b (FAILED)", "c (never ran)"]
-        assert registry._unpassed(instance, ["a"]) == []
+        assert registry._unpassed(instance, ["a", "b", "c", "d"], ["a", "b", "c"]) == [
+            "b (FAILED)",
+            "c (never ran)",
+            "d (not evaluated with it)",
+        ]
+        assert registry._unpassed(instance, ["a"], ["a"]) == []
 
 
 def test_data_checks_find_problems() -> None:

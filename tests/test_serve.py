@@ -751,7 +751,7 @@ def test_a_put_with_a_read_only_graph_cache_is_searched_exactly(
     assert sorted(ann.glob("*.faiss")) == graphs
 
 
-def test_hydra_serve_without_results_says_to_run_first(
+def test_hydra_serve_without_a_champion_says_to_run_first(
     tmp_path: Path, scifact_slice: RetrievalTask
 ) -> None:
     project = make_project(tmp_path, {"scifact": scifact_slice.head(20, 2)})
@@ -762,8 +762,9 @@ def test_hydra_serve_without_results_says_to_run_first(
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [
-        f"error: {project.workspace / 'assets'}: no pipeline results to serve: "
-        "run `hydra run` first (or pass --checkpoint DIR)"
+        f"error: {project.workspace / 'assets' / 'registered_model'}: no champion hypernet "
+        "yet: run `hydra run` (a checkpoint becomes the champion once every task passed its "
+        "quality check), or pass --checkpoint DIR"
     ]
 
 

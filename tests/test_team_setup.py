@@ -143,11 +143,11 @@ def test_hydra_run_keeps_runs_and_models_in_postgres(
     )
     run = client.get_run(version.run_id)
     assert f"MLflow run:  {version.run_id} (hydra-hypernet v1)" in first.stdout
-    # one checkpoint id: the folder, the MLflow run's name and tags, DuckDB, the report
+    # one checkpoint id: the folder, the MLflow run's tag, DuckDB, the report
     [folder] = [path for path in (project.workspace / "checkpoints").iterdir() if path.is_dir()]
     checkpoint = folder.name
     assert f"Checkpoint:  {checkpoint} ({folder})" in first.stdout
-    assert run.info.run_name == run.data.tags["checkpoint_id"] == checkpoint
+    assert run.info.run_name == "hypernet" and run.data.tags["checkpoint_id"] == checkpoint
     assert version.tags["checkpoint_id"] == checkpoint
     with duckdb.connect(str(project.workspace / "metrics.duckdb"), read_only=True) as database:
         assert database.sql("select distinct checkpoint from metrics").fetchall() == [(checkpoint,)]

@@ -81,6 +81,9 @@ class TrainConfig:
     train_base_weight: bool = True
 
 
+LOSS_EVERY = 10
+"""Steps between two points of the loss curve :func:`train_hypernet` reports."""
+
 LABELLED_TRAINING = TrainConfig(epochs=5)
 """Training with labels streams (``hydra train --labels``, the pipeline's ``hydra+labels``).
 
@@ -273,12 +276,18 @@ def train_hypernet(
     base_model: str,
     architecture: HypernetConfig = DEFAULT_ARCHITECTURE,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_losses: Callable[[int, dict[str, float]], None] | None = None,
+    loss_every: int = LOSS_EVERY,
     show_progress: bool = True,
     fresh: bool = False,
     fusion_examples: Sequence[FusionExample] = (),
 ) -> Path:
     """Train (or resume training) a hypernet of ``architecture`` on ``tasks``; returns the
     checkpoint dir.
+
+    ``on_losses`` gets, every ``loss_every`` steps (and at an epoch's end), the step
+    counted over all epochs and the mean losses since its last call: a loss curve with
+    more than one point an epoch.
 
     ``out_dir`` holding a run of other inputs is an error unless ``fresh``, which trains
     from scratch there whatever it holds. Tasks without pairs are left out (see
@@ -327,6 +336,8 @@ def train_hypernet(
         progress = ProgressLog(
             log, f"epoch {epoch + 1}/{config.epochs}", config.steps_per_epoch, "steps"
         )
+        window = {"pairwise": 0.0, "infonce": 0.0}
+        window_steps = 0
         for step in steps:
             batches = [
                 torch.randint(task.num_pairs, (config.pairs_per_task,), generator=generator)
@@ -343,12 +354,21 @@ def train_hypernet(
                     PRIOR_FUSION,
                 )
                 loss = loss + pairwise + config.nce_weight * infonce
-                totals["pairwise"] += pairwise.item() / len(tasks)
-                totals["infonce"] += infonce.item() / len(tasks)
+                for name, value in (("pairwise", pairwise), ("infonce", infonce)):
+                    totals[name] += value.item() / len(tasks)
+                    window[name] += value.item() / len(tasks)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             progress.advance(step + 1)
+            window_steps += 1
+            if on_losses is not None and (
+                (step + 1) % loss_every == 0 or step + 1 == config.steps_per_epoch
+            ):
+                done = epoch * config.steps_per_epoch + step + 1
+                on_losses(done, {name: value / window_steps for name, value in window.items()})
+                window = dict.fromkeys(window, 0.0)
+                window_steps = 0
         metrics = {name: value / config.steps_per_epoch for name, value in totals.items()}
         metrics["seconds"] = time.perf_counter() - started
         history.append(metrics)

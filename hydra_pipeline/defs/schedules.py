@@ -1,7 +1,8 @@
 """The retrain schedule: weekly, stopped until switched on (as Dagster schedules are).
 
-It retrains the hypernet on the training tasks' current pairs; heads, metrics and the
-report follow through their eager automation conditions (the ``hydra_automation`` sensor).
+It retrains the hypernet on the training tasks' current pairs; heads, metrics, the report
+and the registered model follow through their eager automation conditions (the
+``hydra_automation`` sensor), so a retrain that passes its checks becomes the champion.
 """
 
 from __future__ import annotations
@@ -19,6 +20,6 @@ def defs() -> dg.Definitions:
         cron_schedule=project().retrain_cron,
         job_name=HYPERNET_JOB,
         default_status=dg.DefaultScheduleStatus.STOPPED,
-        description="Retrain the hypernet; downstream heads, metrics and report follow.",
+        description="Retrain the hypernet; heads, metrics, report and champion follow.",
     )
     return dg.Definitions(schedules=[weekly_retrain])

@@ -7,8 +7,9 @@ dataset) is recorded as an observation and gets a run of its task's assets, up t
 metrics when a hypernet exists: a new task gets a head from the current hypernet, no
 retraining. A card that does not load is reported and retried next tick.
 
-``hydra_automation`` runs the eager conditions of heads, metrics and the report, so a
-retrained hypernet (the schedule, or a click in the UI) refreshes everything after it.
+``hydra_automation`` runs the eager conditions of heads, metrics, the report and the
+registered model, so a retrained hypernet (the schedule, or a click in the UI) refreshes
+everything after it and, once every task's quality check passed, becomes the ``champion``.
 """
 
 # No `from __future__ import annotations` here: Dagster reads these functions' annotations
@@ -20,6 +21,7 @@ from hydra_core.settings import load_settings
 from hydra_pipeline.defs.assets.sources import changed_observations, task_states
 from hydra_pipeline.defs.jobs import (
     HYPERNET_ASSET,
+    REGISTERED_ASSET,
     REPORT_ASSET,
     TASK_DATA_ASSETS,
     TASK_EVAL_ASSETS,
@@ -32,9 +34,10 @@ CARD_SENSOR = "task_card_sensor"
 
 hydra_automation = dg.AutomationConditionSensorDefinition(
     "hydra_automation",
-    target=dg.AssetSelection.assets(*TASK_EVAL_ASSETS, REPORT_ASSET),
+    target=dg.AssetSelection.assets(*TASK_EVAL_ASSETS, REPORT_ASSET, REGISTERED_ASSET),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Refreshes heads, metrics and the report after their inputs change.",
+    description="Refreshes heads, metrics and the report after their inputs change, and "
+    "registers the hypernet as champion once every task passed its quality check.",
 )
 
 

@@ -20,7 +20,7 @@ from dagster import AssetExecutionContext
 from hydra_core.data.fingerprints import text_digest
 from hydra_pipeline.artifacts import CheckpointRecord
 from hydra_pipeline.defs.asset_checks import QUALITY_CHECK
-from hydra_pipeline.defs.partitions import TASK_PARTITIONS
+from hydra_pipeline.defs.jobs import HYPERNET_ASSET
 from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.resources import MetricsDbResource, TrackingResource
 from hydra_pipeline.defs.versions import code_version
@@ -30,8 +30,11 @@ class CheckNotPassedError(RuntimeError):
     """A task's quality check failed (or never ran): no version."""
 
 
-def _unpassed(instance: dg.DagsterInstance, tasks: Sequence[str]) -> list[str]:
-    """``task (why)`` for each of ``tasks`` whose last completed quality check did not pass.
+def _unpassed(
+    instance: dg.DagsterInstance, tasks: Sequence[str], evaluated: Sequence[str]
+) -> list[str]:
+    """``task (why)`` for each of ``tasks`` not ``evaluated`` with the checkpoint yet, or
+    whose last completed quality check did not pass.
 
     The last completed one, not the one on the latest materialization: two runs at once
     each materialize the metrics (the same numbers), and the other run's check may still be
@@ -51,14 +54,24 @@ def _unpassed(instance: dg.DagsterInstance, tasks: Sequence[str]) -> list[str]:
         if evaluation is not None and evaluation.asset_check_key == QUALITY_CHECK:
             latest.setdefault(evaluation.partition, evaluation.passed)
     return [
-        f"{task} (never ran)" if task not in latest else f"{task} (FAILED)"
+        f"{task} (not evaluated with it)"
+        if task not in evaluated
+        else f"{task} (never ran)"
+        if task not in latest
+        else f"{task} (FAILED)"
         for task in tasks
-        if not latest.get(task, False)
+        if task not in evaluated or not latest.get(task, False)
     ]
 
 
-def registered_model_asset(model_name: str) -> dg.AssetsDefinition:
-    """Versioned on the registered model's name: another name registers anew."""
+def registered_model_asset(model_name: str, tasks: Sequence[str]) -> dg.AssetsDefinition:
+    """Versioned on the registered model's name: another name registers anew.
+
+    Eager on the metrics only: a retrained hypernet is registered once its tasks' metrics
+    (and their checks) are in, not the moment it is trained (``hydra_automation`` runs it
+    after the weekly retrain). Every one of the configured ``tasks`` must have been
+    evaluated with the checkpoint and passed.
+    """
 
     @dg.asset(
         deps=["task_metrics"],
@@ -68,7 +81,9 @@ def registered_model_asset(model_name: str) -> dg.AssetsDefinition:
             "hydra_pipeline.results_report",
             config={"registered_model": model_name},
         ),
-        automation_condition=dg.AutomationCondition.eager()
+        automation_condition=dg.AutomationCondition.eager().ignore(
+            dg.AssetSelection.assets(HYPERNET_ASSET)
+        )
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         description=f"The hypernet as a version of {model_name} with the alias "
         f"champion, once every task passed {QUALITY_CHECK.name}.",
@@ -89,10 +104,14 @@ def registered_model_asset(model_name: str) -> dg.AssetsDefinition:
             run_url,
         )
 
-        tasks = context.instance.get_dynamic_partitions(TASK_PARTITIONS.name or "task")
-        results = checkpoint_results(metrics_db.database, tasks, hypernet_checkpoint.checkpoint_id)
+        try:
+            results = checkpoint_results(
+                metrics_db.database, tasks, hypernet_checkpoint.checkpoint_id
+            )
+        except ValueError as error:  # no task evaluated with it yet
+            raise CheckNotPassedError(f"{error}: not registered as {model_name}") from None
         evaluated = results["task"].unique(maintain_order=True).to_list()
-        problems = _unpassed(context.instance, evaluated)
+        problems = _unpassed(context.instance, tasks, evaluated)
         if problems:
             raise CheckNotPassedError(
                 f"checkpoint {hypernet_checkpoint.checkpoint_id} not registered as "
@@ -130,4 +149,5 @@ def registered_model_asset(model_name: str) -> dg.AssetsDefinition:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[registered_model_asset(project().registered_model)])
+    config = project()
+    return dg.Definitions(assets=[registered_model_asset(config.registered_model, config.tasks)])

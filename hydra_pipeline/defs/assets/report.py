@@ -8,6 +8,7 @@ from dagster import AssetExecutionContext
 
 from hydra_core.data.fingerprints import file_fingerprint
 from hydra_pipeline.artifacts import CheckpointRecord
+from hydra_pipeline.defs.jobs import HYPERNET_ASSET
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.resources import MetricsDbResource, TrackingResource, WorkspaceResource
 from hydra_pipeline.defs.versions import code_version
@@ -17,7 +18,10 @@ from hydra_pipeline.defs.versions import code_version
     deps=["task_metrics", "task_robustness"],
     group_name="evaluation",
     code_version=code_version("hydra_pipeline.results_report"),
-    automation_condition=dg.AutomationCondition.eager(),
+    # Eager on the metrics, not the hypernet: a retrained one has no metrics to report yet.
+    automation_condition=dg.AutomationCondition.eager().ignore(
+        dg.AssetSelection.assets(HYPERNET_ASSET)
+    ),
 )
 def results_report(
     context: AssetExecutionContext,

@@ -99,6 +99,7 @@ class HypernetTraining:
             architecture=architecture,
             checkpoints_dir=self.workspace.checkpoints,
             target=self.tracking.target(),
+            run_name=variant or "hypernet",
             code_version=version,
             params={"dagster_run_id": run.run_id},
             tags={
