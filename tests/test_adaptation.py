@@ -110,17 +110,15 @@ def test_bad_labels_are_named(opened: OpenedTask, tmp_path: Path) -> None:
         sample_labels(load_labels(opened.task, "train"), 500, seed=0)
     bad = tmp_path / "labels.tsv"
     bad.write_text("query-id\tcorpus-id\tscore\nno-such-query\tx\t1\n")
-    with pytest.raises(HydraInputError, match=r"labels\.tsv.*line 2.*unknown query id"):
+    with pytest.raises(HydraInputError, match=r"labels\.tsv:2 .*unknown query id"):
         load_labels(opened.task, str(bad))
 
 
 def test_learning_curve_points_summary_and_store(
-    card: TaskCard,
-    opened: OpenedTask,
-    compiled: CompiledRetriever,
-    encoder: FrozenEncoder,
-    tmp_path: Path,
+    tmp_path: Path, card: TaskCard, opened: OpenedTask, compiled: CompiledRetriever
 ) -> None:
+    encoder = opened.encoder
+    assert isinstance(encoder, FrozenEncoder)
     points = learning_curve(card, opened, encoder, compiled, sizes=(10, 100, None), draws=2)
     summary = curve_summary(points)
     assert set(summary) == {"hydra", ADAPT_FROM_COMPILED, ADAPT_FROM_BASE, FUSION_ONLY}

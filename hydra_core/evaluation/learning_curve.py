@@ -19,6 +19,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import polars as pl
 
@@ -29,6 +30,7 @@ from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.adaptation import adapt, judged_queries, sample_labels
 from hydra_core.evaluation.method import HEADLINE_METRIC, Method
 from hydra_core.evaluation.methods import EVAL_SPLIT, hybrid_retriever, retriever_table
+from hydra_core.evaluation.metrics import Scores
 from hydra_core.evaluation.significance import PairedTest, paired_test
 from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.training.training_data import label_split
@@ -88,7 +90,8 @@ def learning_curve(
     def scored(rows: dict[str, CompiledRetriever], n: str, draw: int) -> None:
         table = retriever_table(opened, rows, EVAL_SPLIT, encoder=encoder)
         for method, metrics in table.items():
-            per_query = {query: row[HEADLINE_METRIC] for query, row in metrics.per_query.items()}
+            scores = cast(Scores, metrics)  # every row of a retriever table is scored
+            per_query = {query: row[HEADLINE_METRIC] for query, row in scores.per_query.items()}
             point = CurvePoint(card.name, method, n, draw, dict(metrics), per_query)
             points.append(point)
             if on_point is not None:
