@@ -7,14 +7,16 @@ pipeline run the very same steps.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.opened_task import OpenedTask
 from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.evaluation.adaptation import adapt, load_labels, sample_labels
 from hydra_core.evaluation.fusion_examples import card_fusion_examples
+from hydra_core.evaluation.learning_curve import CurvePoint, learning_curve
 from hydra_core.evaluation.method import Method
 from hydra_core.evaluation.methods import (
     EVAL_SPLIT,
@@ -150,6 +152,43 @@ def evaluate_card(
     opened = OpenedTask.of_card(card, encoder)
     rows = _card_rows(card, opened, hypernet, encoder, other_cards, refine_steps, supervised)
     return _scored(opened, rows, encoder)
+
+
+def adapt_card(
+    card: TaskCard,
+    hypernet: Hypernet,
+    encoder: FrozenEncoder,
+    labels: str,
+    *,
+    queries: int | None = None,
+    seed: int = 0,
+) -> CompiledRetriever:
+    """``hydra adapt``: the card's compiled retriever fitted to the judgments ``labels`` (a
+    split of its task or a qrels file), on ``queries`` of them drawn with ``seed`` (all by
+    default)."""
+    opened = OpenedTask.of_card(card, encoder)
+    qrels = sample_labels(load_labels(opened.task, labels), queries, seed)
+    compiled = _compiled(card, opened, hypernet, encoder)
+    return adapt(compiled, card, opened, encoder, qrels, seed=seed)
+
+
+def card_learning_curve(
+    card: TaskCard,
+    hypernet: Hypernet,
+    encoder: FrozenEncoder,
+    on_point: Callable[[CurvePoint], None] | None = None,
+) -> list[CurvePoint]:
+    """``hydra eval --learning-curve``: the card's learning curve on its test split."""
+    opened = OpenedTask.of_card(card, encoder)
+    compiled = _compiled(card, opened, hypernet, encoder)
+    return learning_curve(card, opened, encoder, compiled, on_point=on_point)
+
+
+def _compiled(
+    card: TaskCard, opened: OpenedTask, hypernet: Hypernet, encoder: FrozenEncoder
+) -> CompiledRetriever:
+    """The card's retriever over ``opened``, as every entry point compiles it."""
+    return ConditionedRetriever(hypernet, encoder).compile_task(card, opened)
 
 
 def _card_rows(

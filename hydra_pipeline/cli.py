@@ -44,6 +44,9 @@ from hydra_pipeline.project_config import ProjectConfig, load_project_config
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from hydra_core.encoding.encoder import FrozenEncoder
+    from hydra_core.evaluation.learning_curve import CurvePoint
+    from hydra_core.model.hypernet import Hypernet
     from hydra_core.model.score_fusion import FusionParameters
     from hydra_pipeline.runner import PipelineError
 
@@ -167,11 +170,24 @@ def evaluate(
     perturb_seed: Annotated[
         int, typer.Option("--perturb-seed", help="Seed of the --perturb perturbations.")
     ] = 0,
+    learning_curve: Annotated[
+        bool,
+        typer.Option(
+            "--learning-curve",
+            help="Also adapt the card's retriever to 5, 10, 30, 100, 300 and all of its "
+            "labelled queries (five draws each) and score each on the test split.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Test-split table for bm25, base, teacher, hydra, hydra-generic, hydra-shuffled,
     with a paired significance test of hydra against each reference."""
     from hydra_core.encoding.encoder import FrozenEncoder
+    from hydra_core.evaluation.learning_curve import (
+        curve_significance,
+        curve_summary,
+        curve_text,
+    )
     from hydra_core.evaluation.perturbations import Robustness, parse_perturbation
     from hydra_core.evaluation.significance import paired_tests
     from hydra_core.model.fusion_gate import taught_on_test
@@ -189,8 +205,10 @@ def evaluate(
         return writer(name, table, tests, robustness, fusion)
 
     perturbation = None if perturb is None else parse_perturbation(perturb, perturb_seed)
-    if loo and perturbation is not None:
-        raise typer.BadParameter("--perturb needs --checkpoint and --card, not --loo")
+    if loo and (perturbation is not None or learning_curve):
+        raise typer.BadParameter(
+            "--perturb and --learning-curve need --checkpoint and --card, not --loo"
+        )
     encoder = FrozenEncoder()
     if loo:
         cards = [find_card(name) for name in tasks or []]
@@ -216,12 +234,102 @@ def evaluate(
     others = _all_cards()
     if perturbation is None:
         table = evaluate_card(task_card, hypernet, encoder, other_cards=others, refine_steps=refine)
-        typer.echo(render(task_card.name, table))
+        if not learning_curve:
+            typer.echo(render(task_card.name, table))
+            return
+        curve = _learning_curve(task_card, hypernet, encoder, checkpoint)
+        tests = curve_significance(curve)
+        if json_output:
+            record = json.loads(render(task_card.name, table))
+            record["learning_curve"] = curve_summary(curve)
+            record["learning_curve_significance"] = {
+                n: {reference: test.as_json() for reference, test in by_reference.items()}
+                for n, by_reference in tests.items()
+            }
+            typer.echo(json.dumps(record))
+        else:
+            typer.echo(render(task_card.name, table))
+            typer.echo(curve_text(curve_summary(curve), tests))
         return
+    if learning_curve:
+        raise typer.BadParameter("--learning-curve and --perturb are two runs: give one")
     robustness = evaluate_robustness(
         task_card, hypernet, encoder, perturbation, other_cards=others, refine_steps=refine
     )
     typer.echo(render(task_card.name, robustness.clean, robustness))
+
+
+def _learning_curve(
+    card: TaskCard, hypernet: Hypernet, encoder: FrozenEncoder, checkpoint: Path
+) -> list[CurvePoint]:
+    """The card's learning curve, each point logged as it is scored, and stored in the
+    metrics store when one is configured (``metrics_db`` in hydra.yaml, or HYDRA_METRICS_DB)."""
+    from hydra_core.evaluation.method import HEADLINE_METRIC
+    from hydra_core.workflows import card_learning_curve
+    from hydra_pipeline.metrics_store import learning_curve_frame, record_learning_curve
+
+    def progress(point: CurvePoint) -> None:
+        value = point.metrics[HEADLINE_METRIC]
+        typer.echo(
+            f"learning curve {point.task}: {point.method} N={point.n} draw {point.draw} "
+            f"{HEADLINE_METRIC} {value:.4f}",
+            err=True,
+        )
+
+    points = card_learning_curve(card, hypernet, encoder, on_point=progress)
+    database = load_project_config().metrics_db
+    if database is not None:
+        rows = learning_curve_frame(points)
+        record_learning_curve(database, rows, run_id="cli", checkpoint=str(checkpoint))
+        typer.echo(f"learning curve: {rows.height} rows written to {database}", err=True)
+    return points
+
+
+@app.command()
+def adapt(
+    card: Annotated[str, typer.Argument(help="Task card file or name.")],
+    checkpoint: CheckpointOption,
+    labels: Annotated[
+        str,
+        typer.Option(
+            "--labels",
+            metavar="SPLIT_OR_FILE",
+            help="Judged queries: a split of the card's task (e.g. train; never test) or a "
+            "BEIR qrels TSV of its queries and documents.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Retriever file to write (.safetensors).")],
+    queries: Annotated[
+        int | None,
+        typer.Option("--queries", help="Use N judged queries, drawn at random (default: all)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the draw and of the fit.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Fit the card's compiled retriever to judged queries: head, fusion and BM25's b.
+
+    With 20 judged queries or more, a fifth is held out to choose the head's steps and the
+    fusion (keeping the compiled retriever unless a fit scores better there); with fewer,
+    a fixed recipe. Writes an ordinary retriever file (hydra search --retriever).
+    """
+    if out.exists() and not force:  # before anything loads: the old file stays as it was
+        raise HydraInputError("exists already: pass --force to overwrite it", path=out)
+    from hydra_core.encoding.encoder import FrozenEncoder
+    from hydra_core.model.hypernet import Hypernet
+    from hydra_core.workflows import adapt_card
+
+    started = time.perf_counter()
+    encoder = FrozenEncoder()
+    adapted = adapt_card(
+        find_card(card), Hypernet.load(checkpoint), encoder, labels, queries=queries, seed=seed
+    )
+    adapted.save(out)
+    fusion = adapted.fusion
+    typer.echo(
+        f"{out}: adapted on {adapted.labelled_queries} judged queries, lexical weight "
+        f"{fusion.lexical_weight:.2f}, feedback {fusion.feedback:.2f}, b {fusion.bm25_b:.2f}, "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
 
 
 @app.command(cls=TaskListCommand)
@@ -357,12 +465,19 @@ def search(
             help="Hypernet checkpoint directory (default: the champion `hydra run` registered).",
         ),
     ] = None,
+    retriever_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--retriever", help="A retriever file (hydra compile or hydra adapt) to search with."
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
     index: IndexOption = "exact",
     config_path: ConfigOption = None,
 ) -> None:
     """Search a task's corpus with the retriever compiled from its card by the champion
-    hypernet (the last that passed its checks) or --checkpoint."""
+    hypernet (the last that passed its checks) or --checkpoint, or with a retriever file
+    written for it (--retriever)."""
     from hydra_core.ranking.ann_index import index_kind
 
     kind = index_kind(index)
@@ -372,22 +487,28 @@ def search(
         raise typer.BadParameter(
             f"{query!r} is empty: give the text to search for", param_hint="QUERY"
         )
-
-    if checkpoint is None:  # before the modelling stack loads: refused fast
+    if checkpoint is not None and retriever_file is not None:
+        raise typer.BadParameter("give --checkpoint or --retriever, not both")
+    if checkpoint is None and retriever_file is None:  # before the modelling stack loads
         from hydra_pipeline.runner import champion_checkpoint
 
         checkpoint = Path(champion_checkpoint(_load_config(config_path)).path)
 
     from hydra_core.data.opened_task import OpenedTask
     from hydra_core.encoding.encoder import FrozenEncoder
+    from hydra_core.model.compiled_retriever import CompiledRetriever
     from hydra_core.model.hypernet import Hypernet
     from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
 
     encoder = FrozenEncoder()
-    retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
     task_card = find_card(card)
     opened = OpenedTask.of_card(task_card, encoder)
-    compiled = retriever.compile_task(task_card, opened)
+    if retriever_file is not None:
+        compiled = CompiledRetriever.load(retriever_file)
+    else:
+        assert checkpoint is not None
+        retriever = ConditionedRetriever(Hypernet.load(checkpoint), encoder)
+        compiled = retriever.compile_task(task_card, opened)
     searcher = RetrieverIndex.of_task(compiled, opened, encoder, index=kind)
     ranking = searcher.search(["query"], [query], k)
     titles = dict(zip(opened.doc_ids, opened.doc_texts, strict=True))

@@ -6,7 +6,9 @@ checkpoints?" is one SQL query. Table ``per_query`` holds the values those means
 one row per query, with the same tags: where a method wins and loses, and what the
 significance tests read. Table ``robustness`` holds each method's headline metric on clean
 and on perturbed test queries (one row per task x method x perturbation), with the same
-tags. The database is a file in the workspace by default; a
+tags. Table ``learning_curve`` holds each point of a learning curve (``hydra eval
+--learning-curve``): one row per task x method x number of judged queries x draw x
+metric. The database is a file in the workspace by default; a
 ``md:<name>`` location puts it on MotherDuck for a team, with no code change.
 
 DuckDB lets one process write a file at a time, and pipeline partitions run in parallel
@@ -30,6 +32,7 @@ from hydra_core.evaluation.method import HEADLINE_METRIC, METHOD_RANK
 from hydra_core.evaluation.metrics import METRIC_NAMES
 
 if TYPE_CHECKING:  # types only: an edit to the perturbations leaves task_metrics up to date
+    from hydra_core.evaluation.learning_curve import CurvePoint
     from hydra_core.evaluation.perturbations import Robustness
 
 TABLE = "metrics"
@@ -38,6 +41,7 @@ PER_QUERY_TABLE = "per_query"
 LATEST_PER_QUERY_VIEW = "latest_per_query"
 ROBUSTNESS_TABLE = "robustness"
 LATEST_ROBUSTNESS_VIEW = "latest_robustness"
+LEARNING_CURVE_TABLE = "learning_curve"
 
 
 def _evaluation_table(table: str, columns: str) -> str:
@@ -89,6 +93,11 @@ USING (task, evaluation_id);""",
             "clean DOUBLE NOT NULL, perturbed DOUBLE NOT NULL, drop DOUBLE NOT NULL",
         ),
         _latest_by_task(LATEST_ROBUSTNESS_VIEW, ROBUSTNESS_TABLE),
+        _evaluation_table(
+            LEARNING_CURVE_TABLE,
+            "task VARCHAR NOT NULL, method VARCHAR NOT NULL, n VARCHAR NOT NULL, "
+            "draw BIGINT NOT NULL, metric VARCHAR NOT NULL, value DOUBLE NOT NULL",
+        ),
     ]
 )
 _LOCK_WAIT_SECONDS = 120.0
@@ -117,6 +126,27 @@ def robustness_frame(task: str, results: Sequence[Robustness]) -> pl.DataFrame:
         for method, values in result.rows().items()
     ]
     return pl.DataFrame(rows, schema=ROBUSTNESS_SCHEMA, orient="row")
+
+
+LEARNING_CURVE_SCHEMA: dict[str, pl.DataType] = {
+    "task": pl.String(),
+    "method": pl.String(),
+    "n": pl.String(),
+    "draw": pl.Int64(),
+    "metric": pl.String(),
+    "value": pl.Float64(),
+}
+
+
+def learning_curve_frame(points: Sequence[CurvePoint]) -> pl.DataFrame:
+    """A learning curve's points as the rows :func:`record_learning_curve` stores, one per
+    metric (``n``: "0" for the zero-shot point, a number, or "all")."""
+    rows = [
+        (point.task, point.method, point.n, point.draw, metric, value)
+        for point in points
+        for metric, value in point.metrics.items()
+    ]
+    return pl.DataFrame(rows, schema=LEARNING_CURVE_SCHEMA, orient="row")
 
 
 class NoMetricsError(LookupError):
@@ -207,6 +237,14 @@ def record_robustness(
     """Append one robustness evaluation (rows of :func:`robustness_frame`); returns its id."""
     inserts = [(ROBUSTNESS_TABLE, rows.select(list(ROBUSTNESS_SCHEMA)))]
     return _append(database, inserts, run_id, checkpoint, dagster_run_id, created_at)
+
+
+def record_learning_curve(
+    database: str, rows: pl.DataFrame, *, run_id: str, checkpoint: str, dagster_run_id: str = ""
+) -> str:
+    """Append one learning curve (rows of :func:`learning_curve_frame`); returns its id."""
+    inserts = [(LEARNING_CURVE_TABLE, rows.select(list(LEARNING_CURVE_SCHEMA)))]
+    return _append(database, inserts, run_id, checkpoint, dagster_run_id, None)
 
 
 def _append(

@@ -113,6 +113,10 @@ class RetrievalTask:
         judged = self.split_qrels(split)["query_id"].unique()
         return self.queries.filter(pl.col("query_id").is_in(judged.implode()))
 
+    def with_qrels(self, qrels: dict[str, pl.DataFrame]) -> RetrievalTask:
+        """The same corpus and queries judged by ``qrels`` alone (e.g. held-out labels)."""
+        return RetrievalTask(self.name, self.source, self.corpus, self.queries, qrels)
+
     def qrels_dict(self, split: str) -> dict[str, dict[str, int]]:
         """``{query_id: {doc_id: score}}``, the shape pytrec_eval and friends take."""
         result: dict[str, dict[str, int]] = {}
@@ -341,6 +345,12 @@ def _read_queries(path: Path) -> pl.DataFrame:
     if not ids:
         raise HydraInputError("no queries: the queries file is empty", path=path)
     return pl.DataFrame({"query_id": ids, "text": texts}, schema=QUERIES_SCHEMA)
+
+
+def read_qrels_file(path: Path, task: RetrievalTask) -> pl.DataFrame:
+    """Judgments of ``task``'s queries and documents from a BEIR qrels TSV (e.g. a user's own
+    labels), checked as a split file is: the first bad line is named."""
+    return _read_qrels(path, task.queries["query_id"], task.corpus["doc_id"])
 
 
 def _read_qrels(path: Path, query_ids: pl.Series, doc_ids: pl.Series) -> pl.DataFrame:

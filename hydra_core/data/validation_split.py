@@ -37,14 +37,10 @@ def split_for_validation(
     a fifth of ``labels`` is held out of it.
     """
     if DEV_SPLIT in task.splits and labels != DEV_SPLIT:
-        return task, _with_qrels(task, {VALIDATION: task.split_qrels(DEV_SPLIT)})
+        return task, task.with_qrels({VALIDATION: task.split_qrels(DEV_SPLIT)})
     if labels not in task.splits:
         return task, None
     qrels = task.split_qrels(labels)
     held = qrels["query_id"].map_elements(is_holdout, return_dtype=pl.Boolean)
-    training = _with_qrels(task, {**task.qrels, labels: qrels.filter(~held)})
-    return training, _with_qrels(task, {VALIDATION: qrels.filter(held)})
-
-
-def _with_qrels(task: RetrievalTask, qrels: dict[str, pl.DataFrame]) -> RetrievalTask:
-    return RetrievalTask(task.name, task.source, task.corpus, task.queries, qrels)
+    training = task.with_qrels({**task.qrels, labels: qrels.filter(~held)})
+    return training, task.with_qrels({VALIDATION: qrels.filter(held)})

@@ -33,6 +33,7 @@ from hydra_core.model.head import ProjectionHead
 from hydra_core.model.head_generator import geometry_preserving_basis
 from hydra_core.model.hypernet import DEFAULT_ARCHITECTURE
 from hydra_core.model.retriever import RetrieverIndex
+from hydra_core.model.score_fusion import FusionParameters
 from hydra_core.ranking.teacher_rankings import teacher_rankings
 from hydra_core.training.preferences import preference_pairs
 from hydra_core.training.trainer import TrainConfig, TrainingTask, task_loss
@@ -49,10 +50,16 @@ REFINE_QUERIES = 300
 
 
 def fit_head(
-    initial: ProjectionHead, task: TrainingTask, steps: int, config: TrainConfig
+    initial: ProjectionHead,
+    task: TrainingTask,
+    steps: int,
+    config: TrainConfig,
+    fusion: FusionParameters | None = None,
 ) -> ProjectionHead:
     """``steps`` Adam steps on one task's pairs, starting from ``initial`` (which a task
-    without pairs, too small for its teachers to yield any, leaves as it is)."""
+    without pairs, too small for its teachers to yield any, leaves as it is); with
+    ``fusion`` and pairs that carry fusion features, each pair is scored fused with BM25
+    (see :func:`task_loss`)."""
     if task.num_pairs == 0:
         return initial
     params = [
@@ -63,7 +70,7 @@ def fit_head(
     generator = torch.Generator().manual_seed(config.seed)
     for _ in range(steps):
         batch = torch.randint(task.num_pairs, (config.pairs_per_task,), generator=generator)
-        pairwise, infonce = task_loss(tuple(params), task, batch, config)
+        pairwise, infonce = task_loss(tuple(params), task, batch, config, fusion)
         optimizer.zero_grad()
         (pairwise + config.nce_weight * infonce).backward()
         optimizer.step()
@@ -126,7 +133,7 @@ def supervised_head(
     split_texts = task.split_queries(split)["text"].to_list()
     initial = base_head(np.concatenate([doc_vectors, encoder.encode(split_texts, "query")]))
     best, best_steps, best_score = initial, 0, validation_ndcg(initial)
-    for steps, head in _fits(initial, training_task(fitting), checkpoints, config):
+    for steps, head in head_fits(initial, training_task(fitting), checkpoints, config):
         score = validation_ndcg(head)
         log.info("supervised-head %s: %d steps, validation NDCG@10 %.4f", task.name, steps, score)
         if score > best_score:
@@ -134,16 +141,20 @@ def supervised_head(
     if fitting is task or best_steps == 0:
         return best
     chosen = [steps for steps in checkpoints if steps <= best_steps]
-    return list(_fits(initial, training_task(task), chosen, config))[-1][1]
+    return list(head_fits(initial, training_task(task), chosen, config))[-1][1]
 
 
-def _fits(
-    initial: ProjectionHead, task: TrainingTask, checkpoints: Sequence[int], config: TrainConfig
+def head_fits(
+    initial: ProjectionHead,
+    task: TrainingTask,
+    checkpoints: Sequence[int],
+    config: TrainConfig,
+    fusion: FusionParameters | None = None,
 ) -> Iterator[tuple[int, ProjectionHead]]:
     """The head after each checkpoint's number of steps, trained on in segments."""
     head, done = initial, 0
     for steps in checkpoints:
-        head, done = fit_head(head, task, steps - done, config), steps
+        head, done = fit_head(head, task, steps - done, config, fusion), steps
         yield steps, head
 
 

@@ -35,6 +35,8 @@ class CompiledRetriever:
     head: ProjectionHead | None
     fusion: FusionParameters
     task: str = ""
+    labelled_queries: int = 0
+    """How many judged queries fitted it (``hydra adapt``); 0 for one compiled from a card."""
 
     def dense_only(self) -> CompiledRetriever:
         """The same head without the lexical channel or feedback (``hydra-dense``)."""
@@ -50,6 +52,7 @@ class CompiledRetriever:
             "format": FORMAT,
             "task": self.task,
             "fusion": json.dumps(self.fusion.to_dict(), sort_keys=True),
+            "labelled_queries": str(self.labelled_queries),
         }
         save_tensors_atomic(path, tensors, metadata)
 
@@ -64,6 +67,9 @@ class CompiledRetriever:
             fusion = FusionParameters.from_dict(json.loads(metadata.get("fusion", "")))
         except (json.JSONDecodeError, HydraInputError) as error:
             raise HydraInputError(f"bad fusion metadata: {error}", path=path) from None
+        labelled = metadata.get("labelled_queries", "0")
+        if not labelled.isdigit():
+            raise HydraInputError(f"bad labelled_queries metadata {labelled!r}", path=path)
         task = metadata.get("task", "")
         head = ProjectionHead.from_tensors(tensors, task=task, path=path) if tensors else None
-        return cls(head=head, fusion=fusion, task=task)
+        return cls(head=head, fusion=fusion, task=task, labelled_queries=int(labelled))

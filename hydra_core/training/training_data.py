@@ -20,7 +20,7 @@ from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.model.fusion_gate import PRIOR_FUSION
-from hydra_core.model.score_fusion import fusion_features
+from hydra_core.model.score_fusion import FusionParameters, fusion_features
 from hydra_core.ranking.rankings import exact_top_k
 from hydra_core.ranking.teacher_rankings import (
     document_embeddings,
@@ -159,7 +159,14 @@ def training_streams(
     return streams
 
 
-def label_training_task(card: TaskCard, opened: OpenedTask, encoder: FrozenEncoder) -> TrainingTask:
+def label_training_task(
+    card: TaskCard,
+    opened: OpenedTask,
+    encoder: FrozenEncoder,
+    *,
+    split: str | None = None,
+    fusion: FusionParameters = PRIOR_FUSION,
+) -> TrainingTask:
     """The card's labels as a training stream of their own, beside the teachers' pairs.
 
     Same card, so the labels shape the retriever the card compiles to; its own stream, so
@@ -168,8 +175,11 @@ def label_training_task(card: TaskCard, opened: OpenedTask, encoder: FrozenEncod
     stronger than the teachers that can teach a card its fusion, with the head. Chosen
     on validation over fusing the labels into the teachers' RRF as a gold teacher (weight 2):
     see ``LABELLED_TRAINING`` in the trainer.
+
+    ``split`` (default: the card's labels) and ``fusion`` (default: the prior) let
+    adaptation fit a head on a user's own judgments, fused as its retriever fuses.
     """
-    split = label_split(card, opened.task)
+    split = split or label_split(card, opened.task)
     if split is None:
         raise ValueError(f"card {card.name!r} declares no labels")
     queries, pairs = label_pairs(opened, encoder, split)
@@ -182,8 +192,8 @@ def label_training_task(card: TaskCard, opened: OpenedTask, encoder: FrozenEncod
         pairs,
     )
     labelled.name = card.name + LABELS_SUFFIX
-    lexical = opened.bm25(BM25Params()).scores(queries["text"].to_list())
+    lexical = opened.bm25(BM25Params(b=fusion.bm25_b)).scores(queries["text"].to_list())
     base = labelled.query_vectors.numpy() @ labelled.doc_vectors.numpy().T
     rows = (labelled.query_index, labelled.pos_index, labelled.neg_index)
-    labelled.fusion = fusion_features(lexical, base, rows, PRIOR_FUSION)
+    labelled.fusion = fusion_features(lexical, base, rows, fusion)
     return labelled
