@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from hydra_core.atomic import atomic_path, write_text_atomic
-from hydra_core.evaluation.method import GLOSSARY, HEADLINE_METRIC, Method, in_table_order
+from hydra_core.evaluation.method import (
+    DIGITS,
+    GLOSSARY,
+    HEADLINE_METRIC,
+    METHOD_RANK,
+    Method,
+    in_table_order,
+)
 from hydra_core.evaluation.metrics import METRIC_NAMES
 from hydra_core.evaluation.significance import (
     REFERENCES,
@@ -320,6 +328,37 @@ def gain_table(
     return gains.join(intervals, on=["task", "method"], how="left")
 
 
+def worst_queries(
+    per_query: pl.DataFrame,
+    queries: pl.DataFrame,
+    method: str = Method.HYDRA,
+    reference: str = GAIN_REFERENCE,
+    metric: str = HEADLINE_METRIC,
+    count: int = 5,
+) -> pl.DataFrame:
+    """The ``count`` queries where ``method`` loses most to ``reference`` (per-query rows of
+    one task), with their text: query_id, query, method, reference, difference."""
+    rows = per_query.filter(pl.col("metric") == metric)
+    pairs = (
+        rows.filter(pl.col("method") == method)
+        .select("query_id", pl.col("value").alias(method))
+        .join(
+            rows.filter(pl.col("method") == reference).select(
+                "query_id", pl.col("value").alias(reference)
+            ),
+            on="query_id",
+        )
+        .with_columns((pl.col(method) - pl.col(reference)).alias("difference"))
+    )
+    text = queries.select("query_id", pl.col("text").alias("query"))
+    return (
+        pairs.join(text, on="query_id", how="left")
+        .sort("difference", "query_id")
+        .head(count)
+        .select("query_id", "query", method, reference, "difference")
+    )
+
+
 def gain_limits(gains: pl.DataFrame) -> tuple[float, float]:
     """A y-range fitted to the gains and their error bars, always showing the zero line.
 
@@ -407,7 +446,8 @@ def headline_metadata(
 ) -> dict[str, float]:
     """One task's evaluation (long rows: method, metric, value) as flat numeric entries,
     ``<metric>/<method>`` and ``gain_over_<reference>/<method>``: numbers an asset
-    catalogue can plot across materializations, unlike a text table."""
+    catalogue can plot across materializations, unlike a text table. Rounded to the
+    report's four decimals."""
     values = {
         method: float(value)
         for method, value in metrics.filter(pl.col("metric") == metric)
@@ -415,14 +455,51 @@ def headline_metadata(
         .iter_rows()
     }
     ordered = in_table_order(values)
-    entries = {f"{metric}/{method}": values[method] for method in ordered}
+    entries = {f"{metric}/{method}": round(values[method], DIGITS) for method in ordered}
     if reference in values:
         entries |= {
-            f"gain_over_{reference}/{method}": values[method] - values[reference]
+            f"gain_over_{reference}/{method}": round(values[method] - values[reference], DIGITS)
             for method in ordered
             if method != reference
         }
     return entries
+
+
+def method_table(
+    metrics: pl.DataFrame, metric: str = HEADLINE_METRIC, reference: str = GAIN_REFERENCE
+) -> pl.DataFrame:
+    """One task's evaluation (long rows: method, metric, value) as one row per method in
+    table order, a column per metric, and the ``metric`` gain over ``reference`` when the
+    task has it."""
+    wide = metrics.pivot(on="metric", index="method", values="value")
+    wide = wide.select("method", *[m for m in METRIC_NAMES if m in wide.columns]).sort(
+        pl.col("method").replace_strict(METHOD_RANK, default=len(METHOD_RANK))
+    )
+    if reference not in set(wide["method"].to_list()) or metric not in wide.columns:
+        return wide
+    base = wide.filter(pl.col("method") == reference)[metric].item()
+    return wide.with_columns((pl.col(metric) - base).alias(f"gain_over_{reference}"))
+
+
+def significance_frame(tests: Sequence[PairedTest]) -> pl.DataFrame:
+    """The paired tests as rows: task, method, reference, metric, delta, p_value, queries,
+    significant."""
+    return pl.DataFrame(
+        [
+            {"task": t.task, "method": t.method, "reference": t.reference} | t.as_json()
+            for t in tests
+        ],
+        schema={
+            "task": pl.String(),
+            "method": pl.String(),
+            "reference": pl.String(),
+            "metric": pl.String(),
+            "delta": pl.Float64(),
+            "p_value": pl.Float64(),
+            "queries": pl.Int64(),
+            "significant": pl.Boolean(),
+        },
+    )
 
 
 def gains_description(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> str:
@@ -459,6 +536,20 @@ def checkpoint_results(database: str, tasks: Sequence[str], checkpoint_id: str) 
     return results
 
 
+@dataclass(frozen=True)
+class Report:
+    """A written report: its files, its headline sentence and the results it shows."""
+
+    markdown: Path
+    chart: Path
+    headline: str
+    results: pl.DataFrame
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.markdown, self.chart]
+
+
 def write_report(
     results: pl.DataFrame,
     folder: Path,
@@ -468,8 +559,8 @@ def write_report(
     missing: list[str] | None = None,
     per_query: pl.DataFrame | None = None,
     robustness: pl.DataFrame | None = None,
-) -> list[Path]:
-    """Write ``results.md`` and the NDCG@10 gain chart into ``folder``; returns both paths.
+) -> Report:
+    """Write ``results.md`` and the NDCG@10 gain chart into ``folder``.
 
     The report opens with its :func:`headline` and a glossary of the methods it shows.
 
@@ -489,10 +580,11 @@ def write_report(
         provenance.append(f"checkpoint `{checkpoint}`")
     if run_id:
         provenance.append(f"MLflow run `{run_id}`")
+    answer = headline(results, tests)
     text = "\n\n".join(
         [
             "# Hydra results",
-            f"**{headline(results, tests)}**",
+            f"**{answer}**",
             "Test split of every task; "
             + (", ".join(provenance) if provenance else "baselines only")
             + ".",
@@ -525,7 +617,7 @@ def write_report(
     )
     markdown = folder / MARKDOWN_FILE
     write_text_atomic(markdown, text + "\n")
-    return [markdown, chart]
+    return Report(markdown, chart, answer, results)
 
 
 def publish_report(
@@ -534,7 +626,7 @@ def publish_report(
     folder: Path,
     record: CheckpointRecord,
     target: TrackingTarget | None,
-) -> tuple[list[Path], pl.DataFrame]:
+) -> Report:
     """Write the report for ``record``'s checkpoint and attach it to its MLflow run.
 
     Rows are each task's latest evaluation with this checkpoint (and its latest robustness
@@ -544,7 +636,7 @@ def publish_report(
     results = checkpoint_results(database, tasks, record.checkpoint_id)
     evaluated = set(results["task"].to_list())
     per_query = latest_per_query(database, tasks)
-    files = write_report(
+    report = write_report(
         results,
         folder,
         checkpoint=record.checkpoint_id,
@@ -558,5 +650,5 @@ def publish_report(
     if target is not None and record.mlflow_run_id:
         long = latest_long(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)
         log_task_metrics(target, record.mlflow_run_id, long)
-        log_report(target, record.mlflow_run_id, files)
-    return files, results
+        log_report(target, record.mlflow_run_id, report.files)
+    return report

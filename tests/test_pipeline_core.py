@@ -432,10 +432,8 @@ def test_report_tests_hydra_against_each_reference(tmp_path: Path) -> None:
             per_query=per_query_frame(task, table, "test"),
         )
     per_query = metrics_store.latest_per_query(database)
-    markdown, _ = write_report(
-        metrics_store.latest_results(database), tmp_path, per_query=per_query
-    )
-    text = markdown.read_text()
+    report = write_report(metrics_store.latest_results(database), tmp_path, per_query=per_query)
+    text = report.markdown.read_text()
     headline = text.split("## Significance")[0].splitlines()
     rows = {
         line.strip("| ").split(" | ")[0]: line.strip("| ").split(" | ")[1:] for line in headline
@@ -459,15 +457,16 @@ def test_report_tests_hydra_against_each_reference(tmp_path: Path) -> None:
         assert f"| {task} | hydra | +0.1000* (p 0.0002) | +0.0000 (p 1.0000) |" in text
         assert f"| {task} | hydra-unseen | +0.0000 (p 1.0000) | -0.1000* (p 0.0002) |" in text
     assert "`*` marks a difference with p < 0.05" in text
-    assert text.splitlines()[2] == (
-        "**Mean ndcg@10 over 2 tasks: `hydra` beats `base` by 0.1000 (significantly better on "
+    assert text.splitlines()[2] == f"**{report.headline}**"  # the answer comes first
+    assert report.headline == (
+        "Mean ndcg@10 over 2 tasks: `hydra` beats `base` by 0.1000 (significantly better on "
         "2 of 2 tasks) and matches `hybrid` (significant on none of 2 tasks). Mean ndcg@10 over "
         "2 tasks: `hydra-unseen` matches `base` (significant on none of 2 tasks) and trails "
-        "`hybrid` by 0.1000 (significantly worse on 2 of 2 tasks).**"
+        "`hybrid` by 0.1000 (significantly worse on 2 of 2 tasks)."
     )
     glossary = text.split("## Methods")[1].split("##")[0].strip().splitlines()
     assert [line.split("`")[1] for line in glossary] == ["base", "hybrid", "hydra", "hydra-unseen"]
-    without = write_report(metrics_store.latest_results(database), tmp_path / "plain")[0]
+    without = write_report(metrics_store.latest_results(database), tmp_path / "plain").markdown
     assert "Significance" not in without.read_text()
 
 
@@ -513,7 +512,7 @@ def test_report_table_and_chart(tmp_path: Path) -> None:
     assert "| b | **0.4000** | 0.3000 |" in table
     assert "| mean gain over base | +0.0000 | +0.0000 |" in table
     assert "| worst gain over base | +0.0000 | -0.1000 |" in table
-    markdown, chart = write_report(results, tmp_path, checkpoint="c1", missing=["z"])
+    markdown, chart = write_report(results, tmp_path, checkpoint="c1", missing=["z"]).files
     assert "checkpoint `c1`" in markdown.read_text() and "evaluated" in markdown.read_text()
     assert chart.read_bytes().startswith(b"\x89PNG")
     assert "![ndcg@10 gain over base by task](ndcg_at_10.png)" in markdown.read_text()
@@ -539,7 +538,7 @@ def test_the_report_keeps_one_task_order_and_says_what_the_card_adds(tmp_path: P
         frames.append(metrics_frame(task, table))
         per_query.append(per_query_frame(task, table, "test"))
     results = pl.concat(frames).pivot(on="metric", index=["task", "method"], values="value")
-    markdown, _ = write_report(results, tmp_path, per_query=pl.concat(per_query[::-1]))
+    markdown = write_report(results, tmp_path, per_query=pl.concat(per_query[::-1])).markdown
     text = markdown.read_text()
     assert "`hydra-generic`) scores about the same as `hydra` (-0.0010)" in text
     for section in text.split("\n## ")[2:]:

@@ -8,6 +8,8 @@ from enum import StrEnum
 
 HEADLINE_METRIC = "ndcg@10"
 """The metric that tables lead with, significance tests compare and robustness reports."""
+DIGITS = 4
+"""Decimals tables and metadata show: metric differences below that are noise."""
 
 
 class Method(StrEnum):
