@@ -772,26 +772,34 @@ def _print_results(config: ProjectConfig, dagster_home: Path) -> None:
         typer.echo(f"{label + ':':<12} {value}")
 
 
-@app.command("metrics")
+def _store_contents() -> str:
+    """The store's tables and views, one line each, for ``hydra metrics --help``."""
+    from hydra_pipeline.metrics_store import DESCRIPTIONS
+
+    return "\n\n".join(f"{name}: {text}." for name, text in DESCRIPTIONS.items())
+
+
+@app.command("metrics", epilog="Tables and views:\n\n" + _store_contents())
 def metrics_command(
     sql: Annotated[
         str | None,
-        typer.Argument(help="SQL on the store (tables: metrics, latest_metrics)."),
+        typer.Argument(help="SQL on the store (its tables and views are listed below)."),
     ] = None,
     output: Annotated[
         OutputFormat, typer.Option("--format", help="table, csv or json (rows as objects).")
     ] = OutputFormat.table,
     config_path: ConfigOption = None,
 ) -> None:
-    """Print the latest per-task results table, or the result of a SQL query."""
+    """Print each task's latest results (view latest_summary: ndcg@10, its gains over base
+    and hybrid, mrr@10, recall@100), or the result of a SQL query."""
     import duckdb
     import polars as pl
 
-    from hydra_pipeline.metrics_store import NoMetricsError, latest_results, query
+    from hydra_pipeline.metrics_store import NoMetricsError, latest_summary, query
 
     database = _load_config(config_path).resolved_metrics_db
     try:
-        frame = query(database, sql) if sql else latest_results(database)
+        frame = query(database, sql) if sql else latest_summary(database)
     except NoMetricsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

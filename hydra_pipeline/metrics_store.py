@@ -8,7 +8,10 @@ significance tests read. Table ``robustness`` holds each method's headline metri
 and on perturbed test queries (one row per task x method x perturbation), with the same
 tags. Table ``learning_curve`` holds each point of a learning curve (``hydra eval
 --learning-curve``): one row per task x method x number of judged queries x draw x
-metric. The database is a file in the workspace by default; a
+metric. Table ``queries`` holds the query texts ``latest_per_query`` shows beside the ids;
+view ``latest_summary`` is the narrow table ``hydra metrics`` prints (headline metric, gains
+over base and hybrid). Every table and view carries a ``COMMENT ON`` saying what it holds.
+The database is a file in the workspace by default; a
 ``md:<name>`` location puts it on MotherDuck for a team, with no code change.
 
 DuckDB lets one process write a file at a time, and pipeline partitions run in parallel
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import polars as pl
 
-from hydra_core.evaluation.method import HEADLINE_METRIC, METHOD_RANK
+from hydra_core.evaluation.method import HEADLINE_METRIC, METHOD_RANK, Method
 from hydra_core.evaluation.metrics import METRIC_NAMES
 
 if TYPE_CHECKING:  # types only: an edit to the perturbations leaves task_metrics up to date
@@ -42,6 +45,27 @@ LATEST_PER_QUERY_VIEW = "latest_per_query"
 ROBUSTNESS_TABLE = "robustness"
 LATEST_ROBUSTNESS_VIEW = "latest_robustness"
 LEARNING_CURVE_TABLE = "learning_curve"
+QUERIES_TABLE = "queries"
+SUMMARY_VIEW = "latest_summary"
+
+DESCRIPTIONS: dict[str, str] = {
+    SUMMARY_VIEW: "each task's latest evaluation, one row per method: ndcg@10, its gain over "
+    "base and over hybrid, mrr@10, recall@100 (what `hydra metrics` prints)",
+    LATEST_VIEW: "the rows of each task's latest evaluation (long: one per method and metric)",
+    TABLE: "every evaluation: one row per task, method, split and metric, tagged with the "
+    "run, checkpoint and time",
+    LATEST_PER_QUERY_VIEW: "the per-query rows of each task's latest evaluation, with the "
+    "query's text",
+    PER_QUERY_TABLE: "every evaluation's per-query values: one row per task, method, query "
+    "and metric",
+    QUERIES_TABLE: "each task's query texts by id (the latest seen)",
+    LATEST_ROBUSTNESS_VIEW: "the robustness rows of each task's latest robustness evaluation",
+    ROBUSTNESS_TABLE: "every robustness evaluation: each method's metric on clean and on "
+    "perturbed test queries, and the drop",
+    LEARNING_CURVE_TABLE: "each point of a learning curve (hydra eval --learning-curve): one "
+    "row per task, method, number of judged queries, draw and metric",
+}
+"""What each table and view holds: the store's ``COMMENT ON`` and ``hydra metrics --help``."""
 
 
 def _evaluation_table(table: str, columns: str) -> str:
@@ -68,6 +92,21 @@ JOIN (
 ) AS latest USING (task, evaluation_id);"""
 
 
+_SUMMARY = f"""
+CREATE OR REPLACE VIEW {SUMMARY_VIEW} AS
+WITH wide AS (
+    PIVOT (SELECT task, method, metric, value FROM {LATEST_VIEW})
+    ON metric IN ({", ".join(f"'{m}'" for m in METRIC_NAMES)}) USING first(value)
+    GROUP BY task, method
+)
+SELECT w.task, w.method, w."{HEADLINE_METRIC}",
+    w."{HEADLINE_METRIC}" - b."{HEADLINE_METRIC}" AS gain_over_{Method.BASE},
+    w."{HEADLINE_METRIC}" - h."{HEADLINE_METRIC}" AS gain_over_{Method.HYBRID},
+    {", ".join(f'w."{m}"' for m in METRIC_NAMES if m != HEADLINE_METRIC)}
+FROM wide AS w
+LEFT JOIN wide AS b ON b.task = w.task AND b.method = '{Method.BASE}'
+LEFT JOIN wide AS h ON h.task = w.task AND h.method = '{Method.HYBRID}';"""
+
 _CREATE = "".join(
     [
         _evaluation_table(
@@ -82,10 +121,17 @@ _CREATE = "".join(
             "query_id VARCHAR NOT NULL, metric VARCHAR NOT NULL, value DOUBLE NOT NULL",
         ),
         f"""
+CREATE TABLE IF NOT EXISTS {QUERIES_TABLE} (
+    task VARCHAR NOT NULL, query_id VARCHAR NOT NULL, text VARCHAR NOT NULL,
+    PRIMARY KEY (task, query_id)
+);
 CREATE OR REPLACE VIEW {LATEST_PER_QUERY_VIEW} AS
-SELECT p.* FROM {PER_QUERY_TABLE} AS p
+SELECT p.task, p.method, p.split, p.query_id, q.text AS query,
+    p.* EXCLUDE (task, method, split, query_id)
+FROM {PER_QUERY_TABLE} AS p
 JOIN (SELECT DISTINCT task, evaluation_id FROM {LATEST_VIEW}) AS latest
-USING (task, evaluation_id);""",
+USING (task, evaluation_id)
+LEFT JOIN {QUERIES_TABLE} AS q USING (task, query_id);""",
         _evaluation_table(
             ROBUSTNESS_TABLE,
             "task VARCHAR NOT NULL, method VARCHAR NOT NULL, kind VARCHAR NOT NULL, "
@@ -97,6 +143,12 @@ USING (task, evaluation_id);""",
             LEARNING_CURVE_TABLE,
             "task VARCHAR NOT NULL, method VARCHAR NOT NULL, n VARCHAR NOT NULL, "
             "draw BIGINT NOT NULL, metric VARCHAR NOT NULL, value DOUBLE NOT NULL",
+        ),
+        _SUMMARY,
+        *(
+            f"\nCOMMENT ON {'VIEW' if name.startswith('latest') else 'TABLE'} {name} IS "
+            f"'{text.replace(chr(39), chr(39) * 2)}';"
+            for name, text in DESCRIPTIONS.items()
         ),
     ]
 )
@@ -210,6 +262,7 @@ def record_metrics(
     run_id: str,
     checkpoint: str,
     per_query: pl.DataFrame | None = None,
+    queries: pl.DataFrame | None = None,
     dagster_run_id: str = "",
     created_at: datetime | None = None,
 ) -> str:
@@ -217,12 +270,20 @@ def record_metrics(
 
     ``per_query`` (rows of task, method, split, query_id, metric, value) goes to the
     ``per_query`` table in the same transaction: an evaluation is stored whole or not at all.
+    ``queries`` (query_id, text) gives the texts of those queries, which ``latest_per_query``
+    shows beside their ids.
     """
     inserts = [(TABLE, rows.select("task", "method", "split", "metric", "value"))]
+    texts = []
     if per_query is not None:
         columns = ("task", "method", "split", "query_id", "metric", "value")
         inserts.append((PER_QUERY_TABLE, per_query.select(columns)))
-    return _append(database, inserts, run_id, checkpoint, dagster_run_id, created_at)
+        if queries is not None:
+            ids = per_query.select("task", "query_id").unique()
+            texts.append(
+                (QUERIES_TABLE, ids.join(queries.select("query_id", "text"), on="query_id"))
+            )
+    return _append(database, inserts, run_id, checkpoint, dagster_run_id, created_at, texts)
 
 
 def record_robustness(
@@ -254,8 +315,10 @@ def _append(
     checkpoint: str,
     dagster_run_id: str,
     created_at: datetime | None,
+    replacements: Sequence[tuple[str, pl.DataFrame]] = (),
 ) -> str:
-    """Insert each (table, frame) with one evaluation's tags, in one transaction."""
+    """Insert each (table, frame) with one evaluation's tags, and each untagged (table,
+    frame) of ``replacements`` over the rows of the same key, in one transaction."""
     evaluation_id = uuid.uuid4().hex
     tags = {
         "run_id": run_id,
@@ -274,6 +337,10 @@ def _append(
                 )
                 db.register("incoming", incoming.to_arrow())
                 db.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                db.unregister("incoming")
+            for table, frame in replacements:
+                db.register("incoming", frame.to_arrow())
+                db.execute(f"INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM incoming")
                 db.unregister("incoming")
             db.commit()
         except BaseException:
@@ -315,15 +382,34 @@ def latest_per_query(database: str, tasks: Sequence[str] | None = None) -> pl.Da
 def latest_robustness(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
     """The robustness rows of each task's most recent robustness evaluation (none before
     the first one, also in a store older than the table)."""
-    with connect(database, read_only=True) as db:
-        exists = db.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-            [LATEST_ROBUSTNESS_VIEW],
-        ).fetchone()
-    if not exists or not exists[0]:
+    if not _has(database, LATEST_ROBUSTNESS_VIEW):
         tags = {"run_id": pl.String(), "checkpoint": pl.String(), "evaluation_id": pl.String()}
         return pl.DataFrame(schema={**ROBUSTNESS_SCHEMA, **tags})
     return _latest(database, LATEST_ROBUSTNESS_VIEW, tasks)
+
+
+def _has(database: str, name: str) -> bool:
+    """Whether the store has table or view ``name`` (a store written by an older version
+    gets the newer ones at its next write)."""
+    with connect(database, read_only=True) as db:
+        exists = db.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+        ).fetchone()
+    return bool(exists and exists[0])
+
+
+def latest_summary(database: str) -> pl.DataFrame:
+    """The narrow view ``hydra metrics`` prints (see :data:`DESCRIPTIONS`), in table order;
+    the wide latest results on a store written before the view existed."""
+    if not _has(database, SUMMARY_VIEW):
+        return latest_results(database)
+    return _in_table_order(_latest(database, SUMMARY_VIEW, None))
+
+
+def _in_table_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows by task, then method in :class:`~hydra_core.evaluation.method.Method` order."""
+    rank = pl.col("method").replace_strict(METHOD_RANK, default=len(METHOD_RANK))
+    return frame.sort(pl.col("task"), rank, pl.col("method"))
 
 
 def latest_results(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
@@ -338,10 +424,6 @@ def latest_results(database: str, tasks: Sequence[str] | None = None) -> pl.Data
     )
     metrics = [m for m in METRIC_NAMES if m in wide.columns]
     metrics += [c for c in wide.columns if "@" in c and c not in metrics]
-    return (
-        wide.with_columns(
-            pl.col("method").replace_strict(METHOD_RANK, default=len(METHOD_RANK)).alias("_order")
-        )
-        .sort("task", "_order", "method")
-        .select("task", "method", "split", *metrics, "run_id", "checkpoint", "created_at")
+    return _in_table_order(wide).select(
+        "task", "method", "split", *metrics, "run_id", "checkpoint", "created_at"
     )

@@ -1,6 +1,8 @@
-"""The results report: a markdown table and a chart of per-task NDCG@10 gains by method.
+"""The results report: its answer in a sentence, a glossary of the methods, a markdown
+table and a chart of per-task NDCG@10 gains of the rows that matter.
 
-It is built from the latest results table of the metrics store (one row per task and
+Every section lists the tasks in one order (alphabetical, as the store returns them). It is
+built from the latest results table of the metrics store (one row per task and
 method, one column per metric), so the report, ``hydra metrics`` and the MLflow run always
 show the same numbers; its significance tests read the same evaluations' per-query rows.
 """
@@ -9,12 +11,20 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from hydra_core.atomic import atomic_path, write_text_atomic
-from hydra_core.evaluation.method import HEADLINE_METRIC, Method, in_table_order
+from hydra_core.evaluation.method import (
+    DIGITS,
+    GLOSSARY,
+    HEADLINE_METRIC,
+    METHOD_RANK,
+    Method,
+    in_table_order,
+)
 from hydra_core.evaluation.metrics import METRIC_NAMES
 from hydra_core.evaluation.significance import (
     REFERENCES,
@@ -44,6 +54,19 @@ GAIN_REFERENCE = Method.BASE
 """What the chart and the task metadata give gains over: the frozen encoder."""
 REGISTERED_METHODS: tuple[str, ...] = (Method.HYDRA, Method.HYDRA_UNSEEN)
 """The rows whose mean gains a registered hypernet version is described by."""
+CHART_COLOURS: dict[str, str] = {
+    Method.HYBRID: "#7f7f7f",
+    Method.TEACHER: "#bcbd22",
+    Method.HYDRA: "#1f77b4",
+    Method.HYDRA_GENERIC: "#aec7e8",
+    Method.HYDRA_UNSEEN: "#d62728",
+    Method.SUPERVISED_HEAD: "#2ca02c",
+}
+"""The chart's rows (gains over base) and their colours, one each: the references a reader
+compares against, hydra, what its card adds (generic), unseen tasks and the supervised
+ceiling. The other rows are in the tables."""
+SAME_WITHIN = 0.005
+"""Mean differences smaller than this are called "about the same" in the headline."""
 MARKDOWN_FILE = "results.md"
 CHART_FILE = "ndcg_at_10.png"
 
@@ -181,6 +204,78 @@ def robustness_markdown(robustness: pl.DataFrame) -> str:
     return "\n".join(lines) + "\n\n" + legend + "\n\n" + summary
 
 
+def headline(
+    results: pl.DataFrame, tests: Sequence[PairedTest] = (), metric: str = HEADLINE_METRIC
+) -> str:
+    """The report's answer in one or two sentences, computed from its tables: how hydra
+    (and hydra-unseen) compare with base and hybrid on average, on how many tasks the
+    difference is significant, and what the card's words add over a generic card."""
+    methods = set(results["method"].to_list())
+    tasks = results["task"].n_unique()
+    sentences = []
+    for method in (m for m in REGISTERED_METHODS if m in methods):
+        clauses = [
+            _comparison(results, tests, method, reference, metric)
+            for reference in GAIN_REFERENCES
+            if reference in methods
+        ]
+        if clauses:
+            sentences.append(
+                f"Mean {metric} over {tasks} tasks: `{method}` " + " and ".join(clauses) + "."
+            )
+    if {Method.HYDRA, Method.HYDRA_GENERIC} <= methods:
+        card = _mean_gain(results, Method.HYDRA, Method.HYDRA_GENERIC, metric) or 0.0
+        sentences.append(
+            f"A card that says nothing (`{Method.HYDRA_GENERIC}`) scores about the same as "
+            f"`{Method.HYDRA}` ({_signed(-card)}): the card's words add little."
+            if abs(card) < SAME_WITHIN
+            else f"The card's words {'add' if card > 0 else 'cost'} {abs(card):.4f} against "
+            f"a card that says nothing (`{Method.HYDRA_GENERIC}`)."
+        )
+    return " ".join(sentences) or "No hydra rows yet: baselines only."
+
+
+def _comparison(
+    results: pl.DataFrame,
+    tests: Sequence[PairedTest],
+    method: str,
+    reference: str,
+    metric: str,
+) -> str:
+    """``beats `base` by 0.0123 (significantly better on 3 of 5 tasks)``."""
+    gains = gain_table(results, metric=metric, reference=reference).filter(
+        pl.col("method") == method
+    )
+    mean = float(gains["gain"].mean() or 0.0)  # type: ignore[arg-type]
+    if abs(mean) < 0.00005:  # zero at the report's four decimals
+        text = f"matches `{reference}`"
+    else:
+        text = f"{'beats' if mean > 0 else 'trails'} `{reference}` by {abs(mean):.4f}"
+    paired = [t for t in tests if t.method == method and t.reference == reference]
+    if paired:
+        better = sum(t.significant and t.delta > 0 for t in paired)
+        worse = sum(t.significant and t.delta < 0 for t in paired)
+        counts = [
+            *([f"significantly better on {better}"] if better else []),
+            *([f"significantly worse on {worse}"] if worse else []),
+        ]
+        text += (
+            f" ({', '.join(counts)} of {len(paired)} tasks)"
+            if counts
+            else f" (significant on none of {len(paired)} tasks)"
+        )
+    return text
+
+
+def glossary_markdown(methods: Sequence[str]) -> str:
+    """One line per method of the report (from :data:`GLOSSARY`), in table order."""
+    return "\n".join(
+        f"- `{method}`: {GLOSSARY[Method(method)]}"
+        for method in in_table_order(methods)
+        if method in GLOSSARY
+    )
+
+
 def full_markdown_table(results: pl.DataFrame) -> str:
     """Every metric, one row per task and method."""
     metrics = [m for m in METRIC_NAMES if m in results.columns]
@@ -238,6 +333,37 @@ def gain_table(
     return gains.join(intervals, on=["task", "method"], how="left")
 
 
+def worst_queries(
+    per_query: pl.DataFrame,
+    queries: pl.DataFrame,
+    method: str = Method.HYDRA,
+    reference: str = GAIN_REFERENCE,
+    metric: str = HEADLINE_METRIC,
+    count: int = 5,
+) -> pl.DataFrame:
+    """The ``count`` queries where ``method`` loses most to ``reference`` (per-query rows of
+    one task), with their text: query_id, query, method, reference, difference."""
+    rows = per_query.filter(pl.col("metric") == metric)
+    pairs = (
+        rows.filter(pl.col("method") == method)
+        .select("query_id", pl.col("value").alias(method))
+        .join(
+            rows.filter(pl.col("method") == reference).select(
+                "query_id", pl.col("value").alias(reference)
+            ),
+            on="query_id",
+        )
+        .with_columns((pl.col(method) - pl.col(reference)).alias("difference"))
+    )
+    text = queries.select("query_id", pl.col("text").alias("query"))
+    return (
+        pairs.join(text, on="query_id", how="left")
+        .sort("difference", "query_id")
+        .head(count)
+        .select("query_id", "query", method, reference, "difference")
+    )
+
+
 def gain_limits(gains: pl.DataFrame) -> tuple[float, float]:
     """A y-range fitted to the gains and their error bars, always showing the zero line.
 
@@ -258,15 +384,18 @@ def ndcg_chart(
     per_query: pl.DataFrame | None = None,
     reference: str = GAIN_REFERENCE,
 ) -> Path:
-    """Grouped bars of each method's gain over ``reference`` (one group per task), with 95%
-    error bars where ``per_query`` has the rows: the question a reader has is whether a
-    method beats the frozen encoder, and by more than the noise between queries."""
+    """Grouped bars of the gain over ``reference`` of the rows of :data:`CHART_COLOURS`
+    (one group per task), with 95% error bars where ``per_query`` has the rows: the
+    question a reader has is whether a method beats the frozen encoder, and by more than
+    the noise between queries."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
     import matplotlib.pyplot as plt
 
-    gains = gain_table(results, per_query, metric, reference)
+    gains = gain_table(results, per_query, metric, reference).filter(
+        pl.col("method").is_in(list(CHART_COLOURS))
+    )
     tasks = gains["task"].unique(maintain_order=True).to_list()
     charted = set(gains["method"].to_list())
     methods = [m for m in _methods(results) if m in charted]
@@ -288,6 +417,7 @@ def ndcg_chart(
             rows["gain"].to_list(),
             width,
             label=method,
+            color=CHART_COLOURS[method],
             yerr=rows["half_width"].fill_null(0.0).to_list() if has_errors else None,
             capsize=2 if has_errors else 0,
             error_kw={"elinewidth": 0.8},
@@ -296,7 +426,7 @@ def ndcg_chart(
     axes.set_xticks(range(len(tasks)), tasks)
     axes.set_ylabel(f"{metric} gain over {reference}")
     axes.set_ylim(*gain_limits(gains))
-    title = f"{metric} gain over {reference} by task and method (test split)"
+    title = f"{metric} gain over {reference} by task (test split)"
     if per_query is not None:
         title += "\nerror bars: 95% interval of the mean per-query difference"
     axes.set_title(title, fontsize="medium")
@@ -321,7 +451,8 @@ def headline_metadata(
 ) -> dict[str, float]:
     """One task's evaluation (long rows: method, metric, value) as flat numeric entries,
     ``<metric>/<method>`` and ``gain_over_<reference>/<method>``: numbers an asset
-    catalogue can plot across materializations, unlike a text table."""
+    catalogue can plot across materializations, unlike a text table. Rounded to the
+    report's four decimals."""
     values = {
         method: float(value)
         for method, value in metrics.filter(pl.col("metric") == metric)
@@ -329,14 +460,51 @@ def headline_metadata(
         .iter_rows()
     }
     ordered = in_table_order(values)
-    entries = {f"{metric}/{method}": values[method] for method in ordered}
+    entries = {f"{metric}/{method}": round(values[method], DIGITS) for method in ordered}
     if reference in values:
         entries |= {
-            f"gain_over_{reference}/{method}": values[method] - values[reference]
+            f"gain_over_{reference}/{method}": round(values[method] - values[reference], DIGITS)
             for method in ordered
             if method != reference
         }
     return entries
+
+
+def method_table(
+    metrics: pl.DataFrame, metric: str = HEADLINE_METRIC, reference: str = GAIN_REFERENCE
+) -> pl.DataFrame:
+    """One task's evaluation (long rows: method, metric, value) as one row per method in
+    table order, a column per metric, and the ``metric`` gain over ``reference`` when the
+    task has it."""
+    wide = metrics.pivot(on="metric", index="method", values="value")
+    wide = wide.select("method", *[m for m in METRIC_NAMES if m in wide.columns]).sort(
+        pl.col("method").replace_strict(METHOD_RANK, default=len(METHOD_RANK))
+    )
+    if reference not in set(wide["method"].to_list()) or metric not in wide.columns:
+        return wide
+    base = wide.filter(pl.col("method") == reference)[metric].item()
+    return wide.with_columns((pl.col(metric) - base).alias(f"gain_over_{reference}"))
+
+
+def significance_frame(tests: Sequence[PairedTest]) -> pl.DataFrame:
+    """The paired tests as rows: task, method, reference, metric, delta, p_value, queries,
+    significant."""
+    return pl.DataFrame(
+        [
+            {"task": t.task, "method": t.method, "reference": t.reference} | t.as_json()
+            for t in tests
+        ],
+        schema={
+            "task": pl.String(),
+            "method": pl.String(),
+            "reference": pl.String(),
+            "metric": pl.String(),
+            "delta": pl.Float64(),
+            "p_value": pl.Float64(),
+            "queries": pl.Int64(),
+            "significant": pl.Boolean(),
+        },
+    )
 
 
 def gains_description(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> str:
@@ -389,6 +557,20 @@ def checkpoint_results(database: str, tasks: Sequence[str], checkpoint_id: str) 
     return results
 
 
+@dataclass(frozen=True)
+class Report:
+    """A written report: its files, its headline sentence and the results it shows."""
+
+    markdown: Path
+    chart: Path
+    headline: str
+    results: pl.DataFrame
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.markdown, self.chart]
+
+
 def write_report(
     results: pl.DataFrame,
     folder: Path,
@@ -399,14 +581,21 @@ def write_report(
     per_query: pl.DataFrame | None = None,
     robustness: pl.DataFrame | None = None,
     in_pool: Sequence[str] = (),
-) -> list[Path]:
-    """Write ``results.md`` and the NDCG@10 gain chart into ``folder``; returns both paths.
+) -> Report:
+    """Write ``results.md`` and the NDCG@10 gain chart into ``folder``.
+
+    The report opens with its :func:`headline` and a glossary of the methods it shows.
 
     With ``per_query`` (the evaluations' per-query rows), a section gives the paired
     significance test of hydra (and hydra-unseen) against each reference on every task;
     with ``robustness`` rows, a section gives each method's drop on perturbed queries.
     ``in_pool`` names the tasks whose test labels taught the checkpoint's fusion gate.
     """
+    results = results.sort("task", maintain_order=True)  # one task order in every section
+    if per_query is not None:
+        per_query = per_query.sort("task", maintain_order=True)
+    if robustness is not None:
+        robustness = robustness.sort("task", maintain_order=True)
     chart = ndcg_chart(results, folder / CHART_FILE, per_query=per_query)
     tests = significance_tests(per_query) if per_query is not None else []
     provenance = []
@@ -414,16 +603,20 @@ def write_report(
         provenance.append(f"checkpoint `{checkpoint}`")
     if run_id:
         provenance.append(f"MLflow run `{run_id}`")
+    answer = headline(results, tests)
     text = "\n\n".join(
         [
             "# Hydra results",
+            f"**{answer}**",
             "Test split of every task; "
             + (", ".join(provenance) if provenance else "baselines only")
             + ".",
+            "## Methods",
+            glossary_markdown(_methods(results)),
             f"## {HEADLINE_METRIC} by method",
             markdown_table(results),
             *([in_pool_note(in_pool)] if in_pool else []),
-            f"![{HEADLINE_METRIC} gain over {GAIN_REFERENCE} by task and method]({CHART_FILE})",
+            f"![{HEADLINE_METRIC} gain over {GAIN_REFERENCE} by task]({CHART_FILE})",
             *(
                 [f"## Significance of {HEADLINE_METRIC} differences", significance_markdown(tests)]
                 if tests
@@ -448,7 +641,7 @@ def write_report(
     )
     markdown = folder / MARKDOWN_FILE
     write_text_atomic(markdown, text + "\n")
-    return [markdown, chart]
+    return Report(markdown, chart, answer, results)
 
 
 def in_pool_note(tasks: Sequence[str]) -> str:
@@ -467,7 +660,7 @@ def publish_report(
     folder: Path,
     record: CheckpointRecord,
     target: TrackingTarget | None,
-) -> tuple[list[Path], pl.DataFrame]:
+) -> Report:
     """Write the report for ``record``'s checkpoint and attach it to its MLflow run.
 
     Rows are each task's latest evaluation with this checkpoint (and its latest robustness
@@ -479,7 +672,7 @@ def publish_report(
     results = checkpoint_results(database, tasks, record.checkpoint_id)
     evaluated = set(results["task"].to_list())
     per_query = latest_per_query(database, tasks)
-    files = write_report(
+    report = write_report(
         results,
         folder,
         checkpoint=record.checkpoint_id,
@@ -495,5 +688,5 @@ def publish_report(
         long = latest_long(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)
         log_task_metrics(target, record.mlflow_run_id, long)
         log_headline_metrics(target, record.mlflow_run_id, headline_metrics(results))
-        log_report(target, record.mlflow_run_id, files)
-    return files, results
+        log_report(target, record.mlflow_run_id, report.files)
+    return report

@@ -294,6 +294,57 @@ def test_metrics_sql_cannot_touch_files_and_the_store_survives_it(tmp_path: Path
     assert counted.returncode == 0 and counted.stdout.splitlines() == ["n", "1"]
 
 
+def test_metrics_prints_a_narrow_table_with_gains_and_help_lists_every_table(
+    tmp_path: Path,
+) -> None:
+    """The default view fits a terminal line per row and has the gains; the per-query rows
+    carry the query's text; every table and view has a comment, and --help lists them."""
+    workspace = tmp_path / "workspace"
+    store = str(workspace / "metrics.duckdb")
+    methods = ["base", "hybrid", "hydra"]
+    long = pl.DataFrame(
+        {
+            "task": ["a"] * 3,
+            "method": methods,
+            "split": ["test"] * 3,
+            "metric": ["ndcg@10"] * 3,
+            "value": [0.5, 0.52, 0.55],
+        }
+    )
+    per_query = long.with_columns(pl.lit("q1").alias("query_id"))
+    queries = pl.DataFrame({"query_id": ["q1", "q2"], "text": ["statins and cancer", "other"]})
+    record_metrics(
+        store, long, run_id="r" * 32, checkpoint="c", per_query=per_query, queries=queries
+    )
+    env = {"HYDRA_WORKSPACE": str(workspace)}
+    shown = hydra("metrics", env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 4 + len(methods) and max(map(len, lines)) <= 100, shown.stdout
+    assert "gain_over_base" in lines[1] and "gain_over_hybrid" in lines[1]
+    as_csv = pl.read_csv(hydra("metrics", "--format", "csv", env=env).stdout.encode())
+    hydra_row = as_csv.filter(pl.col("method") == "hydra").row(0, named=True)
+    assert hydra_row["gain_over_base"] == pytest.approx(0.05)
+    assert hydra_row["gain_over_hybrid"] == pytest.approx(0.03)
+    texts = hydra("metrics", "select distinct query_id, query from latest_per_query", env=env)
+    assert texts.returncode == 0 and "statins and cancer" in texts.stdout
+    comments = pl.read_csv(
+        hydra(
+            "metrics",
+            "select table_name as name, comment from duckdb_tables() union all "
+            "select view_name, comment from duckdb_views() where not internal",
+            "--format",
+            "csv",
+            env=env,
+        ).stdout.encode()
+    )
+    assert comments["comment"].null_count() == 0 and comments.height == 8
+    helped = hydra("metrics", "--help")
+    assert helped.returncode == 0
+    for name in comments["name"]:
+        assert f"{name}:" in helped.stdout, name
+
+
 def test_search_refuses_fewer_than_one_result_and_an_empty_query(tmp_path: Path) -> None:
     search = ("search", "--checkpoint", str(tmp_path), "--card", "scifact")
     for k in ("-1", "0"):
@@ -329,7 +380,7 @@ def test_a_read_only_workspace_is_named_and_still_readable(tmp_path: Path) -> No
     ]
     shown = on_read_only_workspace("metrics", "--format", "csv")
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.splitlines()[1].startswith("a,base,test,0.5,")
+    assert shown.stdout.splitlines()[1].startswith("a,base,0.5,0.0,")
 
 
 def test_a_full_disk_fails_naming_the_file_and_leaves_nothing_behind(tmp_path: Path) -> None:

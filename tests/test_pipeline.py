@@ -12,7 +12,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from hydra_core.data.cards import find_card
 from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.tasks import RetrievalTask, load_task
 from hydra_core.encoding.encoder import FrozenEncoder
+from hydra_core.evaluation.method import in_table_order
 from hydra_core.evaluation.methods import (
     retriever_table,
 )
@@ -449,9 +450,28 @@ def _latest_metadata(
     return dict(materialization.metadata)
 
 
+def _quality_check_metadata(pipeline: Pipeline, task: str) -> Mapping[str, dg.MetadataValue]:
+    """The metadata of the task's newest quality check evaluation."""
+    records = pipeline.instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    )
+    for record in records:  # newest first
+        event = record.event_log_entry.dagster_event
+        evaluation = None if event is None else event.asset_check_evaluation_data
+        if (
+            evaluation is not None
+            and evaluation.asset_check_key == QUALITY_CHECK
+            and evaluation.partition == task
+        ):
+            return evaluation.metadata
+    raise AssertionError(f"no quality check evaluation of {task}")
+
+
 def test_metrics_and_report_metadata_for_the_dagster_ui(pipeline: Pipeline) -> None:
-    """task_metrics carries floats the asset page plots (equal to DuckDB's figures) and a
-    link to the MLflow run; the report shows its chart inline."""
+    """task_metrics carries floats the asset page plots (DuckDB's figures, rounded), its
+    results and significance as tables, its row count and columns, and a link to the MLflow
+    run; the quality check shows both values and the worst queries with their text; the
+    report leads with its headline and shows its chart inline."""
     results = metrics_store.latest_results(pipeline.config.resolved_metrics_db)
     checkpoint = current_checkpoint(pipeline.config)
     assert checkpoint is not None
@@ -464,11 +484,28 @@ def test_metrics_and_report_metadata_for_the_dagster_ui(pipeline: Pipeline) -> N
         for method in METHODS:
             value = metadata[f"ndcg@10/{method}"]
             assert isinstance(value, dg.FloatMetadataValue)
-            assert value.value == pytest.approx(stored[method], abs=1e-12)
+            assert value.value == round(stored[method], 4)  # rounded: no 17-digit floats
         gain = metadata["gain_over_base/hydra"]
         assert isinstance(gain, dg.FloatMetadataValue)
-        assert gain.value == pytest.approx(stored["hydra"] - stored["base"], abs=1e-12)
+        assert gain.value == pytest.approx(stored["hydra"] - stored["base"], abs=5e-5)
         assert "gain_over_base/base" not in metadata
+        table = metadata["results"]  # a sortable table, not a text block
+        assert isinstance(table, dg.TableMetadataValue)
+        assert [c.name for c in table.schema.columns] == ["method", *METRICS, "gain_over_base"]
+        rows = {str(r.data["method"]): r.data for r in table.records}
+        assert set(rows) == set(stored) and list(rows) == in_table_order(rows)
+        assert rows["hydra"]["ndcg@10"] == round(stored["hydra"], 4)
+        assert isinstance(metadata["significance"], dg.TableMetadataValue)
+        assert metadata["dagster/row_count"] == dg.IntMetadataValue(len(stored) * len(METRICS))
+        assert isinstance(metadata["dagster/column_schema"], dg.TableSchemaMetadataValue)
+        checked = _quality_check_metadata(pipeline, task)
+        assert checked["hydra_ndcg@10"].value == round(stored["hydra"], 4)
+        assert checked["base_ndcg@10"].value == round(stored["base"], 4)
+        worst = checked["worst_queries"]
+        assert isinstance(worst, dg.TableMetadataValue)
+        columns = ("query_id", "query", "hydra", "base", "difference")
+        assert tuple(c.name for c in worst.schema.columns) == columns
+        assert len(worst.records) == 5 and all(r.data["query"] for r in worst.records)
         link = metadata["mlflow_run"]
         assert isinstance(link, dg.UrlMetadataValue)
         assert link.url == (
@@ -476,6 +513,11 @@ def test_metrics_and_report_metadata_for_the_dagster_ui(pipeline: Pipeline) -> N
             f"/runs/{checkpoint.mlflow_run_id}"
         )
     report = _latest_metadata(pipeline, "results_report")
+    headline = report["headline"]
+    assert isinstance(headline, dg.TextMetadataValue)
+    assert (headline.text or "").startswith(f"Mean ndcg@10 over {len(TASKS)} tasks: `hydra` ")
+    assert isinstance(report["ndcg@10"], dg.TableMetadataValue)
+    assert isinstance(report["mlflow_run"], dg.UrlMetadataValue)
     image = report["chart_image"]
     assert isinstance(image, dg.MarkdownMetadataValue)
     chart = pipeline.config.workspace / "reports" / "ndcg_at_10.png"

@@ -35,6 +35,7 @@ from hydra_core.data.fingerprints import (
 )
 from hydra_core.data.tasks import RetrievalTask, load_beir_folder
 from hydra_core.errors import HydraInputError
+from hydra_core.evaluation.method import GLOSSARY, Method
 from hydra_core.evaluation.metrics import Scores
 from hydra_core.evaluation.perturbations import KINDS, Perturbation, Robustness
 from hydra_core.evaluation.report import ResultsTable
@@ -60,6 +61,7 @@ from hydra_pipeline.defs.progress import cause_chain
 from hydra_pipeline.defs.versions import code_version, direct_imports, module_closure
 from hydra_pipeline.project_config import POSTGRES_URL_ENV, ProjectConfig, load_project_config
 from hydra_pipeline.results_report import (
+    CHART_COLOURS,
     gain_limits,
     gain_table,
     headline_metadata,
@@ -430,10 +432,8 @@ def test_report_tests_hydra_against_each_reference(tmp_path: Path) -> None:
             per_query=per_query_frame(task, table, "test"),
         )
     per_query = metrics_store.latest_per_query(database)
-    markdown, _ = write_report(
-        metrics_store.latest_results(database), tmp_path, per_query=per_query
-    )
-    text = markdown.read_text()
+    report = write_report(metrics_store.latest_results(database), tmp_path, per_query=per_query)
+    text = report.markdown.read_text()
     headline = text.split("## Significance")[0].splitlines()
     rows = {
         line.strip("| ").split(" | ")[0]: line.strip("| ").split(" | ")[1:] for line in headline
@@ -457,11 +457,20 @@ def test_report_tests_hydra_against_each_reference(tmp_path: Path) -> None:
         assert f"| {task} | hydra | +0.1000* (p 0.0002) | +0.0000 (p 1.0000) |" in text
         assert f"| {task} | hydra-unseen | +0.0000 (p 1.0000) | -0.1000* (p 0.0002) |" in text
     assert "`*` marks a difference with p < 0.05" in text
-    without = write_report(metrics_store.latest_results(database), tmp_path / "plain")[0]
+    assert text.splitlines()[2] == f"**{report.headline}**"  # the answer comes first
+    assert report.headline == (
+        "Mean ndcg@10 over 2 tasks: `hydra` beats `base` by 0.1000 (significantly better on "
+        "2 of 2 tasks) and matches `hybrid` (significant on none of 2 tasks). Mean ndcg@10 over "
+        "2 tasks: `hydra-unseen` matches `base` (significant on none of 2 tasks) and trails "
+        "`hybrid` by 0.1000 (significantly worse on 2 of 2 tasks)."
+    )
+    glossary = text.split("## Methods")[1].split("##")[0].strip().splitlines()
+    assert [line.split("`")[1] for line in glossary] == ["base", "hybrid", "hydra", "hydra-unseen"]
+    without = write_report(metrics_store.latest_results(database), tmp_path / "plain").markdown
     assert "Significance" not in without.read_text()
     assert "In-pool" not in text
     results = metrics_store.latest_results(database)
-    in_pool = write_report(results, tmp_path / "in-pool", in_pool=["b"])[0].read_text()
+    in_pool = write_report(results, tmp_path / "in-pool", in_pool=["b"]).markdown.read_text()
     assert "In-pool: b. Their test labels taught this checkpoint's fusion gate" in in_pool
 
 
@@ -507,10 +516,39 @@ def test_report_table_and_chart(tmp_path: Path) -> None:
     assert "| b | **0.4000** | 0.3000 |" in table
     assert "| mean gain over base | +0.0000 | +0.0000 |" in table
     assert "| worst gain over base | +0.0000 | -0.1000 |" in table
-    markdown, chart = write_report(results, tmp_path, checkpoint="c1", missing=["z"])
+    markdown, chart = write_report(results, tmp_path, checkpoint="c1", missing=["z"]).files
     assert "checkpoint `c1`" in markdown.read_text() and "evaluated" in markdown.read_text()
     assert chart.read_bytes().startswith(b"\x89PNG")
-    assert "![ndcg@10 gain over base by task and method](ndcg_at_10.png)" in markdown.read_text()
+    assert "![ndcg@10 gain over base by task](ndcg_at_10.png)" in markdown.read_text()
+
+
+def test_every_method_has_one_glossary_line_and_charted_rows_have_distinct_colours() -> None:
+    assert set(GLOSSARY) == set(Method)
+    assert all(line and "\n" not in line for line in GLOSSARY.values())
+    assert len(set(CHART_COLOURS.values())) == len(CHART_COLOURS) <= 6
+
+
+def test_the_report_keeps_one_task_order_and_says_what_the_card_adds(tmp_path: Path) -> None:
+    """Rows arrive in different task orders; every section lists a before b. hydra-generic
+    within 0.005 of hydra is called about the same."""
+    base = np.random.default_rng(2).uniform(0.2, 0.8, 20).tolist()
+    frames, per_query = [], []
+    for task in ("b", "a"):
+        table: ResultsTable = {
+            "base": _scores(base),
+            "hydra": _scores([v + 0.02 for v in base]),
+            "hydra-generic": _scores([v + 0.019 for v in base]),
+        }
+        frames.append(metrics_frame(task, table))
+        per_query.append(per_query_frame(task, table, "test"))
+    results = pl.concat(frames).pivot(on="metric", index=["task", "method"], values="value")
+    markdown = write_report(results, tmp_path, per_query=pl.concat(per_query[::-1])).markdown
+    text = markdown.read_text()
+    assert "`hydra-generic`) scores about the same as `hydra` (-0.0010)" in text
+    for section in text.split("\n## ")[2:]:
+        rows = [line for line in section.splitlines() if line.startswith(("| a |", "| b |"))]
+        if rows:
+            assert rows[0].startswith("| a |") and rows[-1].startswith("| b |"), section
 
 
 def _gain_fixture() -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray]:

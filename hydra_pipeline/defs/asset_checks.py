@@ -9,8 +9,11 @@ failing blocking check also fails its run, and no hypernet is registered past it
 import dagster as dg
 import polars as pl
 
+from hydra_core.evaluation.method import DIGITS, HEADLINE_METRIC, Method
+from hydra_pipeline.defs.metadata import table_value
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.project import project
+from hydra_pipeline.defs.resources import MetricsDbResource
 
 QUALITY_CHECK = dg.AssetCheckKey(dg.AssetKey("task_metrics"), "hydra_within_tolerance_of_base")
 """The check every task's metrics must pass before the hypernet is registered."""
@@ -20,7 +23,7 @@ def _no_problem_rows(problems: pl.DataFrame, what: str, checked: int) -> dg.Asse
     """Pass when ``problems`` is empty; otherwise show how many and a few of them."""
     metadata: dict[str, dg.RawMetadataValue] = {what: problems.height, "checked": checked}
     if problems.height:
-        metadata["examples"] = dg.MetadataValue.md(f"```\n{problems.head(5)}\n```")
+        metadata["examples"] = table_value(problems.head(5))
     return dg.AssetCheckResult(passed=problems.is_empty(), metadata=metadata)
 
 
@@ -63,17 +66,32 @@ def defs() -> dg.Definitions:
         asset=QUALITY_CHECK.asset_key,
         name=QUALITY_CHECK.name,
         partitions_def=TASK_PARTITIONS,
+        additional_ins={"queries": dg.AssetIn()},
         description=f"Hydra's NDCG@10 minus the frozen base's is at least {-tolerance}; "
         "the hypernet is registered only when every task passes.",
         blocking=True,
     )
-    def hydra_within_tolerance_of_base(task_metrics: pl.DataFrame) -> dg.AssetCheckResult:
+    def hydra_within_tolerance_of_base(
+        metrics_db: MetricsDbResource, task_metrics: pl.DataFrame, queries: pl.DataFrame
+    ) -> dg.AssetCheckResult:
+        """Shows both NDCG@10 values, the margin and the queries hydra loses most on (from
+        the evaluation's per-query rows in DuckDB): what a failure needs looked at."""
+        from hydra_pipeline.metrics_store import latest_per_query
+        from hydra_pipeline.results_report import worst_queries
         from hydra_pipeline.stages import hydra_margin, table_from_frame
 
-        margin = hydra_margin(table_from_frame(task_metrics))
+        table = table_from_frame(task_metrics)
+        margin = hydra_margin(table)
+        per_query = latest_per_query(metrics_db.database, task_metrics["task"].unique().to_list())
         return dg.AssetCheckResult(
             passed=margin >= -tolerance,
-            metadata={"hydra_minus_base_ndcg@10": round(margin, 4), "tolerance": tolerance},
+            metadata={
+                f"hydra_{HEADLINE_METRIC}": round(table[Method.HYDRA][HEADLINE_METRIC], DIGITS),
+                f"base_{HEADLINE_METRIC}": round(table[Method.BASE][HEADLINE_METRIC], DIGITS),
+                f"hydra_minus_base_{HEADLINE_METRIC}": round(margin, DIGITS),
+                "tolerance": tolerance,
+                "worst_queries": table_value(worst_queries(per_query, queries)),
+            },
         )
 
     return dg.Definitions(

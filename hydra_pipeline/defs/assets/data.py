@@ -16,22 +16,25 @@ from hydra_core.data.fingerprints import frame_digest, text_digest
 from hydra_core.settings import load_settings
 from hydra_pipeline.artifacts import card_record, qrels_long, task_from_frames
 from hydra_pipeline.defs.assets.sources import CARD_FILE, DATASET_FILES
+from hydra_pipeline.defs.metadata import frame_metadata
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.versions import code_version
 
 GROUP = "data"
+KINDS = {"polars", "parquet"}
 
 
 def frame_output(
     frame: pl.DataFrame, output_name: str = "result", **metadata: Any
 ) -> dg.Output[pl.DataFrame]:
-    """A frame with its content hash as data version, and its size for the UI."""
+    """A frame with its content hash as data version, and its row count and columns for
+    the UI."""
     return dg.Output(
         frame,
         output_name=output_name,
         data_version=dg.DataVersion(frame_digest(frame)),
-        metadata={"rows": frame.height, **metadata},
+        metadata={**frame_metadata(frame), **metadata},
     )
 
 
@@ -39,6 +42,7 @@ def frame_output(
     partitions_def=TASK_PARTITIONS,
     deps=[CARD_FILE],
     group_name=GROUP,
+    kinds={"yaml"},
     code_version=code_version("hydra_core.data.cards"),
 )
 def task_card(context: AssetExecutionContext) -> dg.Output[TaskCard]:
@@ -57,10 +61,16 @@ def task_card(context: AssetExecutionContext) -> dg.Output[TaskCard]:
 
 @dg.multi_asset(
     outs={
-        "corpus": dg.AssetOut(group_name=GROUP, description="Documents: doc_id, title, text."),
-        "queries": dg.AssetOut(group_name=GROUP, description="All queries: query_id, text."),
+        "corpus": dg.AssetOut(
+            group_name=GROUP, kinds=KINDS, description="Documents: doc_id, title, text."
+        ),
+        "queries": dg.AssetOut(
+            group_name=GROUP, kinds=KINDS, description="All queries: query_id, text."
+        ),
         "qrels": dg.AssetOut(
-            group_name=GROUP, description="Judgments of every split: split, query_id, ..."
+            group_name=GROUP,
+            kinds=KINDS,
+            description="Judgments of every split: split, query_id, ...",
         ),
     },
     partitions_def=TASK_PARTITIONS,
@@ -84,6 +94,7 @@ def training_queries_asset(query_settings: dict[str, Any]) -> dg.AssetsDefinitio
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
+        kinds=KINDS,
         code_version=code_version(
             "hydra_core.data.training_queries", "hydra_pipeline.artifacts", config=query_settings
         ),

@@ -19,6 +19,7 @@ from hydra_pipeline.defs.resources import EncoderResource
 from hydra_pipeline.defs.versions import code_version
 
 GROUP = "embeddings"
+KINDS = {"pytorch", "numpy"}
 
 
 def embeddings_output(
@@ -29,7 +30,10 @@ def embeddings_output(
     return dg.Output(
         embeddings,
         data_version=dg.DataVersion(embeddings.digest),
-        metadata={"rows": len(embeddings.ids), "dimension": int(embeddings.vectors.shape[1])},
+        metadata={
+            "dagster/row_count": len(embeddings.ids),
+            "dimension": int(embeddings.vectors.shape[1]),
+        },
     )
 
 
@@ -43,7 +47,7 @@ def embedding_assets(model: str) -> list[dg.AssetsDefinition]:
         config={"model": model},
     )
 
-    @dg.asset(partitions_def=TASK_PARTITIONS, group_name=GROUP, code_version=version)
+    @dg.asset(partitions_def=TASK_PARTITIONS, group_name=GROUP, kinds=KINDS, code_version=version)
     def doc_embeddings(
         context: AssetExecutionContext, encoder: EncoderResource, corpus: pl.DataFrame
     ) -> dg.Output[Embeddings]:
@@ -55,7 +59,7 @@ def embedding_assets(model: str) -> list[dg.AssetsDefinition]:
             context, document_embeddings(OpenedTask(corpus_task(corpus), encoder.get())), encoder
         )
 
-    @dg.asset(partitions_def=TASK_PARTITIONS, group_name=GROUP, code_version=version)
+    @dg.asset(partitions_def=TASK_PARTITIONS, group_name=GROUP, kinds=KINDS, code_version=version)
     def query_embeddings(
         context: AssetExecutionContext,
         encoder: EncoderResource,

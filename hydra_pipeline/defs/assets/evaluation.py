@@ -20,6 +20,7 @@ from hydra_core.data.cards import TaskCard
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_pipeline.artifacts import CheckpointRecord, task_from_frames
 from hydra_pipeline.defs.assets.data import frame_output
+from hydra_pipeline.defs.metadata import table_value
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.resources import EncoderResource, MetricsDbResource
@@ -30,11 +31,13 @@ if TYPE_CHECKING:
     from hydra_core.model.compiled_retriever import CompiledRetriever  # torch: body only
 
 GROUP = "evaluation"
+KINDS = {"polars", "duckdb"}
 
 
 @dg.asset(
     partitions_def=TASK_PARTITIONS,
     group_name=GROUP,
+    kinds={"pytorch", "polars"},
     code_version=code_version("hydra_pipeline.stages", "hydra_pipeline.artifacts"),
 )
 def supervised_metrics(
@@ -64,6 +67,7 @@ def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
+        kinds=KINDS,
         code_version=code_version(
             "hydra_pipeline.stages",
             "hydra_pipeline.artifacts",
@@ -99,18 +103,22 @@ def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
         reference rows (with labels, supervised-head, unseen, unseen refined), with their
         per-query values (DuckDB table per_query) and the paired significance tests.
 
-        Metadata: the results as text, plus ``ndcg@10/<method>`` and
-        ``gain_over_base/<method>`` floats (plotted across materializations on the asset
-        page) and ``mlflow_run``, a link to the checkpoint's MLflow run when it has one.
+        Metadata: the results and the significance tests as tables, ``ndcg@10/<method>``
+        and ``gain_over_base/<method>`` floats (plotted across materializations on the
+        asset page) and ``mlflow_run``, a link to the checkpoint's MLflow run when it has
+        one.
 
         The shuffled-card ablation uses another of the hypernet's training tasks' cards.
         """
         from hydra_core.evaluation.method import Method
-        from hydra_core.evaluation.report import results_text
         from hydra_core.evaluation.significance import paired_tests, table_from_per_query
         from hydra_core.ranking.teacher_rankings import TeacherRankings
         from hydra_pipeline.metrics_store import record_metrics
-        from hydra_pipeline.results_report import headline_metadata
+        from hydra_pipeline.results_report import (
+            headline_metadata,
+            method_table,
+            significance_frame,
+        )
         from hydra_pipeline.stages import (
             cards_named,
             evaluate_task,
@@ -150,14 +158,14 @@ def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
             run_id=hypernet_checkpoint.mlflow_run_id,
             checkpoint=hypernet_checkpoint.checkpoint_id,
             per_query=evaluation.per_query,
+            queries=queries,
             dagster_run_id=context.run.run_id,
         )
         table = table_from_per_query(evaluation.per_query)
-        text = results_text(
-            context.partition_key, table, paired_tests(context.partition_key, table)
-        )
+        tests = paired_tests(context.partition_key, table)
         metadata: dict[str, dg.MetadataValue] = {
-            "results": dg.MetadataValue.md(f"```\n{text}\n```")
+            "results": table_value(method_table(evaluation.metrics)),
+            "significance": table_value(significance_frame(tests).drop("task")),
         }
         metadata |= {
             key: dg.MetadataValue.float(value)
@@ -178,6 +186,7 @@ def task_robustness_asset(robustness: RobustnessConfig) -> dg.AssetsDefinition:
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
+        kinds=KINDS,
         code_version=code_version(
             "hydra_core.workflows",
             "hydra_pipeline.stages",

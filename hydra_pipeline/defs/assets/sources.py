@@ -127,6 +127,7 @@ def _observe(context: OpExecutionContext, key: dg.AssetKey) -> dg.DataVersionsBy
     key=CARD_FILE,
     partitions_def=TASK_PARTITIONS,
     group_name="sources",
+    tags={"dagster/kind/file": ""},  # kinds, as a source asset takes them
     description="A task card YAML file; its version is the file's content hash.",
 )
 def card_file(context: OpExecutionContext) -> dg.DataVersionsByPartition:
@@ -137,6 +138,7 @@ def card_file(context: OpExecutionContext) -> dg.DataVersionsByPartition:
     key=DATASET_FILES,
     partitions_def=TASK_PARTITIONS,
     group_name="sources",
+    tags={"dagster/kind/file": ""},  # kinds, as a source asset takes them
     description="The dataset a card points at (BEIR folder files, or an ir_datasets id).",
 )
 def dataset_files(context: OpExecutionContext) -> dg.DataVersionsByPartition:

@@ -21,11 +21,13 @@ from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.versions import code_version
 
 GROUP = "teachers"
+KINDS = {"polars", "parquet"}
 
 
 @dg.asset(
     partitions_def=TASK_PARTITIONS,
     group_name=GROUP,
+    kinds=KINDS,
     code_version=code_version("hydra_core.ranking.teacher_rankings", "hydra_pipeline.artifacts"),
 )
 def bm25_rankings(
@@ -47,6 +49,7 @@ def bm25_rankings(
 @dg.asset(
     partitions_def=TASK_PARTITIONS,
     group_name=GROUP,
+    kinds=KINDS,
     code_version=code_version("hydra_core.ranking.teacher_rankings"),
 )
 def dense_rankings(
@@ -61,6 +64,7 @@ def dense_rankings(
 @dg.asset(
     partitions_def=TASK_PARTITIONS,
     group_name=GROUP,
+    kinds=KINDS,
     code_version=code_version(
         "hydra_core.ranking.teacher_rankings", "hydra_core.evaluation.method"
     ),
@@ -81,6 +85,7 @@ def preference_pairs_asset(pair_settings: dict[str, Any]) -> dg.AssetsDefinition
     @dg.asset(
         partitions_def=TASK_PARTITIONS,
         group_name=GROUP,
+        kinds=KINDS,
         code_version=code_version("hydra_core.training.preferences", config=pair_settings),
     )
     def preference_pairs(

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # torch: bodies only
     from hydra_core.training.trainer import TrainConfig, TrainingTask
 
 GROUP = "training"
+KINDS = {"pytorch", "mlflow"}
 
 TRAINING_INPUTS = (
     "task_card",
@@ -146,6 +147,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         ins=training_inputs,
         group_name=GROUP,
+        kinds=KINDS,
         code_version=hypernet_version,
         description="The hypernet, trained on the preference pairs of " + ", ".join(training_tasks),
     )
@@ -208,6 +210,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             **{name: per_training_task for name in ("corpus", "queries", "qrels")},
         },
         group_name=GROUP,
+        kinds=KINDS,
         code_version=labelled_version,
         description="The hypernet trained with the labels the training cards declare",
     )
@@ -263,6 +266,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         partitions_def=TASK_PARTITIONS,
         ins=training_inputs,
         group_name=GROUP,
+        kinds=KINDS,
         code_version=hypernet_version,
     )
     def unseen_hypernet(
@@ -316,6 +320,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     partitions_def=TASK_PARTITIONS,
     group_name=GROUP,
     code_version=code_version("hydra_core.evaluation.fusion_examples", "hydra_pipeline.stages"),
+    kinds={"pandas", "parquet"},
 )
 def fusion_examples(
     context: AssetExecutionContext,
@@ -340,6 +345,7 @@ def fusion_examples(
 @dg.asset(
     partitions_def=TASK_PARTITIONS,
     group_name=GROUP,
+    kinds={"pytorch", "safetensors"},
     code_version=code_version("hydra_pipeline.stages"),
     automation_condition=dg.AutomationCondition.eager(),
 )
