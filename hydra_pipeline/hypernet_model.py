@@ -25,7 +25,8 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
-from hydra_pipeline.tracking import MODEL_ARTIFACT
+MODEL_ARTIFACT = "model"
+"""Where a training run's MLflow model lives among its artifacts (what a version points at)."""
 
 CHECKPOINT = "checkpoint"
 SIGNATURE = ModelSignature(

@@ -42,8 +42,6 @@ TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError)
 PARENT_RUN_TAG = "hydra/mlflow_parent_run"
 """The Dagster run tag naming the MLflow run a training nests under (``hydra run``'s)."""
 CHECKPOINT_ARTIFACT = "checkpoint"
-MODEL_ARTIFACT = "model"
-"""Where a training run's MLflow model lives among its artifacts (what a version points at)."""
 CHAMPION_ALIAS = "champion"
 """The alias of the registered version the pipeline serves: the last one that passed."""
 REPORT_ARTIFACT = "report"
@@ -279,6 +277,8 @@ def register_checkpoint(
 
     found = registered()
     if not found:
+        from hydra_pipeline.hypernet_model import MODEL_ARTIFACT
+
         run = client.get_run(record.mlflow_run_id)
         created = client.create_model_version(
             name,
