@@ -3,12 +3,16 @@
 Every training run logs its checkpoint as this model, and the registered versions of
 ``hydra-hypernet`` are it, so an MLflow user needs nothing of Hydra's CLI:
 ``mlflow.pyfunc.load_model("models:/hydra-hypernet@champion").predict(cards)`` compiles
-each card (its YAML text, one per row of a ``card`` column) as ``hydra compile`` does: one
+each card (its YAML text, one per row of a ``card`` column) as ``hydra compile`` does, its
+corpus aside (below): one
 output row per card with its task name, the fusion's lexical weight and feedback, the head's
 parameter count and the retriever file itself (``retriever``: the bytes of the
 ``.safetensors`` file ``hydra compile --out`` writes; ``CompiledRetriever.load`` reads it).
 Compiling, not searching: a compiled retriever is what a card yields without its corpus,
-so the model needs no dataset where it is loaded, only the base encoder.
+so the model needs no dataset where it is loaded, only the base encoder. Without the corpus
+there is no task profile, so the fusion is the gate's at the pool's mean profile (its
+per-query part still acts at search time); ``hydra compile`` profiles the corpus and may
+choose another lexical weight and feedback. The head is the same.
 """
 
 from __future__ import annotations
