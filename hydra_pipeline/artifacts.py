@@ -24,6 +24,7 @@ import polars as pl
 
 from hydra_core.atomic import atomic_path, write_text_atomic
 from hydra_core.data.cards import TaskCard
+from hydra_core.data.opened_task import DocumentEncoder, OpenedTask
 from hydra_core.data.tasks import QRELS_HEADER, SPLITS, RetrievalTask
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.errors import HydraInputError
@@ -257,6 +258,12 @@ def task_from_frames(
         queries=queries,
         qrels={split: qrels.filter(pl.col("split") == split).drop("split") for split in splits},
     )
+
+
+def stored_task(task: RetrievalTask, encoder: DocumentEncoder, documents: Embeddings) -> OpenedTask:
+    """A task opened on its stored base document embeddings (nothing re-encoded)."""
+    doc_ids = task.corpus["doc_id"].to_list()
+    return OpenedTask(task, encoder, doc_vectors=documents.select(doc_ids))
 
 
 def save_beir_folder(task: RetrievalTask, folder: Path) -> Path:

@@ -20,7 +20,6 @@ import polars as pl
 from hydra_core.data.cards import TaskCard, find_card, generic_card
 from hydra_core.data.fingerprints import array_digest, text_digest
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
@@ -44,12 +43,6 @@ from hydra_core.training.training_data import LABELS_SUFFIX, label_split, label_
 from hydra_pipeline.artifacts import CheckpointRecord, task_from_frames
 
 log = logging.getLogger(__name__)
-
-
-def stored_task(task: RetrievalTask, encoder: FrozenEncoder, documents: Embeddings) -> OpenedTask:
-    """A task opened on its stored base document embeddings (nothing re-encoded)."""
-    doc_ids = task.corpus["doc_id"].to_list()
-    return OpenedTask(task, encoder, doc_vectors=documents.select(doc_ids))
 
 
 @functools.lru_cache(maxsize=2)

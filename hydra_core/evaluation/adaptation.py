@@ -35,14 +35,18 @@ from hydra_core.data.tasks import RetrievalTask, read_qrels_file
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.method import HEADLINE_METRIC
-from hydra_core.evaluation.methods import BM25_B_GRID, score_ranking
+from hydra_core.evaluation.methods import (
+    BM25_B_GRID,
+    FUSION_GRID_FEEDBACK,
+    FUSION_GRID_WEIGHTS,
+    score_ranking,
+)
 from hydra_core.evaluation.reference_heads import (
     SUPERVISED_LEARNING_RATE,
     base_head,
     fit_head,
     head_fits,
 )
-from hydra_core.evaluation.validation import FUSION_GRID_FEEDBACK, FUSION_GRID_WEIGHTS
 from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.head import ProjectionHead, torch_threads
 from hydra_core.model.retriever import RetrieverIndex

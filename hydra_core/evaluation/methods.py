@@ -36,6 +36,10 @@ from hydra_core.ranking.teachers import BM25Params
 BM25_B_GRID = (0.3, 0.75)
 """BM25 ``b`` values the fusion grids try, the oracle's and validation's (one index each,
 built once per corpus)."""
+FUSION_GRID_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6)
+FUSION_GRID_FEEDBACK = (0.0, 0.5, 1.0)
+"""The lexical weights and feedbacks around the prior that validation's fusion grid and
+``hydra adapt`` try."""
 EVAL_SPLIT = EVALUATION_SPLIT
 
 

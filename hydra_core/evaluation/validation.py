@@ -31,6 +31,8 @@ from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.method import HEADLINE_METRIC, Method
 from hydra_core.evaluation.methods import (
     BM25_B_GRID,
+    FUSION_GRID_FEEDBACK,
+    FUSION_GRID_WEIGHTS,
     card_retrievers,
     hybrid_retriever,
     retriever_table,
@@ -199,8 +201,6 @@ class _References:
         return retriever_table(self.opened.with_task(task), retrievers, VALIDATION, encoder=encoder)
 
 
-FUSION_GRID_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6)
-FUSION_GRID_FEEDBACK = (0.0, 0.5, 1.0)
 _PRIOR_POINT = (PRIOR_FUSION.lexical_weight, PRIOR_FUSION.feedback, BM25Params().b)
 
 

@@ -18,7 +18,7 @@ from dagster import AssetExecutionContext
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.encoding.embeddings import Embeddings
-from hydra_pipeline.artifacts import CheckpointRecord, task_from_frames
+from hydra_pipeline.artifacts import CheckpointRecord, stored_task, task_from_frames
 from hydra_pipeline.defs.assets.data import frame_output
 from hydra_pipeline.defs.metadata import table_value
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
@@ -53,7 +53,6 @@ def supervised_metrics(
     """The supervised-head reference: a head fitted on the card's labels, scored on the
     test split per query (no rows when the card declares no labels). Apart from
     task_metrics so that a retrained hypernet does not refit it."""
-    from hydra_pipeline.stages import stored_task
     from hydra_pipeline.stages import supervised_metrics as fit_and_score
 
     task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
@@ -123,7 +122,6 @@ def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
             cards_named,
             evaluate_task,
             reference_retrievers,
-            stored_task,
         )
         from hydra_pipeline.tracking import run_url
 

@@ -22,7 +22,7 @@ from dagster import AssetExecutionContext
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.encoding.embeddings import Embeddings
-from hydra_pipeline.artifacts import CheckpointRecord, task_from_frames
+from hydra_pipeline.artifacts import CheckpointRecord, stored_task, task_from_frames
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.resources import EncoderResource, TrackingResource, WorkspaceResource
@@ -319,7 +319,7 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
 @dg.asset(
     partitions_def=TASK_PARTITIONS,
     group_name=GROUP,
-    code_version=code_version("hydra_core.evaluation.fusion_examples", "hydra_pipeline.stages"),
+    code_version=code_version("hydra_core.evaluation.fusion_examples", "hydra_pipeline.artifacts"),
     kinds={"pandas", "parquet"},
 )
 def fusion_examples(
@@ -335,7 +335,6 @@ def fusion_examples(
     query (none for a task without labels): what the hypernets' fusion gate learns from."""
     from hydra_core.evaluation.fusion_examples import card_fusion_examples, examples_frame
     from hydra_pipeline.defs.assets.data import frame_output
-    from hydra_pipeline.stages import stored_task
 
     task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
     opened = stored_task(task, encoder.get(), doc_embeddings)
@@ -359,7 +358,7 @@ def compiled_retriever(
     """The task's whole retriever (head and fusion), compiled from its card over its corpus
     (a fitted fusion gate reads the task's profile)."""
     from hydra_core.data.opened_task import corpus_task
-    from hydra_pipeline.stages import compile_card, retriever_digest, stored_task
+    from hydra_pipeline.stages import compile_card, retriever_digest
 
     opened = stored_task(corpus_task(corpus), encoder.get(), doc_embeddings)
     compiled = compile_card(hypernet_checkpoint.path, task_card, opened, encoder.get())
