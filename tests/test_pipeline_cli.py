@@ -209,11 +209,11 @@ def test_a_failed_quality_check_leaves_the_hypernet_unregistered(
     project = make_project(tmp_path, tiny_tasks, tolerance=-1.0)
     first = _hydra_run(project, cache)
     assert first.returncode == 1, first.stderr[-3000:]
-    behind = sorted(tiny_tasks)
+    behind = list(tiny_tasks)  # the project's order, as the messages name them
     for task in behind:
         assert re.search(
             rf"^error: step task_metrics_hydra_within_tolerance_of_base failed \(task {task}, "
-            r".*\n  check hydra_within_tolerance_of_base failed: hydra_minus_base_ndcg@10 -?\d",
+            r".*\n  check hydra_within_tolerance_of_base failed: .*hydra_minus_base_ndcg@10 -?\d",
             first.stderr,
             re.MULTILINE,
         ), first.stderr[-3000:]
