@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.opened_task import OpenedTask
@@ -49,19 +50,32 @@ UNSEEN_NAMES: dict[str, str] = {
 """Leave-one-out rows are named as in the pipeline's tables: the hypernet never saw the task."""
 
 
+class PreparedCards(NamedTuple):
+    """What training reads of each card's task, the task opened once for both."""
+
+    streams: list[TrainingTask]
+    fusion_examples: dict[str, list[FusionExample]]
+
+    def pooled_examples(self) -> list[FusionExample]:
+        """Every card's fusion examples, in one list."""
+        return [example for examples in self.fusion_examples.values() for example in examples]
+
+
 def prepare_cards(
     cards: Sequence[TaskCard], encoder: FrozenEncoder, *, use_labels: bool = False
-) -> list[TrainingTask]:
-    """Teacher rankings, fusion and preference pairs for each card's task.
-
-    ``use_labels`` adds a labels stream for each card that declares ``labels``.
-    """
-    prepared = []
+) -> PreparedCards:
+    """Teacher rankings, fusion and preference pairs for each card's task (``use_labels``
+    adds a labels stream for each card that declares ``labels``), and its fusion examples:
+    the task and its synthetic variants, on the labels it may teach with (none without)."""
+    streams: list[TrainingTask] = []
+    examples: dict[str, list[FusionExample]] = {}
     for card in cards:
         opened = OpenedTask.of_card(card, encoder)
         log.info("preparing %s: %d documents", card.name, opened.task.corpus.height)
-        prepared += training_streams(card, opened, encoder, use_labels=use_labels)
-    return prepared
+        streams += training_streams(card, opened, encoder, use_labels=use_labels)
+        log.info("scoring the fusion grid on %s and its variants", card.name)
+        examples[card.name] = card_fusion_examples(card, opened, encoder)
+    return PreparedCards(streams, examples)
 
 
 def train_on_cards(
@@ -80,28 +94,15 @@ def train_on_cards(
     ``fresh`` trains from scratch in ``out_dir`` even if it holds another run's training.
     """
     prepared = prepare_cards(cards, encoder, use_labels=use_labels)
-    examples = pool_fusion_examples(cards, encoder)
     return train_on_prepared(
-        prepared,
+        prepared.streams,
         out_dir,
         encoder,
         config,
         fresh=fresh,
         architecture=architecture,
-        fusion_examples=[example for task in examples.values() for example in task],
+        fusion_examples=prepared.pooled_examples(),
     )
-
-
-def pool_fusion_examples(
-    cards: Sequence[TaskCard], encoder: FrozenEncoder
-) -> dict[str, list[FusionExample]]:
-    """Each card's fusion examples (its task and synthetic variants, on the labels it may
-    teach with; none for a task without labels)."""
-    examples = {}
-    for card in cards:
-        log.info("scoring the fusion grid on %s and its variants", card.name)
-        examples[card.name] = card_fusion_examples(card, OpenedTask.of_card(card, encoder), encoder)
-    return examples
 
 
 def train_on_prepared(
@@ -340,19 +341,19 @@ def leave_one_out(
 ) -> dict[str, HeldOut]:
     """For each task: train on all the others (head and gate), evaluate on it as an unseen
     task (each task's training data and fusion examples prepared once for all the folds)."""
-    prepared = {task.name: task for task in prepare_cards(cards, encoder)}
-    examples = pool_fusion_examples(cards, encoder)
+    prepared = prepare_cards(cards, encoder)
+    streams = {task.name: task for task in prepared.streams}
     tables: dict[str, HeldOut] = {}
     for held_out in cards:
         seen = [card for card in cards if card.name != held_out.name]
         tables[held_out.name] = held_out_table(
-            [prepared[card.name] for card in seen],
+            [streams[card.name] for card in seen],
             held_out,
             out_root / f"without-{held_out.name}",
             encoder,
             config,
             other_cards=seen,
             refine_steps=refine_steps,
-            fusion_examples=examples,
+            fusion_examples=prepared.fusion_examples,
         )
     return tables
