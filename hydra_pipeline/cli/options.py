@@ -1,15 +1,19 @@
 """The command line's shared arguments: task lists spelled three ways, ``--json``,
-``--index``, logging."""
+``--index``, ``--refine``, ``--config``, ``--checkpoint``, the project config, logging."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from typer._click import Context as ClickContext  # typer's own copy of click
 from typer.core import TyperCommand
+
+from hydra_core.errors import HydraInputError
+from hydra_pipeline.project_config import ProjectConfig, load_project_config
 
 TASKS_FLAG = "--tasks"
 
@@ -81,3 +85,27 @@ def configure_logging() -> None:
     )
     for name in ("hydra_core", "hydra_pipeline"):
         logging.getLogger(name).setLevel(logging.INFO)
+
+
+RefineOption = Annotated[
+    int,
+    typer.Option(
+        "--refine", help="Polish the compiled head with N distillation steps on the task corpus."
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="Project config file (default: hydra.yaml, or HYDRA_CONFIG)."),
+]
+CheckpointOption = Annotated[
+    Path, typer.Option("--checkpoint", help="Hypernet checkpoint directory (from hydra train).")
+]
+
+
+def load_config(path: Path | None) -> ProjectConfig:
+    """The project config; a bad one ends the command with status 2 and the line naming it."""
+    try:
+        return load_project_config(path)
+    except HydraInputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
