@@ -1,4 +1,5 @@
-"""The ``hydra`` command line: one root application merging the sub-applications by concept.
+"""The ``hydra`` command line: one root application merging the sub-applications of
+``commands/`` by concept.
 
 Model commands work on task cards in-process: ``training`` (``baselines``, ``train``, ``eval``,
 ``validate``), ``retrievers`` (``adapt``, ``compile``, ``search``) and ``tools`` (``bench``,
@@ -12,8 +13,8 @@ from __future__ import annotations
 import typer
 
 from hydra_core.errors import HydraInputError
-from hydra_pipeline.cli import pipeline, retrievers, tools, training
-from hydra_pipeline.cli.options import configure_logging
+from hydra_pipeline.commands import pipeline, retrievers, tools, training
+from hydra_pipeline.commands.options import configure_logging
 
 app = typer.Typer(help="Hydra: per-task retrieval heads compiled from task cards.")
 for commands in (training, retrievers, tools, pipeline):

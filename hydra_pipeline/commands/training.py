@@ -20,7 +20,7 @@ from hydra_core.evaluation.report import (
     results_text,
 )
 from hydra_core.settings import load_settings
-from hydra_pipeline.cli.options import (
+from hydra_pipeline.commands.options import (
     JsonOption,
     RefineOption,
     TaskListCommand,

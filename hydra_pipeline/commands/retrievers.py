@@ -11,7 +11,7 @@ import typer
 
 from hydra_core.data.cards import find_card
 from hydra_core.errors import HydraInputError
-from hydra_pipeline.cli.options import (
+from hydra_pipeline.commands.options import (
     CheckpointOption,
     ConfigOption,
     IndexOption,

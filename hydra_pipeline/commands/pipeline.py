@@ -16,7 +16,7 @@ import typer
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.report import results_text
 from hydra_core.settings import PROJECT_ROOT
-from hydra_pipeline.cli.options import (
+from hydra_pipeline.commands.options import (
     ConfigOption,
     IndexOption,
     TaskListCommand,

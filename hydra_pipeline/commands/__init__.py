@@ -1,0 +1,1 @@
+"""The ``hydra`` commands, one sub-application per concept; ``hydra_pipeline.cli`` merges them."""
