@@ -23,9 +23,10 @@ import numpy as np
 import polars as pl
 
 from hydra_core.atomic import atomic_path, write_text_atomic
+from hydra_core.data.beir_folder import QRELS_HEADER
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.opened_task import DocumentEncoder, OpenedTask
-from hydra_core.data.tasks import QRELS_HEADER, SPLITS, RetrievalTask
+from hydra_core.data.retrieval_task import SPLITS, RetrievalTask
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.errors import HydraInputError
 

@@ -10,7 +10,8 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from system_tools import require_or_skip
 
-from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.data.retrieval_task import RetrievalTask
+from hydra_core.data.tasks import load_task
 from hydra_core.encoding.embedding_cache import EmbeddingCache
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.settings import load_settings

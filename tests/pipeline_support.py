@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from hydra_core.data.cards import find_card, write_card
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.settings import PROJECT_ROOT
 from hydra_pipeline.artifacts import save_beir_folder
 from hydra_pipeline.project_config import ProjectConfig, load_project_config

@@ -14,7 +14,7 @@ from system_tools import HYDRA
 
 from hydra_core.data.cards import TaskCard, find_card, write_card
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.adaptation import (

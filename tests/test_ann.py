@@ -13,7 +13,7 @@ import pytest
 from system_tools import HYDRA
 
 from hydra_core.data.cards import find_card, write_card
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever

@@ -15,8 +15,8 @@ from system_tools import HYDRA, mounted
 from typer.testing import CliRunner
 
 from hydra_core.data.cards import find_card, load_card, write_card
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.data.synthetic_tasks import made_from
-from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.hypernet import Hypernet, initial_hypernet

@@ -12,7 +12,7 @@ import pytest
 from pipeline_support import make_project
 from system_tools import HYDRA, mounted
 
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.encoding.embedding_cache import EmbeddingCache, text_key
 from hydra_core.encoding.encoder import DEFAULT_MODEL, FrozenEncoder, resolve_model_path
 

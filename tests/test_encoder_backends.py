@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.encoding.embedding_cache import EmbeddingCache
 from hydra_core.encoding.encoder import BACKEND_ENV, FrozenEncoder, Precision, default_backend
 from hydra_core.errors import HydraInputError

@@ -10,8 +10,8 @@ import torch
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.opened_task import OpenedTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.data.synthetic_tasks import synthetic_variant, variant_names
-from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.evaluation.fusion_examples import (
     examples_frame,

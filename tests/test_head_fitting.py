@@ -8,7 +8,7 @@ import torch
 
 from hydra_core.data.cards import find_card
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.methods import retriever_table

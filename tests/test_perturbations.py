@@ -11,7 +11,7 @@ from pipeline_support import TABLE_METHODS
 from test_cli import _add_card, _console, cards_dir  # noqa: F401  (cards_dir: fixture)
 
 from hydra_core.data.cards import find_card
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.perturbations import (

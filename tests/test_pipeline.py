@@ -33,7 +33,8 @@ from typer.testing import CliRunner
 
 from hydra_core.data.cards import find_card
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.data.retrieval_task import RetrievalTask
+from hydra_core.data.tasks import load_task
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.evaluation.method import in_table_order
 from hydra_core.evaluation.methods import (

@@ -21,7 +21,8 @@ from mlflow.tracking import MlflowClient
 from pipeline_support import Project, make_project
 from system_tools import HYDRA
 
-from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.data.retrieval_task import RetrievalTask
+from hydra_core.data.tasks import load_task
 from hydra_pipeline import metrics_store
 
 TIMEOUT = 1200

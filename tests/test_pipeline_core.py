@@ -26,6 +26,7 @@ import yaml
 from dagster_shared.error import SerializableErrorInfo
 from pipeline_support import make_project
 
+from hydra_core.data.beir_folder import load_beir_folder
 from hydra_core.data.cards import find_card, write_card
 from hydra_core.data.fingerprints import (
     beir_folder_fingerprint,
@@ -33,7 +34,7 @@ from hydra_core.data.fingerprints import (
     file_fingerprint,
     frame_digest,
 )
-from hydra_core.data.tasks import RetrievalTask, load_beir_folder
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.method import GLOSSARY, Method
 from hydra_core.evaluation.metrics import Scores

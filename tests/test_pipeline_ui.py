@@ -24,7 +24,7 @@ from pipeline_support import Project, make_project
 from playwright.sync_api import Page, expect
 from system_tools import free_port, wait_until_answering
 
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.settings import PROJECT_ROOT
 from hydra_pipeline.runner import register_tasks
 

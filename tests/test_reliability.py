@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 from hydra_core.atomic import atomic_path
 from hydra_core.data.cards import TaskCard, find_card
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.data.training_queries import training_queries
 from hydra_core.encoding.embedding_cache import EmbeddingCache, text_key
 from hydra_core.encoding.embeddings import Embeddings

@@ -22,8 +22,8 @@ import torch
 import yaml
 from system_tools import HYDRA, free_port
 
+from hydra_core.data.beir_folder import load_beir_folder
 from hydra_core.data.cards import load_card, write_card
-from hydra_core.data.tasks import load_beir_folder
 from hydra_core.encoding.card_parts import CARD_PARTS, card_part_embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError

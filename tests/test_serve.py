@@ -34,7 +34,8 @@ from playwright.sync_api import Page, Route, expect
 from system_tools import HYDRA, free_port, mounted, wait_until_answering
 
 from hydra_core.data.cards import TaskCard, find_card, load_card, write_card
-from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.data.retrieval_task import RetrievalTask
+from hydra_core.data.tasks import load_task
 from hydra_core.model.retriever import RetrieverIndex
 from hydra_core.serving.http_api import (
     MAX_BODY_BYTES,

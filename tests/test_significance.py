@@ -12,7 +12,7 @@ import pytest
 import pytrec_eval
 
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.evaluation.methods import EVAL_SPLIT, score_ranking
 from hydra_core.evaluation.metrics import METRIC_NAMES, Scores, evaluate_run, ranking_to_run
 from hydra_core.evaluation.report import ResultsTable, results_json, results_text

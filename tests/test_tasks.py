@@ -10,16 +10,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from hydra_core.data.tasks import (
-    RetrievalTask,
-    UnknownSplitError,
+from hydra_core.data.beir_folder import load_beir_folder
+from hydra_core.data.ir_datasets_source import (
     dataset_name,
     ir_datasets_split_ids,
-    load_beir_folder,
     load_ir_datasets,
-    load_task,
     parse_ir_datasets_id,
 )
+from hydra_core.data.retrieval_task import RetrievalTask, UnknownSplitError
+from hydra_core.data.tasks import load_task
 from hydra_core.errors import HydraInputError
 
 # ----------------------------------------------------------------------------- real data

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.evaluation.metrics import METRIC_NAMES
 from hydra_core.ranking.teachers import BM25Teacher

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from hydra_core.data.cards import find_card
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.data.retrieval_task import RetrievalTask
+from hydra_core.data.tasks import load_task
 from hydra_core.data.training_queries import training_queries
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError

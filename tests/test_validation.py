@@ -13,7 +13,7 @@ from system_tools import HYDRA
 from typer.testing import CliRunner
 
 from hydra_core.data.cards import find_card, write_card
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.data.training_queries import training_queries
 from hydra_core.data.validation_split import VALIDATION, is_holdout, split_for_validation
 from hydra_pipeline.artifacts import save_beir_folder

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from hydra_core.data.cards import TaskCard
-from hydra_core.data.tasks import dataset_name
+from hydra_core.data.ir_datasets_source import dataset_name
 from hydra_core.settings import load_settings
 
 DIGEST_CHARS = 16

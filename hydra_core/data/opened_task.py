@@ -18,7 +18,8 @@ import numpy as np
 import polars as pl
 
 from hydra_core.data.cards import TaskCard
-from hydra_core.data.tasks import QUERIES_SCHEMA, RetrievalTask, load_task
+from hydra_core.data.retrieval_task import QUERIES_SCHEMA, RetrievalTask
+from hydra_core.data.tasks import load_task
 
 IndexT = TypeVar("IndexT", covariant=True)
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import polars as pl
 
 from hydra_core.data.cards import TaskCard
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 
 VARIANTS = ("cipher", "keywords", "titles")
 VARIANT_MARK = "~"

@@ -16,7 +16,7 @@ import random
 
 import polars as pl
 
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 
 TRAINING_SPLITS = ("train",)
 """Splits whose query texts may train. ``dev`` is kept for model selection; never ``test``."""

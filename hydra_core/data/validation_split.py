@@ -15,7 +15,7 @@ import hashlib
 
 import polars as pl
 
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 
 DEV_SPLIT = "dev"
 HOLDOUT_SPLIT = "train"

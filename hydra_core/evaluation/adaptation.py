@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from hydra_core.data.beir_folder import read_qrels_file
 from hydra_core.data.cards import EVALUATION_SPLIT, TaskCard
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import RetrievalTask, read_qrels_file
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.method import HEADLINE_METRIC

@@ -18,8 +18,8 @@ import torch
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.opened_task import OpenedTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.data.synthetic_tasks import synthetic_variant, variant_names
-from hydra_core.data.tasks import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.evaluation.metrics import evaluate_run, ranking_to_run
 from hydra_core.model.fusion_gate import GATE_FEEDBACK, GATE_WEIGHTS, FusionExample

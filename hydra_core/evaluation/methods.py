@@ -20,7 +20,7 @@ import polars as pl
 
 from hydra_core.data.cards import EVALUATION_SPLIT, TaskCard, generic_card
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.evaluation.method import HEADLINE_METRIC, Method, in_table_order

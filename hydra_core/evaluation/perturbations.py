@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.method import HEADLINE_METRIC
 from hydra_core.evaluation.report import ResultsTable

@@ -22,7 +22,7 @@ import torch
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.data.training_queries import generated_queries
 from hydra_core.data.validation_split import VALIDATION, split_for_validation
 from hydra_core.encoding.encoder import FrozenEncoder

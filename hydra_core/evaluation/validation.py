@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.opened_task import OpenedTask, load_card_task
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.data.validation_split import DEV_SPLIT, VALIDATION, split_for_validation
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError

@@ -15,7 +15,7 @@ import polars as pl
 
 from hydra_core.data.cards import EVALUATION_SPLIT
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import QUERIES_SCHEMA, RetrievalTask
+from hydra_core.data.retrieval_task import QUERIES_SCHEMA, RetrievalTask
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.ranking.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion

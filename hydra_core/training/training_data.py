@@ -13,7 +13,7 @@ import polars as pl
 from hydra_core.data.cards import TaskCard
 from hydra_core.data.fingerprints import frame_digest
 from hydra_core.data.opened_task import OpenedTask
-from hydra_core.data.tasks import RetrievalTask
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.data.training_queries import training_queries
 from hydra_core.encoding.card_parts import card_part_embeddings
 from hydra_core.encoding.embeddings import Embeddings

@@ -12,7 +12,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.data.retrieval_task import RetrievalTask
+from hydra_core.data.tasks import load_task
 from hydra_core.encoding.encoder import (
     FrozenEncoder,
 )

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from hydra_core.data.tasks import RetrievalTask, load_task
+from hydra_core.data.retrieval_task import RetrievalTask
+from hydra_core.data.tasks import load_task
 from hydra_core.encoding.embedding_cache import EmbeddingCache
 from hydra_core.encoding.encoder import (
     BACKENDS,
