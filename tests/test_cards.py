@@ -14,15 +14,17 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hydra_core.data.cards import (
+from hydra_core.data.card_schema import (
     GENERIC_CARD_NAME,
     MAX_EXAMPLE_CHARS,
     MAX_TEXT_CHARS,
     TEXT_FIELDS,
+    is_path_source,
+)
+from hydra_core.data.cards import (
     TaskCard,
     find_card,
     generic_card,
-    is_path_source,
     load_card,
     load_cards,
     write_card,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hydra_core.data.cards import TEXT_FIELDS, TaskCard
+from hydra_core.data.card_schema import TEXT_FIELDS
+from hydra_core.data.cards import TaskCard
 from hydra_core.encoding.encoder import FrozenEncoder
 
 CARD_PARTS: tuple[str, ...] = (*TEXT_FIELDS, "example_queries", "example_documents")

@@ -30,7 +30,8 @@ import numpy as np
 import polars as pl
 
 from hydra_core.data.beir_folder import read_qrels_file
-from hydra_core.data.cards import EVALUATION_SPLIT, TaskCard
+from hydra_core.data.card_schema import EVALUATION_SPLIT
+from hydra_core.data.cards import TaskCard
 from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.encoding.encoder import FrozenEncoder

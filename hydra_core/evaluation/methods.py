@@ -18,7 +18,8 @@ from typing import cast
 import numpy as np
 import polars as pl
 
-from hydra_core.data.cards import EVALUATION_SPLIT, TaskCard, generic_card
+from hydra_core.data.card_schema import EVALUATION_SPLIT
+from hydra_core.data.cards import TaskCard, generic_card
 from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.encoding.embeddings import Embeddings

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import polars as pl
 
-from hydra_core.data.cards import EVALUATION_SPLIT
+from hydra_core.data.card_schema import EVALUATION_SPLIT
 from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.retrieval_task import QUERIES_SCHEMA, RetrievalTask
 from hydra_core.encoding.embeddings import Embeddings
