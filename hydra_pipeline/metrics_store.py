@@ -8,7 +8,10 @@ significance tests read. Table ``robustness`` holds each method's headline metri
 and on perturbed test queries (one row per task x method x perturbation), with the same
 tags. Table ``learning_curve`` holds each point of a learning curve (``hydra eval
 --learning-curve``): one row per task x method x number of judged queries x draw x
-metric. Table ``queries`` holds the query texts ``latest_per_query`` shows beside the ids;
+metric. Table ``fusion`` holds the fusion each evaluated card compiled to (lexical weight,
+feedback, BM25 ``b``, whether a query gate moves it) beside the ``oracle``'s grid point, one
+row per task x method, with the evaluation's tags; view ``latest_fusion`` adds each row's
+headline metric. Table ``queries`` holds the query texts ``latest_per_query`` shows beside the ids;
 view ``latest_summary`` is the narrow table ``hydra metrics`` prints (headline metric, gains
 over base and hybrid). Every table and view carries a ``COMMENT ON`` saying what it holds.
 The database is a file in the workspace by default; a
@@ -35,8 +38,11 @@ from hydra_core.evaluation.method import HEADLINE_METRIC, METHOD_RANK, Method
 from hydra_core.evaluation.metrics import METRIC_NAMES
 
 if TYPE_CHECKING:  # types only: an edit to the perturbations leaves task_metrics up to date
+    from collections.abc import Mapping
+
     from hydra_core.evaluation.learning_curve import CurvePoint
     from hydra_core.evaluation.perturbations import Robustness
+    from hydra_core.model.score_fusion import FusionParameters
 
 TABLE = "metrics"
 LATEST_VIEW = "latest_metrics"
@@ -46,6 +52,8 @@ ROBUSTNESS_TABLE = "robustness"
 LATEST_ROBUSTNESS_VIEW = "latest_robustness"
 LEARNING_CURVE_TABLE = "learning_curve"
 QUERIES_TABLE = "queries"
+FUSION_TABLE = "fusion"
+LATEST_FUSION_VIEW = "latest_fusion"
 SUMMARY_VIEW = "latest_summary"
 
 DESCRIPTIONS: dict[str, str] = {
@@ -62,6 +70,10 @@ DESCRIPTIONS: dict[str, str] = {
     LATEST_ROBUSTNESS_VIEW: "the robustness rows of each task's latest robustness evaluation",
     ROBUSTNESS_TABLE: "every robustness evaluation: each method's metric on clean and on "
     "perturbed test queries, and the drop",
+    LATEST_FUSION_VIEW: "each task's latest fusion rows, with the row's ndcg@10: the fusion "
+    "each card compiled to beside the oracle's",
+    FUSION_TABLE: "every evaluation's fusions: one row per task and method (lexical weight, "
+    "feedback, BM25 b, query_gate: moved per query), the oracle's grid point among them",
     LEARNING_CURVE_TABLE: "each point of a learning curve (hydra eval --learning-curve): one "
     "row per task, method, number of judged queries, draw and metric",
 }
@@ -144,6 +156,20 @@ LEFT JOIN {QUERIES_TABLE} AS q USING (task, query_id);""",
             "task VARCHAR NOT NULL, method VARCHAR NOT NULL, n VARCHAR NOT NULL, "
             "draw BIGINT NOT NULL, metric VARCHAR NOT NULL, value DOUBLE NOT NULL",
         ),
+        _evaluation_table(
+            FUSION_TABLE,
+            "task VARCHAR NOT NULL, method VARCHAR NOT NULL, lexical_weight DOUBLE NOT NULL, "
+            "feedback DOUBLE NOT NULL, bm25_b DOUBLE NOT NULL, query_gate BOOLEAN NOT NULL",
+        ),
+        f"""
+CREATE OR REPLACE VIEW {LATEST_FUSION_VIEW} AS
+SELECT f.task, f.method, m.value AS "{HEADLINE_METRIC}",
+    f.* EXCLUDE (task, method)
+FROM {FUSION_TABLE} AS f
+JOIN (SELECT DISTINCT task, evaluation_id FROM {LATEST_VIEW}) AS latest
+USING (task, evaluation_id)
+LEFT JOIN {LATEST_VIEW} AS m
+ON m.task = f.task AND m.method = f.method AND m.metric = '{HEADLINE_METRIC}';""",
         _SUMMARY,
         *(
             f"\nCOMMENT ON {'VIEW' if name.startswith('latest') else 'TABLE'} {name} IS "
@@ -188,6 +214,25 @@ LEARNING_CURVE_SCHEMA: dict[str, pl.DataType] = {
     "metric": pl.String(),
     "value": pl.Float64(),
 }
+
+
+FUSION_SCHEMA: dict[str, pl.DataType] = {
+    "task": pl.String(),
+    "method": pl.String(),
+    "lexical_weight": pl.Float64(),
+    "feedback": pl.Float64(),
+    "bm25_b": pl.Float64(),
+    "query_gate": pl.Boolean(),
+}
+
+
+def fusion_frame(task: str, fusion: Mapping[str, FusionParameters]) -> pl.DataFrame:
+    """Each method's fusion as the rows of table ``fusion``."""
+    rows = [
+        (task, method, p.lexical_weight, p.feedback, p.bm25_b, p.gate is not None)
+        for method, p in fusion.items()
+    ]
+    return pl.DataFrame(rows, schema=FUSION_SCHEMA, orient="row")
 
 
 def learning_curve_frame(points: Sequence[CurvePoint]) -> pl.DataFrame:
@@ -263,17 +308,21 @@ def record_metrics(
     checkpoint: str,
     per_query: pl.DataFrame | None = None,
     queries: pl.DataFrame | None = None,
+    fusion: pl.DataFrame | None = None,
     dagster_run_id: str = "",
     created_at: datetime | None = None,
 ) -> str:
     """Append one evaluation (rows of task, method, split, metric, value); returns its id.
 
     ``per_query`` (rows of task, method, split, query_id, metric, value) goes to the
-    ``per_query`` table in the same transaction: an evaluation is stored whole or not at all.
+    ``per_query`` table and ``fusion`` (rows of :func:`fusion_frame`) to the ``fusion``
+    table in the same transaction: an evaluation is stored whole or not at all.
     ``queries`` (query_id, text) gives the texts of those queries, which ``latest_per_query``
     shows beside their ids.
     """
     inserts = [(TABLE, rows.select("task", "method", "split", "metric", "value"))]
+    if fusion is not None:
+        inserts.append((FUSION_TABLE, fusion.select(list(FUSION_SCHEMA))))
     texts = []
     if per_query is not None:
         columns = ("task", "method", "split", "query_id", "metric", "value")

@@ -28,6 +28,7 @@ from hydra_core.evaluation.methods import (
     EVAL_SPLIT,
     card_rows,
     evaluation_table,
+    oracle_row,
     retriever_table,
 )
 from hydra_core.evaluation.reference_heads import refine_retriever, supervised_reference
@@ -37,6 +38,7 @@ from hydra_core.model.compiled_retriever import DENSE_ONLY, CompiledRetriever
 from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.module import WEIGHTS_FILE
 from hydra_core.model.retriever import ConditionedRetriever
+from hydra_core.model.score_fusion import FusionParameters
 from hydra_core.ranking.teacher_rankings import TeacherRankings
 from hydra_core.training.trainer import TrainingTask
 from hydra_core.training.training_data import LABELS_SUFFIX, label_split, label_training_task
@@ -124,6 +126,31 @@ def supervised_metrics(
     return per_query_frame(opened.name, table, EVAL_SPLIT)
 
 
+ORACLE_POINT = ("lexical_weight", "feedback", "bm25_b")
+"""The columns of the oracle's rows that carry the grid point they were scored at."""
+
+
+def oracle_metrics(opened: OpenedTask, encoder: FrozenEncoder) -> pl.DataFrame:
+    """The ``oracle`` ceiling's per-query rows on the test split, each carrying the grid
+    point they were scored at (:data:`ORACLE_POINT`), so the fusion table sets it beside
+    what the cards compiled to. It depends on the task's data only, so a retrained hypernet
+    does not rescore it."""
+    scores, fusion = oracle_row(opened, encoder)
+    frame = per_query_frame(opened.name, {Method.ORACLE: scores}, EVAL_SPLIT)
+    return frame.with_columns(pl.lit(getattr(fusion, name)).alias(name) for name in ORACLE_POINT)
+
+
+def oracle_fusion(rows: pl.DataFrame) -> FusionParameters | None:
+    """The grid point of :func:`oracle_metrics`'s rows (none for a task without test
+    queries)."""
+    if rows.is_empty():
+        return None
+    point = rows.row(0, named=True)
+    return FusionParameters(
+        lexical_weight=point["lexical_weight"], feedback=point["feedback"], bm25_b=point["bm25_b"]
+    )
+
+
 def label_streams(
     cards: Mapping[str, TaskCard],
     corpus: Mapping[str, pl.DataFrame],
@@ -150,10 +177,22 @@ def retriever_digest(compiled: CompiledRetriever) -> str:
 
 
 class TaskEvaluation(NamedTuple):
-    """One task's evaluation: the mean rows and the per-query rows they average."""
+    """One task's evaluation: the mean rows, the per-query rows they average, and the
+    fusion each card compiled to beside the oracle's (:data:`FUSION_ROWS`)."""
 
     metrics: pl.DataFrame
     per_query: pl.DataFrame
+    fusion: dict[str, FusionParameters]
+
+
+FUSION_ROWS = (
+    Method.HYDRA,
+    Method.HYDRA_GENERIC,
+    Method.HYDRA_UNSEEN,
+    Method.HYDRA_UNSEEN_GENERIC,
+)
+"""The rows whose fusion an evaluation records: the card's, the generic card's, and the
+same for the hypernet that never saw the task."""
 
 
 def evaluate_task(
@@ -168,11 +207,13 @@ def evaluate_task(
     encoder: FrozenEncoder,
     references: Mapping[str, CompiledRetriever] | None = None,
     scored: pl.DataFrame | None = None,
+    oracle: pl.DataFrame | None = None,
 ) -> TaskEvaluation:
     """The whole results table of one task as long rows, in the store's method order:
     the table ``hydra eval`` builds (its ``hydra`` row the stored ``compiled`` retriever),
-    the ``references`` (see :func:`reference_retrievers`) and the per-query rows ``scored``
-    elsewhere (see :func:`supervised_metrics`)."""
+    the ``references`` (see :func:`reference_retrievers`), the per-query rows ``scored``
+    elsewhere (see :func:`supervised_metrics`) and the ``oracle`` ceiling's (see
+    :func:`oracle_metrics`)."""
     retriever = ConditionedRetriever(load_hypernet(checkpoint), encoder)
     rows = {
         **card_rows(retriever, card, opened, other_cards),
@@ -183,9 +224,17 @@ def evaluate_task(
     table = evaluation_table(opened, teachers, rows, query_embeddings=queries)
     if scored is not None:
         table.update(table_from_per_query(scored))
+    fusion: dict[str, FusionParameters] = {
+        method: rows[method].fusion for method in FUSION_ROWS if method in rows
+    }
+    if oracle is not None and (point := oracle_fusion(oracle)) is not None:
+        table.update(table_from_per_query(oracle))
+        fusion[Method.ORACLE] = point
     ordered = {method: table[method] for method in in_table_order(table)}
     return TaskEvaluation(
-        metrics_frame(opened.name, ordered), per_query_frame(opened.name, ordered, EVAL_SPLIT)
+        metrics_frame(opened.name, ordered),
+        per_query_frame(opened.name, ordered, EVAL_SPLIT),
+        fusion,
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 from system_tools import HYDRA
 from typer.testing import CliRunner
 
+from hydra_pipeline.benchmarks.inputs import QUICK
 from hydra_pipeline.benchmarks.suite import contention_warning, render_text
 from hydra_pipeline.cli import app
 
@@ -71,6 +72,10 @@ def test_quick_suite_as_json() -> None:
     assert cache["second_loaded_model"] is False
 
     assert results["compile"]["compile_ms"] > 0
+    assert results["compile"]["compile_ms_cached_profile"] > 0
+    assert results["compile"]["profile_new_task_ms"] > 0
+    assert results["compile"]["profile_documents"] == QUICK.corpus_docs
+    assert set(results["targets"]["compile"]) <= set(results["compile"])
     assert results["compile"]["head_parameters"] == 256 * 384 + 3 * 256
     assert results["project"]["project_ratio"] > 0
     search = results["search"]

@@ -72,7 +72,7 @@ UNSEEN_METHODS = (
     "hydra-unseen-refined",
 )
 LABEL_METHODS = ("hydra+labels", "supervised-head")  # both test cards declare `labels: train`
-METHODS = (*TABLE_METHODS, *LABEL_METHODS, *UNSEEN_METHODS)
+METHODS = (*TABLE_METHODS, *LABEL_METHODS, *UNSEEN_METHODS, "oracle")
 VARIANTS = {"labels", "without-scifact", "without-nfcorpus"}  # the reference hypernets' runs
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 PERTURBATIONS = ("typos:0.3", "drop:0.2")
@@ -139,7 +139,7 @@ def _materialized(instance: dg.DagsterInstance, name: str) -> set[str]:
 def test_every_asset_materialized(pipeline: Pipeline) -> None:
     graph = pipeline.defs.resolve_asset_graph()
     materializable = [key for key in graph.materializable_asset_keys]
-    assert len(materializable) == 21
+    assert len(materializable) == 22
     for key in materializable:
         if graph.get(key).is_partitioned:
             assert _materialized(pipeline.instance, key.to_user_string()) == set(TASKS), key
@@ -363,6 +363,20 @@ def test_duckdb_holds_every_task_method_metric(pipeline: Pipeline) -> None:
     assert set(queries["query_id"]) == {20}  # the slices' 20 test queries, each judged
     means = per_query.group_by(key).agg(pl.col("value").mean()).join(rows, on=key)
     assert means["value"].to_list() == pytest.approx(means["value_right"].to_list(), abs=1e-12)
+
+    # The fusion each card compiled to beside the oracle's grid point, with its NDCG@10.
+    fusion = metrics_store.query(database, "SELECT * FROM latest_fusion")
+    assert set(fusion.select("task", "method").iter_rows()) == {
+        (t, m)
+        for t in TASKS
+        for m in ("hydra", "hydra-generic", "hydra-unseen", "hydra-unseen-generic", "oracle")
+    }
+    headline = rows.filter(pl.col("metric") == "ndcg@10").select("task", "method", "value")
+    ndcg = {(task, method): value for task, method, value in headline.iter_rows()}
+    for row in fusion.iter_rows(named=True):
+        assert row["ndcg@10"] == ndcg[(row["task"], row["method"])]
+        assert 0 <= row["lexical_weight"] <= 1
+        assert row["query_gate"] == (row["method"] != "oracle")  # the gate is fitted
 
 
 def test_robustness_rows_in_duckdb_and_the_report(pipeline: Pipeline) -> None:

@@ -803,7 +803,9 @@ def test_no_asset_module_reaches_the_validation_curves() -> None:
         assert "hydra_core.evaluation.validation" not in module_closure(name)
 
 
-TEACHER_STAGES = tuple(name for name in TASK_DATA_ASSETS if name != "supervised_metrics")
+TEACHER_STAGES = tuple(
+    name for name in TASK_DATA_ASSETS if name not in {"supervised_metrics", "oracle_metrics"}
+)
 """A task's data, embeddings, teacher rankings and pairs: no head is fitted or trained there."""
 
 

@@ -61,6 +61,11 @@ MEMORY_TARGET_MIB = 1536
 """Figure 7's target: the peak memory of each of figure 5's and 6's processes, at most."""
 
 
+COMPILE_TARGETS = {"compile_ms_cached_profile": "<= 20", "profile_new_task_ms": "<= 1000"}
+"""Figure 3's targets: a compile from a cached profile in 20 ms; profiling a new task over
+100,000 encoded documents (the full size) in a second."""
+
+
 def _measured(name: str, sizes: BenchSizes) -> Figure:
     figure = FIGURES[name](sizes)
     figure["peak_rss_mib"] = round(peak_rss_mib(), 1)
@@ -125,9 +130,11 @@ def run_suite(
         results["memory"] = {
             f"{name}_peak_rss_mib": results[name].pop("peak_rss_mib") for name in isolated
         } | {f"{name}_start_rss_mib": results[name].pop("start_rss_mib") for name in isolated}
-        results[TARGETS] = {
-            "memory": {f"{name}_peak_rss_mib": f"<= {MEMORY_TARGET_MIB}" for name in isolated}
+        results.setdefault(TARGETS, {})["memory"] = {
+            f"{name}_peak_rss_mib": f"<= {MEMORY_TARGET_MIB}" for name in isolated
         }
+    if "compile" in results:
+        results.setdefault(TARGETS, {})["compile"] = COMPILE_TARGETS
     if quality:
         if progress is not None:
             progress("quality")

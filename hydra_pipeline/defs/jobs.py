@@ -1,7 +1,7 @@
 """Jobs, and the order in which ``hydra run`` materializes the graph.
 
 The graph alternates between per-task and cross-task stages: every task's data, teachers,
-pairs, fusion examples and supervised reference; then the hypernet (all training tasks at
+pairs, fusion examples, supervised reference and oracle; then the hypernet (all training tasks at
 once) and its with-labels reference; then every task's head, leave-one-out hypernet and
 metrics; then the report and the registered model (only after every task's metrics passed
 their checks). Those four waves are what ``hydra run`` executes in order, the per-task ones
@@ -32,6 +32,7 @@ TASK_DATA_ASSETS: tuple[str, ...] = (
     "preference_pairs",
     "fusion_examples",
     "supervised_metrics",
+    "oracle_metrics",
 )
 TASK_EVAL_ASSETS: tuple[str, ...] = (
     "compiled_retriever",

@@ -2,9 +2,10 @@
 
 Baselines (bm25, base, teacher) come from the stored teacher rankings, hydra from the
 compiled head, the ablations (generic card, another task's card) from the same hypernet,
-the reference rows from the reference hypernets (see the training assets) and, for a card
-that declares labels, a supervised head fitted on them (its own asset, which depends on the
-task's data only): one table per task.
+the reference rows from the reference hypernets (see the training assets), the ``oracle``
+ceiling (the best fusion grid point on the test split: its own asset, which depends on the
+task's data only) and, for a card that declares labels, a supervised head fitted on them
+(likewise its own asset): one table per task.
 """
 
 # No `from __future__ import annotations` here: Dagster reads these functions' annotations
@@ -60,6 +61,37 @@ def supervised_metrics(
     return frame_output(fit_and_score(opened, task_card, encoder.get(), query_embeddings))
 
 
+@dg.asset(
+    partitions_def=TASK_PARTITIONS,
+    group_name=GROUP,
+    kinds={"polars"},
+    code_version=code_version("hydra_pipeline.stages", "hydra_pipeline.artifacts"),
+)
+def oracle_metrics(
+    context: AssetExecutionContext,
+    encoder: EncoderResource,
+    task_card: TaskCard,
+    corpus: pl.DataFrame,
+    queries: pl.DataFrame,
+    qrels: pl.DataFrame,
+    doc_embeddings: Embeddings,
+) -> dg.Output[pl.DataFrame]:
+    """The ``oracle`` ceiling: the best point of the fusion grid (lexical weight x feedback
+    x BM25 b, frozen base) chosen on the test split itself, per query, each row carrying
+    that point. A ceiling for the fusion a card compiles to, never a result."""
+    from hydra_pipeline.stages import ORACLE_POINT, oracle_fusion
+    from hydra_pipeline.stages import oracle_metrics as score_oracle
+
+    task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
+    rows = score_oracle(stored_task(task, encoder.get(), doc_embeddings), encoder.get())
+    point = oracle_fusion(rows)
+    metadata = {
+        name: dg.MetadataValue.float(float(getattr(point, name)))
+        for name in (ORACLE_POINT if point is not None else ())
+    }
+    return frame_output(rows, "result", **metadata)
+
+
 def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
     """Versioned on ``refine_steps``, the project's setting for the refined unseen row."""
 
@@ -97,10 +129,12 @@ def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
         labelled_hypernet: CheckpointRecord,
         unseen_hypernet: CheckpointRecord,
         supervised_metrics: pl.DataFrame,
+        oracle_metrics: pl.DataFrame,
     ) -> dg.Output[pl.DataFrame]:
         """NDCG@10, MRR@10, Recall@100 of bm25, base, teacher, hydra, its ablations and the
-        reference rows (with labels, supervised-head, unseen, unseen refined), with their
-        per-query values (DuckDB table per_query) and the paired significance tests.
+        reference rows (with labels, supervised-head, unseen, unseen refined, oracle), with
+        their per-query values (DuckDB table per_query), the fusion each card compiled to
+        beside the oracle's (DuckDB table fusion) and the paired significance tests.
 
         Metadata: the results and the significance tests as tables, ``ndcg@10/<method>``
         and ``gain_over_base/<method>`` floats (plotted across materializations on the
@@ -112,7 +146,7 @@ def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
         from hydra_core.evaluation.method import Method
         from hydra_core.evaluation.significance import paired_tests, table_from_per_query
         from hydra_core.ranking.teacher_rankings import TeacherRankings
-        from hydra_pipeline.metrics_store import record_metrics
+        from hydra_pipeline.metrics_store import fusion_frame, record_metrics
         from hydra_pipeline.results_report import (
             headline_metadata,
             method_table,
@@ -149,6 +183,7 @@ def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
             encoder=encoder.get(),
             references=references,
             scored=supervised_metrics,
+            oracle=oracle_metrics,
         )
         record_metrics(
             metrics_db.database,
@@ -157,6 +192,7 @@ def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
             checkpoint=hypernet_checkpoint.checkpoint_id,
             per_query=evaluation.per_query,
             queries=queries,
+            fusion=fusion_frame(context.partition_key, evaluation.fusion),
             dagster_run_id=context.run.run_id,
         )
         table = table_from_per_query(evaluation.per_query)
@@ -252,6 +288,7 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[
             supervised_metrics,
+            oracle_metrics,
             task_metrics_asset(config.training.refine_steps),
             task_robustness_asset(config.robustness),
         ]
