@@ -279,6 +279,30 @@ def test_reference_hypernets_train_with_labels_and_without_each_task(pipeline: P
             assert metrics == pytest.approx(scores[(task, method)]), method
 
 
+def test_each_checkpoint_links_to_its_mlflow_run(pipeline: Pipeline) -> None:
+    """The hypernet, its with-labels reference and every leave-one-out hypernet carry a
+    link to the MLflow run that trained them (``mlflow_run``), the run their record names."""
+    experiment = pipeline.mlflow().get_experiment_by_name(pipeline.config.experiment)
+    assert experiment is not None
+    assets = pipeline.config.workspace / "assets"
+    stored = [("hypernet_checkpoint", None), ("labelled_hypernet", None)]
+    stored += [("unseen_hypernet", task) for task in TASKS]
+    for name, task in stored:
+        base = assets / name / task if task is not None else assets / name
+        record = load_value(base)
+        link = _latest_metadata(pipeline, name, task)["mlflow_run"]
+        assert isinstance(link, dg.UrlMetadataValue), name
+        assert link.url == (
+            f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
+            f"/runs/{record.mlflow_run_id}"
+        ), name
+    runs = {load_value(assets / "unseen_hypernet" / task).mlflow_run_id for task in TASKS} | {
+        load_value(assets / name).mlflow_run_id
+        for name in ("hypernet_checkpoint", "labelled_hypernet")
+    }
+    assert len(runs) == 2 + len(TASKS)  # each its own run
+
+
 def test_the_cli_and_the_pipeline_are_one_recipe(pipeline: Pipeline, tmp_path: Path) -> None:
     """The CLI's path (``hydra train``, ``hydra eval``) on the pipeline's tasks trains the
     very checkpoint the pipeline trained (same inputs, fingerprints and weights) and scores
@@ -587,7 +611,7 @@ def test_schedule_and_automation_definitions(pipeline: Pipeline) -> None:
     sensor = pipeline.defs.resolve_sensor_def("task_card_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     graph = pipeline.defs.resolve_asset_graph()
-    for name in ("compiled_retriever", "task_metrics", "results_report"):
+    for name in ("compiled_retriever", "unseen_hypernet", "task_metrics", "results_report"):
         assert graph.get(dg.AssetKey(name)).automation_condition is not None
     assert graph.get(dg.AssetKey("hypernet_checkpoint")).automation_condition is None
 
