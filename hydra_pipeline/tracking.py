@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +44,10 @@ CHECKPOINT_ARTIFACT = "checkpoint"
 CHAMPION_ALIAS = "champion"
 """The alias of the registered version the pipeline serves: the last one that passed."""
 REPORT_ARTIFACT = "report"
+RESULTS_TABLE = "results.json"
+"""The report's results as an MLflow table, beside its files under :data:`REPORT_ARTIFACT`."""
+PARAMS_ARTIFACT = "params.json"
+"""A training run's parameters as given (nested), beside the flat ``a.b`` params."""
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 """The tag that makes MLflow's UI open the experiment on its runs, not its GenAI views."""
 MLFLOW_UI_ADDRESS = "http://127.0.0.1:5000"
@@ -219,15 +222,11 @@ class TrainingRun:
             experiment_id(target, self.client), run_name=run_name, tags=dict(tags or {})
         )
         self.run_id: str = run.info.run_id
-        flat = flatten_params(params)
-        items = list(flat.items())
-        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            batch = [Param(key, value) for key, value in items[start : start + 100]]
-            self.client.log_batch(self.run_id, params=batch)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "params.json"
-            path.write_text(json.dumps(dict(params), indent=2, sort_keys=True, default=str))
-            self.client.log_artifact(self.run_id, str(path))
+        # log_batch splits into MLflow's batches of 100 params; the nested original (which
+        # flat params cut at MLflow's length limit) is the run's params.json.
+        params_list = [Param(key, value) for key, value in flatten_params(params).items()]
+        self.client.log_batch(self.run_id, params=params_list)
+        self.client.log_dict(self.run_id, dict(params), PARAMS_ARTIFACT)
 
     def __enter__(self) -> TrainingRun:
         return self
@@ -300,9 +299,10 @@ def register_checkpoint(
 def log_metrics(
     client: MlflowClient, run_id: str, values: Mapping[str, float], step: int = 0
 ) -> None:
-    metrics = [Metric(metric_key(k), float(v), _now_ms(), step) for k, v in values.items()]
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    """``values`` at ``step`` under MLflow-safe names (log_batch splits MLflow's batches)."""
+    now = int(time.time() * 1000)
+    metrics = [Metric(metric_key(k), float(v), now, step) for k, v in values.items()]
+    client.log_batch(run_id, metrics=metrics)
 
 
 def log_task_metrics(target: TrackingTarget, run_id: str, rows: pl.DataFrame) -> None:
@@ -318,16 +318,17 @@ def log_task_metrics(target: TrackingTarget, run_id: str, rows: pl.DataFrame) ->
 
 def log_headline_metrics(target: TrackingTarget, run_id: str, values: Mapping[str, float]) -> None:
     """The few numbers a run is judged by, as ``headline/<name>`` (see
-    :func:`hydra_pipeline.results_report.headline_metrics`)."""
+    :func:`hydra_pipeline.results_figures.headline_metrics`)."""
     log_metrics(target.client(), run_id, {f"headline/{k}": v for k, v in values.items()})
 
 
-def log_report(target: TrackingTarget, run_id: str, files: list[Path]) -> None:
-    """Attach the results report (markdown and chart) to the training run."""
+def log_report(
+    target: TrackingTarget, run_id: str, files: list[Path], results: pl.DataFrame
+) -> None:
+    """Attach the results report (markdown and chart) to the training run, and its
+    ``results`` (task, method and metric columns) as an MLflow table, which the run's
+    artifact view shows as a sortable table."""
     client = target.client()
     for path in files:
         client.log_artifact(run_id, str(path), REPORT_ARTIFACT)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+    client.log_table(run_id, results.to_pandas(), f"{REPORT_ARTIFACT}/{RESULTS_TABLE}")

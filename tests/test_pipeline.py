@@ -192,7 +192,23 @@ def test_mlflow_run_with_metrics_checkpoint_and_model(pipeline: Pipeline) -> Non
     checkpoint_files = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
     assert "checkpoint/model.safetensors" in checkpoint_files
     report_files = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
-    assert report_files == {"report/results.md", "report/ndcg_at_10.png"}
+    assert report_files == {"report/results.md", "report/ndcg_at_10.png", "report/results.json"}
+    # The report's results as an MLflow table (the run's tag marks it one for the UI),
+    # DuckDB's figures. (MlflowClient.load_table finds no run on a sqlite store: read it.)
+    logged = json.loads(client.get_run(run.info.run_id).data.tags["mlflow.loggedArtifacts"])
+    assert {"path": "report/results.json", "type": "table"} in logged
+    split = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "report/results.json")).read_text()
+    )
+    table = pl.DataFrame(split["data"], schema=split["columns"], orient="row")
+    stored = metrics_store.latest_results(pipeline.config.resolved_metrics_db)
+    assert table.height == stored.height and table.columns[:2] == ["task", "method"]
+    hydra = (pl.col("task") == "scifact") & (pl.col("method") == "hydra")
+    assert table.filter(hydra)["ndcg@10"].item() == pytest.approx(
+        stored.filter(hydra)["ndcg@10"].item(), abs=1e-12
+    )
+    params_file = Path(client.download_artifacts(run.info.run_id, "params.json"))
+    assert json.loads(params_file.read_text())["tasks"] == sorted(TASKS)  # nested, as given
     assert checkpoint.model_version == ""  # training registers nothing
     (version,) = client.search_model_versions(f"name='{pipeline.config.registered_model}'")
     assert version.run_id == run.info.run_id  # the reference hypernets are not registered
@@ -278,6 +294,30 @@ def test_reference_hypernets_train_with_labels_and_without_each_task(pipeline: P
         table = retriever_table(data, retrievers, encoder=encoder)
         for method, metrics in table.items():
             assert metrics == pytest.approx(scores[(task, method)]), method
+
+
+def test_each_checkpoint_links_to_its_mlflow_run(pipeline: Pipeline) -> None:
+    """The hypernet, its with-labels reference and every leave-one-out hypernet carry a
+    link to the MLflow run that trained them (``mlflow_run``), the run their record names."""
+    experiment = pipeline.mlflow().get_experiment_by_name(pipeline.config.experiment)
+    assert experiment is not None
+    assets = pipeline.config.workspace / "assets"
+    stored = [("hypernet_checkpoint", None), ("labelled_hypernet", None)]
+    stored += [("unseen_hypernet", task) for task in TASKS]
+    for name, task in stored:
+        base = assets / name / task if task is not None else assets / name
+        record = load_value(base)
+        link = _latest_metadata(pipeline, name, task)["mlflow_run"]
+        assert isinstance(link, dg.UrlMetadataValue), name
+        assert link.url == (
+            f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
+            f"/runs/{record.mlflow_run_id}"
+        ), name
+    runs = {load_value(assets / "unseen_hypernet" / task).mlflow_run_id for task in TASKS} | {
+        load_value(assets / name).mlflow_run_id
+        for name in ("hypernet_checkpoint", "labelled_hypernet")
+    }
+    assert len(runs) == 2 + len(TASKS)  # each its own run
 
 
 def test_the_cli_and_the_pipeline_are_one_recipe(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -602,7 +642,7 @@ def test_schedule_and_automation_definitions(pipeline: Pipeline) -> None:
     sensor = pipeline.defs.resolve_sensor_def("task_card_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     graph = pipeline.defs.resolve_asset_graph()
-    for name in ("compiled_retriever", "task_metrics", "results_report"):
+    for name in ("compiled_retriever", "unseen_hypernet", "task_metrics", "results_report"):
         assert graph.get(dg.AssetKey(name)).automation_condition is not None
     assert graph.get(dg.AssetKey("hypernet_checkpoint")).automation_condition is None
 

@@ -32,6 +32,7 @@ from hydra_core.data.tasks import load_task
 from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.hypernet import Hypernet
 from hydra_pipeline import metrics_store
+from hydra_pipeline.artifacts import load_value
 from hydra_pipeline.definitions import build_definitions
 from hydra_pipeline.defs.asset_checks import QUALITY_CHECK
 from hydra_pipeline.defs.jobs import REGISTERED_ASSET, REPORT_JOB, TASK_JOB
@@ -121,6 +122,11 @@ class Retrains:
     def search(self, *args: str) -> subprocess.CompletedProcess[str]:
         return search(self.project, *args)
 
+    def unseen(self) -> dict[str, str]:
+        """Each task's leave-one-out hypernet: the checkpoint id its asset stores now."""
+        stored = self.config().workspace / "assets" / "unseen_hypernet"
+        return {task: load_value(stored / task).checkpoint_id for task in TASKS}
+
 
 def search(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
     """``hydra search`` on the project's cacm card, three hits."""
@@ -159,10 +165,15 @@ def test_a_scheduled_retrain_that_passes_becomes_the_champion_served_and_searche
     """The retrain (another seed: a new checkpoint) is evaluated on every task, passes, and
     the automation registers it: champion moves, and serve and search default to it."""
     old_version, old_checkpoint = retrains.champion()
+    old_unseen = retrains.unseen()
     retrains.edit(train={"seed": 1, "steps_per_epoch": 24})
     asked = retrains.weekly_retrain()
     new = current_checkpoint(retrains.config())
     assert new is not None and new.checkpoint_id != old_checkpoint
+    # The leave-one-out hypernets follow the retrain: each trained again, on the new seed.
+    unseen = retrains.unseen()
+    assert set(unseen) == set(TASKS) and all(unseen[t] != old_unseen[t] for t in TASKS)
+    assert any("unseen_hypernet" in assets for assets in asked), asked
     registered_in = [i for i, assets in enumerate(asked) if REGISTERED_ASSET in assets]
     metrics_in = [i for i, assets in enumerate(asked) if "task_metrics" in assets]
     assert registered_in and metrics_in and min(registered_in) > max(metrics_in), asked

@@ -61,17 +61,15 @@ from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.progress import cause_chain
 from hydra_pipeline.defs.versions import code_version, direct_imports, module_closure
 from hydra_pipeline.project_config import POSTGRES_URL_ENV, ProjectConfig, load_project_config
-from hydra_pipeline.results_report import (
+from hydra_pipeline.report_chart import (
     CHART_COLOURS,
     gain_limits,
-    gain_table,
-    headline_metadata,
     inline_image_markdown,
-    markdown_table,
     ndcg_chart,
-    robustness_markdown,
-    write_report,
 )
+from hydra_pipeline.report_markdown import markdown_table, robustness_markdown
+from hydra_pipeline.results_figures import gain_table, headline_metadata
+from hydra_pipeline.results_report import write_report
 from hydra_pipeline.runner import POSTGRES_STORAGE, prepare_dagster_home
 from hydra_pipeline.stages import dangling_qrels, leaked_test_queries, metrics_frame
 from hydra_pipeline.tracking import (

@@ -191,6 +191,17 @@ def test_a_damaged_stored_file_is_named_and_rebuilt(
     assert _plan(instance, defs, STORED_WAVE) == []
     assert load_value(tmp_path / "frame" / "x")["doc_id"].len() == 500
 
+    # Like dagster-polars' IO manager, ours puts the frame's size and columns on the output.
+    (record,) = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("frame"), asset_partitions=["x"]), limit=1
+    ).records
+    assert record.asset_materialization is not None
+    metadata = record.asset_materialization.metadata
+    assert metadata["dagster/row_count"] == dg.IntMetadataValue(500)
+    schema = metadata["dagster/column_schema"]
+    assert isinstance(schema, dg.TableSchemaMetadataValue)
+    assert [(c.name, c.type) for c in schema.schema.columns] == [("doc_id", "string")]
+
 
 def test_no_private_dagster_imports() -> None:
     """Dagster's underscore modules change without notice between releases."""

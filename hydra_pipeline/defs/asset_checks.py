@@ -77,7 +77,7 @@ def defs() -> dg.Definitions:
         """Shows both NDCG@10 values, the margin and the queries hydra loses most on (from
         the evaluation's per-query rows in DuckDB): what a failure needs looked at."""
         from hydra_pipeline.metrics_store import latest_per_query
-        from hydra_pipeline.results_report import worst_queries
+        from hydra_pipeline.results_figures import worst_queries
         from hydra_pipeline.stages import hydra_margin, table_from_frame
 
         table = table_from_frame(task_metrics)

@@ -5,6 +5,12 @@ others, in the formats of :mod:`hydra_pipeline.artifacts` (parquet, ``.npy``, sa
 JSON), so any stored result can be opened without Dagster. An input declared as a mapping
 (``dict[str, Embeddings]``: the hypernets read every training task) gets a ``{task: value}``
 dict however many partitions it reads, one training task included.
+
+Each stored frame's output carries ``dagster/row_count`` and ``dagster/column_schema`` (and
+embeddings their row count), as dagster-polars' IO manager does. That manager is not used:
+it stores frames only (not embeddings, retrievers or records), writes in place rather than
+atomically, and reads without checking the SHA-256 digests that let ``hydra run`` name and
+rebuild a damaged file (:func:`hydra_pipeline.artifacts.damage`).
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ from pathlib import Path
 from typing import Any, get_origin
 
 import dagster as dg
+import polars as pl
 
+from hydra_core.encoding.embeddings import Embeddings
 from hydra_pipeline.artifacts import load_value, save_value
+from hydra_pipeline.defs.metadata import frame_metadata
 
 
 def _declared_as_mapping(context: dg.InputContext) -> bool:
@@ -39,7 +48,12 @@ class HydraIOManager(dg.ConfigurableIOManager):
             return
         partition = context.partition_key if context.has_partition_key else None
         path = save_value(obj, self._base(context.asset_key, partition))
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+        metadata: dict[str, Any] = {"path": dg.MetadataValue.path(str(path))}
+        if isinstance(obj, pl.DataFrame):
+            metadata |= frame_metadata(obj)
+        elif isinstance(obj, Embeddings):
+            metadata["dagster/row_count"] = len(obj.ids)
+        context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> Any:
         key = context.asset_key

@@ -1,8 +1,9 @@
 """The retrain schedule: weekly, stopped until switched on (as Dagster schedules are).
 
-It retrains the hypernet on the training tasks' current pairs; heads, metrics, the report
-and the registered model follow through their eager automation conditions (the
-``hydra_automation`` sensor), so a retrain that passes its checks becomes the champion.
+It retrains the hypernet on the training tasks' current pairs; heads, the leave-one-out
+hypernets, metrics, the report and the registered model follow through their eager
+automation conditions (the ``hydra_automation`` sensor), so a retrain that passes its
+checks becomes the champion.
 """
 
 from __future__ import annotations

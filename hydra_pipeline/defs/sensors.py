@@ -7,9 +7,10 @@ dataset) is recorded as an observation and gets a run of its task's assets, up t
 metrics when a hypernet exists: a new task gets a head from the current hypernet, no
 retraining. A card that does not load is reported and retried next tick.
 
-``hydra_automation`` runs the eager conditions of heads, metrics, the report and the
-registered model, so a retrained hypernet (the schedule, or a click in the UI) refreshes
-everything after it and, once every task's quality check passed, becomes the ``champion``.
+``hydra_automation`` runs the eager conditions of heads, leave-one-out hypernets, metrics,
+the report and the registered model, so a retrained hypernet (the schedule, or a click in
+the UI) refreshes everything after it and, once every task's quality check passed,
+becomes the ``champion``.
 """
 
 # No `from __future__ import annotations` here: Dagster reads these functions' annotations
@@ -36,7 +37,8 @@ hydra_automation = dg.AutomationConditionSensorDefinition(
     "hydra_automation",
     target=dg.AssetSelection.assets(*TASK_EVAL_ASSETS, REPORT_ASSET, REGISTERED_ASSET),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Refreshes heads, metrics and the report after their inputs change, and "
+    description="Refreshes heads, leave-one-out hypernets, metrics and the report after "
+    "their inputs change, and "
     "registers the hypernet as champion once every task passed its quality check.",
 )
 

@@ -16,7 +16,6 @@ from hydra_core.data.fingerprints import frame_digest, text_digest
 from hydra_core.settings import load_settings
 from hydra_pipeline.artifacts import card_record, qrels_long, task_from_frames
 from hydra_pipeline.defs.assets.sources import CARD_FILE, DATASET_FILES
-from hydra_pipeline.defs.metadata import frame_metadata
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.versions import code_version
@@ -28,13 +27,13 @@ KINDS = {"polars", "parquet"}
 def frame_output(
     frame: pl.DataFrame, output_name: str = "result", **metadata: Any
 ) -> dg.Output[pl.DataFrame]:
-    """A frame with its content hash as data version, and its row count and columns for
-    the UI."""
+    """A frame with its content hash as data version (the IO manager adds its row count
+    and columns)."""
     return dg.Output(
         frame,
         output_name=output_name,
         data_version=dg.DataVersion(frame_digest(frame)),
-        metadata={**frame_metadata(frame), **metadata},
+        metadata=metadata,
     )
 
 

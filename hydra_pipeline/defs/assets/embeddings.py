@@ -30,10 +30,7 @@ def embeddings_output(
     return dg.Output(
         embeddings,
         data_version=dg.DataVersion(embeddings.digest),
-        metadata={
-            "dagster/row_count": len(embeddings.ids),
-            "dimension": int(embeddings.vectors.shape[1]),
-        },
+        metadata={"dimension": int(embeddings.vectors.shape[1])},  # rows: the IO manager's
     )
 
 

@@ -104,7 +104,7 @@ def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
             "hydra_pipeline.artifacts",
             "hydra_pipeline.metrics_store",
             "hydra_core.evaluation.report",
-            "hydra_pipeline.results_report",
+            "hydra_pipeline.results_figures",
             "hydra_core.evaluation.significance",
             "hydra_pipeline.tracking",
             config={"refine_steps": refine_steps},
@@ -147,7 +147,7 @@ def task_metrics_asset(refine_steps: int) -> dg.AssetsDefinition:
         from hydra_core.evaluation.significance import paired_tests, table_from_per_query
         from hydra_core.ranking.teacher_rankings import TeacherRankings
         from hydra_pipeline.metrics_store import fusion_frame, record_metrics
-        from hydra_pipeline.results_report import (
+        from hydra_pipeline.results_figures import (
             headline_metadata,
             method_table,
             significance_frame,

@@ -78,7 +78,7 @@ def registered_model_asset(model_name: str, tasks: Sequence[str]) -> dg.AssetsDe
         group_name="evaluation",
         code_version=code_version(
             "hydra_pipeline.tracking",
-            "hydra_pipeline.results_report",
+            "hydra_pipeline.results_figures",
             config={"registered_model": model_name},
         ),
         automation_condition=dg.AutomationCondition.eager().ignore(
@@ -96,7 +96,7 @@ def registered_model_asset(model_name: str, tasks: Sequence[str]) -> dg.AssetsDe
     ) -> dg.Output[CheckpointRecord]:
         """Register the checkpoint (one version per checkpoint, found again by its
         ``checkpoint_id`` tag), move the alias to it, and describe it by its mean gains."""
-        from hydra_pipeline.results_report import checkpoint_results, gains_description
+        from hydra_pipeline.results_figures import checkpoint_results, gains_description
         from hydra_pipeline.tracking import (
             CHAMPION_ALIAS,
             model_version_url,

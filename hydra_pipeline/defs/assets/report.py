@@ -38,11 +38,9 @@ def results_report(
     The chart is also inline in the metadata (a base64 data URI): Dagster's UI shows
     it on the asset page, where a file path would be only text.
     """
-    from hydra_pipeline.results_report import (
-        headline_table,
-        inline_image_markdown,
-        publish_report,
-    )
+    from hydra_pipeline.report_chart import inline_image_markdown
+    from hydra_pipeline.results_figures import headline_table
+    from hydra_pipeline.results_report import publish_report
     from hydra_pipeline.tracking import run_url
 
     tasks = context.instance.get_dynamic_partitions(TASK_PARTITIONS.name or "task")

@@ -7,6 +7,9 @@ point of Hydra. Retraining is the weekly schedule's job (or a click in the UI).
 Two reference hypernets give the report its comparison rows: ``labelled_hypernet`` also
 learns the labels the cards declare (``hydra+labels``), and ``unseen_hypernet`` is trained
 per task without that task (leave one out), so its card is scored as a new task's would be.
+The leave-one-out hypernets follow the hypernet through their eager automation condition,
+so a retrain (the schedule, a click) retrains them too; each checkpoint links to its MLflow
+run in its metadata (``mlflow_run``).
 """
 
 # No `from __future__ import annotations` here: Dagster reads these functions' annotations
@@ -23,6 +26,7 @@ from dagster import AssetExecutionContext
 from hydra_core.data.cards import TaskCard
 from hydra_core.encoding.embeddings import Embeddings
 from hydra_pipeline.artifacts import CheckpointRecord, stored_task, task_from_frames
+from hydra_pipeline.defs.jobs import HYPERNET_ASSET
 from hydra_pipeline.defs.partitions import TASK_PARTITIONS
 from hydra_pipeline.defs.project import project
 from hydra_pipeline.defs.resources import EncoderResource, TrackingResource, WorkspaceResource
@@ -115,11 +119,19 @@ class HypernetTraining:
 def _checkpoint_output(
     record: CheckpointRecord, **metadata: "dg.RawMetadataValue"
 ) -> dg.Output[CheckpointRecord]:
-    """A checkpoint, versioned by its id."""
+    """A checkpoint, versioned by its id, with a link to its MLflow run (``mlflow_run``)
+    when the store knows the run."""
+    from hydra_pipeline.tracking import run_url
+
+    url = run_url(record.tracking_uri, record.mlflow_run_id)
     return dg.Output(
         record,
         data_version=dg.DataVersion(record.checkpoint_id),
-        metadata={"checkpoint": dg.MetadataValue.path(record.path), **metadata},
+        metadata={
+            "checkpoint": dg.MetadataValue.path(record.path),
+            **({"mlflow_run": dg.MetadataValue.url(url)} if url is not None else {}),
+            **metadata,
+        },
     )
 
 
@@ -185,7 +197,6 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
         return _checkpoint_output(
             record,
-            mlflow_run_id=record.mlflow_run_id,
             tasks=", ".join(record.tasks),
             train_config=asdict(train),
             architecture=asdict(architecture),
@@ -258,7 +269,6 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         )
         return _checkpoint_output(
             record,
-            mlflow_run_id=record.mlflow_run_id,
             label_streams=", ".join(stream.name for stream in streams),
         )
 
@@ -268,6 +278,10 @@ def hypernet_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         kinds=KINDS,
         code_version=hypernet_version,
+        # Follows the hypernet (the weekly retrain, a click in the UI), as the heads do.
+        automation_condition=dg.AutomationCondition.eager().allow(
+            dg.AssetSelection.assets(HYPERNET_ASSET)
+        ),
     )
     def unseen_hypernet(
         context: AssetExecutionContext,
