@@ -11,6 +11,9 @@ embedding cache (what is missing is encoded). With ``index="hnsw"`` each task's 
 channel is searched through an HNSW graph, built at start once per task and kept beside
 the embedding cache (``<cache>/ann/``), so a restart loads it.
 
+A card PUT with ``labels`` is adapted to them in the background, one fit at a time (see
+:mod:`hydra_core.serving.fit_queue`); pipeline tasks are served as stored.
+
 Changes (PUT, DELETE) need the write key (``HYDRA_API_KEY`` or ``--api-key-file``);
 without one the service is read-only, and it binds beyond loopback only when told to
 (:func:`access_for`).

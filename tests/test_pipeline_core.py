@@ -27,14 +27,16 @@ from dagster_shared.error import SerializableErrorInfo
 from pipeline_support import make_project
 
 from hydra_core.data.beir_folder import load_beir_folder
-from hydra_core.data.cards import find_card, write_card
+from hydra_core.data.cards import TaskCard, find_card, write_card
 from hydra_core.data.fingerprints import (
     beir_folder_fingerprint,
     card_source_fingerprint,
     file_fingerprint,
     frame_digest,
 )
+from hydra_core.data.opened_task import OpenedTask
 from hydra_core.data.retrieval_task import RetrievalTask
+from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
 from hydra_core.evaluation.method import GLOSSARY, Method
 from hydra_core.evaluation.metrics import Scores
@@ -976,3 +978,90 @@ def test_cause_chain_drops_dagsters_wrapper_and_quoted_causes() -> None:
         "ValueError: task 'tendoc' has no preference pairs to train on",
         "KeyError: 'tendoc'",
     ]
+
+
+# ------------------------------------------------------------------------------ learning curve
+
+
+def test_learning_curve_asset_stores_the_curve_and_skips_a_card_without_labels(
+    tmp_path: Path, scifact_slice: RetrievalTask, encoder: FrozenEncoder
+) -> None:
+    """The asset, invoked through Dagster on stored frames of a slice with 5 judged train
+    queries (so only the zero-shot and ``all`` points): DuckDB rows, its MLflow run's
+    metrics, the curve as rounded metadata; a card without labels gets no rows."""
+    from mlflow import MlflowClient
+
+    from hydra_core.evaluation.learning_curve import CURVE_METHODS
+    from hydra_core.model.hypernet import initial_hypernet
+    from hydra_core.model.retriever import ConditionedRetriever
+    from hydra_pipeline.defs.assets.learning_curve import learning_curve
+    from hydra_pipeline.defs.resources import (
+        EncoderResource,
+        MetricsDbResource,
+        TrackingResource,
+    )
+
+    task = scifact_slice.head(80, 5)
+    card = find_card("scifact")
+    opened = OpenedTask(task, encoder)
+    hypernet = initial_hypernet(encoder.model_name, opened.doc_vectors)
+    compiled = ConditionedRetriever(hypernet, encoder).compile_task(card, opened)
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri)
+    run = client.create_run(client.create_experiment("curve"))
+    database = str(tmp_path / "metrics.duckdb")
+    record = CheckpointRecord(
+        str(tmp_path), "ckpt", ["scifact"], run.info.run_id, tracking_uri=tracking_uri
+    )
+    cache_dir = encoder.cache.path.parent
+    resources = {
+        "encoder": EncoderResource(model=encoder.model_name, cache_dir=str(cache_dir)),
+        "metrics_db": MetricsDbResource(database=database),
+        "tracking": TrackingResource(
+            tracking_uri=tracking_uri,
+            experiment="curve",
+            registered_model="hydra",
+            artifact_root=str(tmp_path / "artifacts"),
+        ),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(TASK_PARTITIONS.name or "task", ["scifact"])
+
+    def materialize(with_card: TaskCard) -> dg.Output[pl.DataFrame]:
+        context = dg.build_asset_context(
+            partition_key="scifact", resources=resources, instance=instance
+        )
+        embeddings = Embeddings(opened.doc_ids, opened.doc_vectors)
+        output = learning_curve(
+            context,
+            task_card=with_card,
+            corpus=task.corpus,
+            queries=task.queries,
+            qrels=qrels_long(task),
+            doc_embeddings=embeddings,
+            compiled_retriever=compiled,
+            hypernet_checkpoint=record,
+        )
+        assert isinstance(output, dg.Output)
+        return output
+
+    output = materialize(card)
+    rows = output.value
+    assert set(rows["method"]) == set(CURVE_METHODS)
+    assert set(rows["n"]) == {"0", "all"} and rows["value"].is_finite().all()
+    stored = duckdb.connect(database).sql("select * from learning_curve").pl()
+    assert stored.height == rows.height and set(stored["checkpoint"]) == {"ckpt"}
+    curve = output.metadata["curve"]
+    assert isinstance(curve, dg.TableMetadataValue)
+    means = {(r.data["method"], r.data["n"]): r.data["mean"] for r in curve.records}
+    assert set(means) == {("hydra", "0")} | {(m, "all") for m in CURVE_METHODS[1:]}
+    assert all(isinstance(mean, float) and round(mean, 4) == mean for mean in means.values())
+    logged = client.get_run(run.info.run_id).data.metrics
+    ndcg = rows.filter(
+        (pl.col("method") == "adapt-from-compiled") & (pl.col("metric") == "ndcg@10")
+    )["value"].item()
+    assert logged["learning_curve/scifact/adapt-from-compiled/n_all"] == pytest.approx(ndcg)
+
+    unlabelled = materialize(card.model_copy(update={"labels": None}))
+    assert unlabelled.value.height == 0
+    assert duckdb.connect(database).sql("select * from learning_curve").pl().height == rows.height

@@ -26,6 +26,7 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
+import polars as pl
 import pytest
 import torch
 import yaml
@@ -33,10 +34,12 @@ from pipeline_support import Project, make_project
 from playwright.sync_api import Page, Route, expect
 from system_tools import HYDRA, free_port, mounted, wait_until_answering
 
+from hydra_core.data.beir_folder import load_beir_folder
 from hydra_core.data.cards import TaskCard, find_card, load_card, write_card
 from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.data.tasks import load_task
 from hydra_core.model.retriever import RetrieverIndex
+from hydra_core.serving.fit_queue import FitState
 from hydra_core.serving.http_api import (
     MAX_BODY_BYTES,
     MAX_K,
@@ -522,6 +525,73 @@ def test_a_put_card_replaces_the_old_task_atomically(served: Served) -> None:
     assert len(old.search(["statins"], 3)[0]) == 3
     status, body = served.call("POST", "/tasks/scifact-claims/search", {"query": "statins", "k": 3})
     assert status == 200 and len(body["hits"]) == 3
+
+
+def test_a_card_with_labels_is_served_at_once_and_adapted_in_the_background(
+    served: Served,
+) -> None:
+    """The PUT answers with the compiled retriever serving; searches are answered while
+    the fit waits (held, so nothing here depends on how long a fit takes); once it is done
+    the adapted retriever serves, and GET says on how many judged queries."""
+    registry, name = served.registry, "scifact-labelled"
+    card = _card(served.project, name, labels="train")
+    train = load_beir_folder(served.project.root / "data" / "scifact").split_qrels("train")
+    judged = train.filter(pl.col("score") > 0)["query_id"].n_unique()
+    with registry.fits.held():
+        status, put = served.call("PUT", f"/tasks/{name}", card.to_yaml())
+        assert status == 201
+        assert (put["adapted"], put["labelled_queries"]) == (False, 0)
+        assert put["fit"] in ("queued", "fitting")
+        assert registry.fits.wait_until(name, FitState.FITTING, timeout=STARTUP_SECONDS)
+        zero_shot = registry.get(name)
+        status, body = served.call("POST", f"/tasks/{name}/search", {"query": "statins", "k": 3})
+        assert status == 200 and len(body["hits"]) == 3
+        status, got = served.call("GET", f"/tasks/{name}")
+        assert status == 200 and (got["adapted"], got["fit"]) == (False, "fitting")
+    assert registry.fits.wait(timeout=STARTUP_SECONDS)
+    status, got = served.call("GET", f"/tasks/{name}")
+    assert status == 200
+    assert (got["adapted"], got["labelled_queries"], got["fit"]) == (True, judged, None)
+    adapted = registry.get(name)
+    assert adapted is not zero_shot and adapted.checkpoint == zero_shot.checkpoint
+    assert isinstance(adapted.searcher, RetrieverSearcher)
+    assert isinstance(zero_shot.searcher, RetrieverSearcher)
+    assert adapted.searcher.compiled.labelled_queries == judged
+    adapted_head, start_head = adapted.searcher.compiled.head, zero_shot.searcher.compiled.head
+    assert adapted_head is not None and start_head is not None
+    assert not torch.equal(adapted_head.weight, start_head.weight)
+    status, body = served.call("POST", f"/tasks/{name}/search", {"query": "statins", "k": 3})
+    assert status == 200 and len(body["hits"]) == 3
+    assert served.call("DELETE", f"/tasks/{name}")[0] == 204
+
+
+def test_a_replaced_or_deleted_task_drops_its_fit(served: Served) -> None:
+    """One fit at a time: a task replaced while its fit runs keeps its replacement (the
+    fit's result is dropped), and a task deleted while its fit waits in the queue is never
+    fitted; labels the card's folder does not have are refused at once."""
+    registry = served.registry
+    running, waiting = "scifact-running", "scifact-waiting"
+    with registry.fits.held():
+        for name in (running, waiting):
+            card = _card(served.project, name, labels="train")
+            assert served.call("PUT", f"/tasks/{name}", card.to_yaml())[0] == 201
+        assert registry.fits.wait_until(running, FitState.FITTING, timeout=STARTUP_SECONDS)
+        assert served.call("GET", f"/tasks/{waiting}")[1]["fit"] == "queued"
+        status, replaced = served.call(
+            "PUT", f"/tasks/{running}", _card(served.project, running).to_yaml()
+        )
+        assert status == 200 and replaced["fit"] is None
+        assert served.call("DELETE", f"/tasks/{waiting}")[0] == 204
+        replacement = registry.get(running)
+    assert registry.fits.wait(timeout=STARTUP_SECONDS)
+    assert registry.get(running) is replacement and replacement.labelled_queries == 0
+    assert served.call("GET", f"/tasks/{waiting}")[0] == 404
+
+    status, body = served.call(
+        "PUT", "/tasks/scifact-dev", _card(served.project, "scifact-dev", labels="dev").to_yaml()
+    )
+    assert (status, body["field"]) == (422, "labels") and "no 'dev' qrels" in body["detail"]
+    assert served.call("DELETE", f"/tasks/{running}")[0] == 204
 
 
 def test_load_test_while_a_card_is_replaced(served: Served, scifact_slice: RetrievalTask) -> None:

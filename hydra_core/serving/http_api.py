@@ -41,6 +41,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from hydra_core.data.cards import MAX_CARD_FILE_BYTES
 from hydra_core.errors import HydraInputError
 from hydra_core.model.score_fusion import FusionParameters
+from hydra_core.serving.fit_queue import FitState, FitStatus
 from hydra_core.serving.registry import (
     ChangeRefusedError,
     Hit,
@@ -114,9 +115,18 @@ class TaskInfo(BaseModel):
     checkpoint: str = Field(description="The hypernet checkpoint that compiled the card.")
     compiled_at: datetime
     task_bytes: int = Field(description="Memory held by this task alone (not its corpus).")
+    adapted: bool = Field(description="Whether it serves a retriever adapted to labels.")
+    labelled_queries: int = Field(
+        description="The judged queries its retriever was adapted on (0: as compiled)."
+    )
+    fit: FitState | None = Field(
+        description="Where the fit to the card's labels stands: queued, fitting or failed "
+        "(meanwhile the compiled retriever serves); none when nothing is pending."
+    )
+    fit_error: str | None = Field(default=None, description="Why the fit failed.")
 
     @classmethod
-    def of(cls, task: ServedTask) -> TaskInfo:
+    def of(cls, task: ServedTask, fit: FitStatus | None) -> TaskInfo:
         return cls(
             name=task.card.name,
             source=task.card.source,
@@ -124,6 +134,10 @@ class TaskInfo(BaseModel):
             checkpoint=task.checkpoint,
             compiled_at=task.compiled_at,
             task_bytes=task.searcher.nbytes,
+            adapted=task.labelled_queries > 0,
+            labelled_queries=task.labelled_queries,
+            fit=None if fit is None else fit.state,
+            fit_error=None if fit is None else fit.error,
         )
 
 
@@ -329,9 +343,17 @@ def create_app(registry: TaskRegistry, access: Access | None = None) -> FastAPI:
             index=registry.index,
         )
 
+    def info(task: ServedTask) -> TaskInfo:
+        return TaskInfo.of(task, registry.fits.status(task.card.name))
+
     @app.get("/tasks")
     def list_tasks() -> list[TaskInfo]:
-        return [TaskInfo.of(task) for task in registry.tasks()]
+        return [info(task) for task in registry.tasks()]
+
+    @app.get("/tasks/{name}", responses=_UNKNOWN_TASK)
+    def get_task(name: str) -> TaskInfo:
+        """One task: what serves it, and whether it is adapted to its card's labels."""
+        return info(registry.get(name))
 
     @app.post("/tasks/{name}/search", responses=_SEARCH_ERRORS)
     def search(name: str, request: SearchRequest) -> SearchResponse:
@@ -358,17 +380,19 @@ def create_app(registry: TaskRegistry, access: Access | None = None) -> FastAPI:
 
         Its source must be a corpus already served or already in the embedding cache. The
         old task keeps answering until the new one is ready; requests that started on it
-        finish on it.
+        finish on it. A card with ``labels`` (a split of its source folder) answers as
+        soon as it is compiled, and its retriever is adapted to those judged queries in
+        the background, one fit at a time: ``GET /tasks/{name}`` says when it is.
         """
         body = await request.body()
         task, created = await run_in_threadpool(registry.put, name, body)
         response.status_code = 201 if created else 200
-        return TaskInfo.of(task)
+        return info(task)
 
     @app.delete("/tasks/{name}", status_code=204, responses=_DELETE_ERRORS, dependencies=[writer])
     def delete_task(name: str) -> None:
         """Stop serving task ``name``: its memory is freed once the searches that hold it
-        end, and its HNSW graph leaves the cache folder."""
+        end, its HNSW graph leaves the cache folder, and a fit of it is dropped."""
         registry.delete(name)
 
     return app

@@ -13,7 +13,10 @@ task over an encoded corpus adds only what its card compiles into:
   ``search(texts, k)``.
 
 A card put while the service runs is compiled aside and swapped in by one reference
-assignment, so a request that already holds the old task finishes on it. What a change may
+assignment, so a request that already holds the old task finishes on it. A card put with
+``labels`` is served as compiled at once, then adapted to its labels in the background
+(:mod:`hydra_core.serving.fit_queue`) and swapped again when the fit is done, unless the
+task was replaced or deleted meanwhile. What a change may
 do is a :class:`ChangePolicy`: the folders a card's corpus may come from, the number of
 tasks, whether the pipeline's own tasks may be replaced or deleted.
 """
@@ -24,23 +27,30 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import polars as pl
 
+from hydra_core.data.beir_folder import load_beir_folder
 from hydra_core.data.cards import TaskCard, parse_card
+from hydra_core.data.ir_datasets_source import dataset_name
 from hydra_core.data.opened_task import OpenedTask, load_card_task
-from hydra_core.data.tasks import dataset_name, load_beir_folder
+from hydra_core.data.retrieval_task import RetrievalTask
 from hydra_core.encoding.embedding_cache import text_key
 from hydra_core.encoding.encoder import FrozenEncoder
 from hydra_core.errors import HydraInputError
+from hydra_core.evaluation.adaptation import adapt, judged_queries
 from hydra_core.model.compiled_retriever import CompiledRetriever
 from hydra_core.model.hypernet import Hypernet
 from hydra_core.model.retriever import ConditionedRetriever, RetrieverIndex
 from hydra_core.model.task_profile import CorpusSample, task_profile
 from hydra_core.ranking.ann_index import IndexKind
 from hydra_core.ranking.teachers import BM25Index, BM25Params
+from hydra_core.serving.fit_queue import FitQueue
+from hydra_core.training.training_data import label_split
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,13 +221,16 @@ class Hit:
 
 @dataclass(frozen=True, eq=False)
 class ServedTask:
-    """A task as served: its card, the corpus it shares, its searcher and their provenance."""
+    """A task as served: its card, the corpus it shares, its searcher and their provenance
+    (``labelled_queries``: how many judged queries its retriever was adapted on; 0: as
+    compiled)."""
 
     card: TaskCard
     corpus: Corpus
     searcher: TaskSearcher
     checkpoint: str
     compiled_at: datetime
+    labelled_queries: int = 0
 
     def search(self, query_texts: Sequence[str], k: int) -> list[list[Hit]]:
         rows, scores = self.searcher.search(query_texts, k)
@@ -320,6 +333,7 @@ class TaskRegistry:
         self._tasks: Mapping[str, ServedTask] = {}
         self._pipeline: set[str] = set()
         self._changes = threading.Lock()  # held only to check and swap, never to build
+        self.fits = FitQueue()
 
     def get(self, name: str) -> ServedTask:
         task = self._tasks.get(name)
@@ -374,7 +388,9 @@ class TaskRegistry:
             )
         compiled, checkpoint, compiled_at = stored
         searcher = RetrieverSearcher(compiled, corpus, self.encoder, self.index, self.cache_dir)
-        return ServedTask(card, corpus, searcher, checkpoint, compiled_at)
+        return ServedTask(
+            card, corpus, searcher, checkpoint, compiled_at, compiled.labelled_queries
+        )
 
     def _swap(self, name: str, task: ServedTask | None) -> None:
         """Serve ``task`` as ``name`` (None: stop serving it), under ``_changes``; a graph
@@ -407,6 +423,8 @@ class TaskRegistry:
         The card reads as if it were ``<cards folder>/<name>.yaml``, so a relative source
         means what it would in the cards folder; its corpus must be served already, or be a
         folder under the policy's data roots whose documents the embedding cache holds.
+        A card with ``labels`` (a split of that folder with judged queries) is served as
+        compiled and queued to be adapted to them (see :meth:`_adapt`).
         """
         try:
             card = parse_card(raw, self.cards_dir / f"{name}.yaml")
@@ -419,12 +437,18 @@ class TaskRegistry:
                 f"the card is named {card.name!r} but was put as {name!r}", field="name"
             )
         self._may_change(name, adds=True)  # refused before any work
+        labelled = self._labelled_task(card)
         corpus = self.corpus(corpus_key(card)) or self._cached_corpus(card)
-        task = self._build(card, corpus)
+        compiled = self.encoder.compile(self.retriever, card, corpus)
+        task = self._build(card, corpus, (compiled, self.checkpoint, datetime.now(UTC)))
         with self._changes:
             self._may_change(name, adds=True)  # another request may have changed things
             created = name not in self._tasks
             self._swap(name, task)
+            if labelled is None:
+                self.fits.cancel(name)
+            else:
+                self.fits.submit(name, partial(self._adapt, task, compiled, labelled))
         return task, created
 
     def delete(self, name: str) -> None:
@@ -435,6 +459,59 @@ class TaskRegistry:
             self._may_change(name, adds=False)
             self._swap(name, None)
             self._pipeline.discard(name)
+            self.fits.cancel(name)
+
+    def _labelled_task(self, card: TaskCard) -> tuple[RetrievalTask, pl.DataFrame] | None:
+        """The task of a card with ``labels``, read from its folder under the data roots,
+        and the qrels of that split, which must judge some query relevant (checked before
+        any work); None without labels."""
+        if card.labels is None:
+            return None
+        folder = self.policy.readable_folder(card)
+        try:
+            task = load_beir_folder(folder, name=card.name)
+        except HydraInputError as error:
+            raise self.policy.shown(error) from None
+        label_split(card, task)  # a split the folder has, or the field's error
+        qrels = task.split_qrels(card.labels)
+        if not judged_queries(qrels):
+            raise HydraInputError(
+                f"labels: the {card.labels!r} split has no query with a relevant document",
+                field="labels",
+            )
+        return task, qrels
+
+    @cached_property
+    def _fit_encoder(self) -> FrozenEncoder:
+        """The fits' own copy of the encoder (same model and cache): a fit encodes for
+        seconds, and searches must not queue behind it on the shared one's lock."""
+        shared = self.encoder.encoder
+        return FrozenEncoder(
+            shared.model_name,
+            cache=shared.cache,
+            precision=shared.precision,
+            backend=shared.backend,
+            show_progress=False,
+        )
+
+    def _adapt(
+        self,
+        started: ServedTask,
+        compiled: CompiledRetriever,
+        labelled: tuple[RetrievalTask, pl.DataFrame],
+    ) -> None:
+        """Fit ``compiled`` to the judgments of ``labelled`` (a task and its qrels), then serve it
+        in place of ``started``, if that is still what its name serves (a task replaced or
+        deleted meanwhile leaves the fit's result unused). Run by :attr:`fits`."""
+        card, corpus = started.card, started.corpus
+        task, qrels = labelled
+        vectors = corpus.vectors if corpus.doc_ids == task.corpus["doc_id"].to_list() else None
+        opened = OpenedTask(task, self._fit_encoder, doc_vectors=vectors)
+        adapted = adapt(compiled, card, opened, self._fit_encoder, qrels)
+        served = self._build(card, corpus, (adapted, started.checkpoint, datetime.now(UTC)))
+        with self._changes:
+            if self._tasks.get(card.name) is started:
+                self._swap(card.name, served)
 
     def _cached_corpus(self, card: TaskCard) -> Corpus:
         """The card's corpus from a folder under the data roots and the embedding cache; a
