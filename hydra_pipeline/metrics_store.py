@@ -423,6 +423,16 @@ def latest_long(database: str, tasks: Sequence[str] | None = None) -> pl.DataFra
     return _latest(database, LATEST_VIEW, tasks)
 
 
+def latest_fusion(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
+    """The fusion rows of each task's most recent evaluation, with each row's NDCG@10 (an
+    empty frame of that shape for a store from before the table)."""
+    if not _has(database, LATEST_FUSION_VIEW):
+        return pl.DataFrame(
+            schema={**FUSION_SCHEMA, HEADLINE_METRIC: pl.Float64(), "checkpoint": pl.String()}
+        )
+    return _latest(database, LATEST_FUSION_VIEW, tasks)
+
+
 def latest_per_query(database: str, tasks: Sequence[str] | None = None) -> pl.DataFrame:
     """The per-query rows of each task's most recent evaluation."""
     return _latest(database, LATEST_PER_QUERY_VIEW, tasks)

@@ -217,6 +217,44 @@ def full_markdown_table(results: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def pool_markdown(pool: pl.DataFrame, fusion: pl.DataFrame | None = None) -> str:
+    """The leave-one-task-out section: ``hydra-unseen``'s mean and worst difference from
+    each reference (:func:`~hydra_pipeline.results_figures.pool_frame`) and, with
+    ``fusion`` (the store's ``latest_fusion`` rows), the fusion each card compiled to beside
+    the oracle's grid point."""
+    lines = [
+        f"`{Method.HYDRA_UNSEEN}` (trained without the task) minus each reference; "
+        "`better-channel` is the better of `bm25` and `base` on each task, `oracle` the best "
+        "fusion grid point chosen on the test split itself (a ceiling, not a result).",
+        "",
+        "| reference | mean | worst | worst task |",
+        "|---|---:|---:|---|",
+    ]
+    for row in pool.iter_rows(named=True):
+        lines.append(
+            f"| {row['reference']} | {signed(row['mean'])} | {signed(row['worst'])} "
+            f"| {row['worst_task']} |"
+        )
+    if fusion is not None and not fusion.is_empty():
+        lines += [
+            "",
+            "The fusion each card compiled to (gated: moved per query around it) beside the "
+            "oracle's:",
+            "",
+            f"| task | method | lexical weight | feedback | BM25 b | gated | {HEADLINE_METRIC} |",
+            "|---|---|---:|---:|---:|---|---:|",
+        ]
+        for row in fusion.iter_rows(named=True):
+            value = row[HEADLINE_METRIC]
+            lines.append(
+                f"| {row['task']} | {row['method']} | {row['lexical_weight']:.2f} | "
+                f"{row['feedback']:.2f} | {row['bm25_b']:g} | "
+                f"{'yes' if row['query_gate'] else 'no'} | "
+                f"{'' if value is None else f'{value:.4f}'} |"
+            )
+    return "\n".join(lines)
+
+
 def in_pool_note(tasks: Sequence[str]) -> str:
     """What the rows of tasks whose test labels taught the fusion gate are, and are not."""
     return (

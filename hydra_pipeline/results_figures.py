@@ -20,6 +20,7 @@ from hydra_core.evaluation.method import (
     in_table_order,
 )
 from hydra_core.evaluation.metrics import METRIC_NAMES
+from hydra_core.evaluation.report import POOL_REFERENCES, pool_summary
 from hydra_core.evaluation.significance import (
     PairedTest,
     paired_tests,
@@ -111,6 +112,36 @@ def mean_gain(results: pl.DataFrame, method: str, reference: str, metric: str) -
     gains = gain_table(results, metric=metric, reference=reference)
     mean = gains.filter(pl.col("method") == method)["gain"].mean()
     return float(mean) if isinstance(mean, int | float) else None
+
+
+def pool_frame(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> pl.DataFrame:
+    """The leave-one-task-out summary (:func:`~hydra_core.evaluation.report.pool_summary`)
+    of the tasks with a ``hydra-unseen`` row: its mean and worst difference from each
+    reference, and the task where it is worst. Columns: reference, mean, worst, worst_task;
+    no rows when no task has one."""
+    schema = {"reference": pl.String(), "mean": pl.Float64(), "worst": pl.Float64()}
+    unseen = results.filter(pl.col("method") == Method.HYDRA_UNSEEN)["task"].to_list()
+    tables = {
+        task: {
+            row["method"]: {metric: row[metric]}
+            for row in results.filter(pl.col("task") == task).iter_rows(named=True)
+        }
+        for task in unseen
+    }
+    if not tables:
+        return pl.DataFrame(schema={**schema, "worst_task": pl.String()})
+    summary = pool_summary(tables, metric)
+    rows = [
+        (
+            reference,
+            summary[reference]["mean"],
+            summary[reference]["worst"],
+            summary[reference]["worst_task"],
+        )
+        for reference in POOL_REFERENCES
+        if reference in summary
+    ]
+    return pl.DataFrame(rows, schema={**schema, "worst_task": pl.String()}, orient="row")
 
 
 def headline_metrics(results: pl.DataFrame, metric: str = HEADLINE_METRIC) -> dict[str, float]:

@@ -22,7 +22,12 @@ from hydra_core.atomic import write_text_atomic
 from hydra_core.evaluation.method import HEADLINE_METRIC
 from hydra_core.evaluation.metrics import METRIC_NAMES
 from hydra_pipeline.artifacts import CheckpointRecord
-from hydra_pipeline.metrics_store import latest_long, latest_per_query, latest_robustness
+from hydra_pipeline.metrics_store import (
+    latest_fusion,
+    latest_long,
+    latest_per_query,
+    latest_robustness,
+)
 from hydra_pipeline.report_chart import ndcg_chart
 from hydra_pipeline.report_markdown import (
     full_markdown_table,
@@ -30,6 +35,7 @@ from hydra_pipeline.report_markdown import (
     headline,
     in_pool_note,
     markdown_table,
+    pool_markdown,
     robustness_markdown,
     significance_markdown,
 )
@@ -37,6 +43,7 @@ from hydra_pipeline.results_figures import (
     GAIN_REFERENCE,
     checkpoint_results,
     headline_metrics,
+    pool_frame,
     significance_tests,
     table_methods,
 )
@@ -75,6 +82,7 @@ def write_report(
     per_query: pl.DataFrame | None = None,
     robustness: pl.DataFrame | None = None,
     in_pool: Sequence[str] = (),
+    fusion: pl.DataFrame | None = None,
 ) -> Report:
     """Write ``results.md`` and the NDCG@10 gain chart into ``folder``.
 
@@ -84,6 +92,9 @@ def write_report(
     significance test of hydra (and hydra-unseen) against each reference on every task;
     with ``robustness`` rows, a section gives each method's drop on perturbed queries.
     ``in_pool`` names the tasks whose test labels taught the checkpoint's fusion gate.
+    Tasks with a ``hydra-unseen`` row get a leave-one-task-out section, with ``fusion``
+    (the store's ``latest_fusion`` rows) the fusion each card compiled to beside the
+    oracle's.
     """
     results = results.sort("task", maintain_order=True)  # one task order in every section
     if per_query is not None:
@@ -98,6 +109,7 @@ def write_report(
     if run_id:
         provenance.append(f"MLflow run `{run_id}`")
     answer = headline(results, tests)
+    pool = pool_frame(results)
     text = "\n\n".join(
         [
             "# Hydra results",
@@ -114,6 +126,14 @@ def write_report(
             *(
                 [f"## Significance of {HEADLINE_METRIC} differences", significance_markdown(tests)]
                 if tests
+                else []
+            ),
+            *(
+                [
+                    "## Tasks known only by their card (leave one task out)",
+                    pool_markdown(pool, fusion),
+                ]
+                if not pool.is_empty()
                 else []
             ),
             *(
@@ -167,6 +187,7 @@ def publish_report(
             pl.col("checkpoint") == record.checkpoint_id
         ),
         in_pool=sorted(taught_on_test(record.extra.get("fusion_labels", {})) & evaluated),
+        fusion=latest_fusion(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id),
     )
     if target is not None and record.mlflow_run_id:
         long = latest_long(database, tasks).filter(pl.col("checkpoint") == record.checkpoint_id)

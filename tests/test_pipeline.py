@@ -486,6 +486,10 @@ def test_report_files(pipeline: Pipeline) -> None:
         for method in ("hydra", "hydra-unseen"):  # tested against base, teacher and hybrid
             assert f"\n| {task} | {method} | " in significance
     assert "| task | method | vs base | vs teacher | vs hybrid |" in significance
+    pool = text.split("## Tasks known only by their card")[1].split("## ")[0]
+    assert "| better-channel | " in pool and "| oracle | " in pool
+    for task in TASKS:  # each card's fusion beside the oracle's point
+        assert f"\n| {task} | hydra-unseen | " in pool and f"\n| {task} | oracle | " in pool
     chart = report.with_name("ndcg_at_10.png").read_bytes()
     assert chart.startswith(b"\x89PNG") and len(chart) > 5_000
 

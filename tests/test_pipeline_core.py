@@ -43,6 +43,7 @@ from hydra_core.evaluation.metrics import Scores
 from hydra_core.evaluation.perturbations import KINDS, Perturbation, Robustness
 from hydra_core.evaluation.report import ResultsTable
 from hydra_core.evaluation.significance import per_query_frame
+from hydra_core.model.score_fusion import FusionParameters
 from hydra_core.settings import PROJECT_ROOT
 from hydra_pipeline import defs, metrics_store
 from hydra_pipeline.artifacts import (
@@ -473,6 +474,57 @@ def test_report_tests_hydra_against_each_reference(tmp_path: Path) -> None:
     results = metrics_store.latest_results(database)
     in_pool = write_report(results, tmp_path / "in-pool", in_pool=["b"]).markdown.read_text()
     assert "In-pool: b. Their test labels taught this checkpoint's fusion gate" in in_pool
+
+
+def test_report_sums_up_the_tasks_known_only_by_their_card(tmp_path: Path) -> None:
+    """Tasks with a hydra-unseen row get the leave-one-out section: its mean and worst
+    difference from each reference, and the fusion each card compiled to beside the
+    oracle's point (from the store's fusion table, with each row's NDCG@10)."""
+    database = str(tmp_path / "m.duckdb")
+    figures = {
+        "a": {
+            "bm25": 0.30,
+            "base": 0.40,
+            "hybrid": 0.42,
+            "hydra-unseen": 0.45,
+            "hydra-unseen-generic": 0.44,
+            "oracle": 0.47,
+        },
+        "b": {
+            "bm25": 0.60,
+            "base": 0.50,
+            "hybrid": 0.58,
+            "hydra-unseen": 0.57,
+            "hydra-unseen-generic": 0.57,
+            "oracle": 0.62,
+        },
+    }
+    for task, values in figures.items():
+        table: ResultsTable = {method: _scores([value]) for method, value in values.items()}
+        fusion = {
+            "hydra-unseen": FusionParameters(0.3, feedback=0.5),
+            "oracle": FusionParameters(0.6, feedback=1.0, bm25_b=0.3),
+        }
+        metrics_store.record_metrics(
+            database,
+            metrics_frame(task, table),
+            run_id="r",
+            checkpoint="c",
+            fusion=metrics_store.fusion_frame(task, fusion),
+        )
+    results = metrics_store.latest_results(database)
+    fusion_rows = metrics_store.latest_fusion(database)
+    text = write_report(results, tmp_path, fusion=fusion_rows).markdown.read_text()
+    section = text.split("## Tasks known only by their card (leave one task out)")[1]
+    section = section.split("## All metrics")[0]
+    assert "| hybrid | +0.0100 | -0.0100 | b |" in section  # +0.03 on a, -0.01 on b
+    assert "| better-channel | +0.0100 | -0.0300 | b |" in section
+    assert "| oracle | -0.0350 | -0.0500 | b |" in section
+    assert "| hydra-unseen-generic | +0.0050 | +0.0000 | b |" in section
+    assert "| a | hydra-unseen | 0.30 | 0.50 | 0.75 | no | 0.4500 |" in section
+    assert "| b | oracle | 0.60 | 1.00 | 0.3 | no | 0.6200 |" in section
+    plain = write_report(results.filter(pl.col("method") != "hydra-unseen"), tmp_path / "p")
+    assert "leave one task out" not in plain.markdown.read_text()
 
 
 _HOLD_LOCK = """

@@ -111,7 +111,8 @@ def pool_summary(tables: Mapping[str, ResultsTable], metric: str = "ndcg@10") ->
     for task, table in tables.items():
         unseen = table["hydra-unseen"][metric]
         values = {name: row[metric] for name, row in table.items()}
-        values["better-channel"] = max(values["bm25"], values["base"])
+        if "bm25" in values and "base" in values:
+            values["better-channel"] = max(values["bm25"], values["base"])
         for reference in POOL_REFERENCES:
             if reference in values:
                 gains[reference][task] = unseen - values[reference]
