@@ -56,6 +56,10 @@ run_queue:
   max_concurrent_runs: {max_concurrent}
 telemetry:
   enabled: false
+# hydra's own log lines (training loss, encoding progress) on each run's page in the UI
+python_logs:
+  managed_python_loggers: [hydra_core, hydra_pipeline]
+  python_log_level: INFO
 """
 POSTGRES_STORAGE = {"postgres": {"postgres_url": {"env": POSTGRES_URL_ENV}}}
 """Dagster's storage section for ``dagster_postgres_url``: the URL is read from the

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import pkgutil
 import shutil
@@ -214,6 +215,26 @@ def test_a_postgres_url_adds_the_storage_section_to_dagster_yaml(
     with pytest.raises(HydraInputError) as error:
         prepare_dagster_home(config)
     assert str(error.value).startswith(f"{settings} (field 'storage'): ")
+
+
+def test_hydra_log_lines_reach_the_run_page(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    """The instance hydra writes manages hydra's loggers: a step's progress line (here one
+    logged by a real asset through ``hydra_core``'s logger) is an event of its run, which
+    is what the run page shows."""
+    clean_env.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    config_file = tmp_path / "hydra.yaml"
+    config_file.write_text("workspace: ws\n")
+    prepare_dagster_home(load_project_config(config_file))
+
+    @dg.asset
+    def logs_progress() -> int:
+        logging.getLogger("hydra_core.progress").info("encoding: 5/10 texts")
+        return 1
+
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize([logs_progress], instance=instance)
+        messages = [record.user_message for record in instance.all_logs(result.run_id)]
+    assert "encoding: 5/10 texts" in messages
 
 
 # ------------------------------------------------------------------------------ fingerprints
