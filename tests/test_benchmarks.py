@@ -75,7 +75,6 @@ def test_quick_suite_as_json() -> None:
     assert results["compile"]["compile_ms_cached_profile"] > 0
     assert results["compile"]["profile_new_task_ms"] > 0
     assert results["compile"]["profile_documents"] == QUICK.corpus_docs
-    assert set(results["targets"]["compile"]) <= set(results["compile"])
     assert results["compile"]["head_parameters"] == 256 * 384 + 3 * 256
     assert results["project"]["project_ratio"] > 0
     search = results["search"]
@@ -91,7 +90,8 @@ def test_quick_suite_as_json() -> None:
     # Targets are not measurements: they have their own key, never a figure's.
     assert all(isinstance(value, int | float) for value in memory.values()), memory
     assert results["targets"] == {
-        "memory": {"search_peak_rss_mib": "<= 1536", "new_task_peak_rss_mib": "<= 1536"}
+        "memory": {"search_peak_rss_mib": "<= 1536", "new_task_peak_rss_mib": "<= 1536"},
+        "compile": {"compile_ms_cached_profile": "<= 20", "profile_new_task_ms": "<= 1000"},
     }
     assert "skipped" in results["pipeline"]
 
