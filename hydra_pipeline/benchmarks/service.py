@@ -65,7 +65,9 @@ def serve_figure(sizes: BenchSizes) -> Figure:
     from hydra_core.serving.registry import Corpus, RetrieverSearcher, TaskRegistry
     from hydra_pipeline.load_test import local_address, run_load_test
 
-    template = find_card("scifact", PROJECT_ROOT / "cards").model_copy(update={"source": "bench"})
+    template = find_card("scifact", PROJECT_ROOT / "cards").model_copy(
+        update={"source": "bench", "labels": None}  # served as compiled: no fit to wait on
+    )
 
     def card(name: str) -> Any:
         return template.model_copy(
