@@ -139,8 +139,10 @@ def _materialized(instance: dg.DagsterInstance, name: str) -> set[str]:
 def test_every_asset_materialized(pipeline: Pipeline) -> None:
     graph = pipeline.defs.resolve_asset_graph()
     materializable = [key for key in graph.materializable_asset_keys]
-    assert len(materializable) == 22
-    for key in materializable:
+    assert len(materializable) == 23
+    on_demand = dg.AssetKey("learning_curve")  # in no wave of hydra run (docs/pipeline.md)
+    assert on_demand in materializable
+    for key in (key for key in materializable if key != on_demand):
         if graph.get(key).is_partitioned:
             assert _materialized(pipeline.instance, key.to_user_string()) == set(TASKS), key
         else:

@@ -103,7 +103,7 @@ def test_ui_shows_the_hydra_asset_graph(dagster_ui: DagsterUI, page: Page) -> No
     _dismiss_welcome(page)
     for group in GROUPS:
         expect(page.get_by_text(group, exact=True).first).to_be_visible()
-    expect(page.get_by_role("button", name="Materialize all (21)…")).to_be_visible()
+    expect(page.get_by_role("button", name="Materialize all (23)…")).to_be_visible()
 
     page.goto(f"{dagster_ui.url}/locations/hydra/asset-groups/data")
     page.get_by_text("List", exact=True).click()  # wide graph: every name shows in the list
