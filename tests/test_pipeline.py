@@ -207,7 +207,8 @@ def test_mlflow_run_with_metrics_checkpoint_and_model(pipeline: Pipeline) -> Non
     assert table.height == stored.height and table.columns[:2] == ["task", "method"]
     hydra = (pl.col("task") == "scifact") & (pl.col("method") == "hydra")
     assert table.filter(hydra)["ndcg@10"].item() == pytest.approx(
-        stored.filter(hydra)["ndcg@10"].item(), abs=1e-9  # MLflow's JSON keeps 10 decimals
+        stored.filter(hydra)["ndcg@10"].item(),
+        abs=1e-9,  # MLflow's JSON keeps 10 decimals
     )
     params_file = Path(client.download_artifacts(run.info.run_id, "params.json"))
     assert json.loads(params_file.read_text())["tasks"] == sorted(TASKS)  # nested, as given
