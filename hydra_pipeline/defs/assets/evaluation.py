@@ -84,11 +84,12 @@ def oracle_metrics(
 
     task = task_from_frames(context.partition_key, task_card.source, corpus, queries, qrels)
     rows = score_oracle(stored_task(task, encoder.get(), doc_embeddings), encoder.get())
-    point = oracle_fusion(rows)
-    metadata = {
-        name: dg.MetadataValue.float(float(getattr(point, name)))
-        for name in (ORACLE_POINT if point is not None else ())
-    }
+    point = oracle_fusion(rows)  # none for a task without test queries
+    metadata = (
+        {}
+        if point is None
+        else {name: dg.MetadataValue.float(float(getattr(point, name))) for name in ORACLE_POINT}
+    )
     return frame_output(rows, "result", **metadata)
 
 
